@@ -1,0 +1,48 @@
+"""Dagster resources: where the project lives, and DVC. Each has a local default and is swappable in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from mdpo_pipeline.dvc import Dvc
+from mdpo_pipeline.project import Project
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """The project checkout the assets read params.yaml from and write data/ into."""
+
+    root: str | None = Field(
+        default=None,
+        description="Project root; unset: $MDPO_PROJECT_ROOT, else the checkout found from the working directory.",
+    )
+
+    def project(self) -> Project:
+        """The resolved Project."""
+        return Project(Project.discover(self.root).root) if self.root else Project.discover()
+
+
+class DvcResource(dg.ConfigurableResource):
+    """Records each data asset's output as a DVC stage (dvc.lock + cache) and pushes it to the remote."""
+
+    executable: str | None = Field(
+        default=None, description="Path to dvc; unset: $MDPO_DVC, <root>/.tools/dvc/bin/dvc, then PATH."
+    )
+    enabled: bool = Field(default=True, description="Set false to skip DVC entirely (outputs stay unversioned).")
+    push: bool = Field(default=True, description="Push each committed stage to the remote.")
+    remote: str | None = Field(default=None, description="DVC remote name; unset: the repo's default remote.")
+
+    def record(self, project: Project, stage: str) -> dict[str, Any]:
+        """Commit ``stage`` (and push it), returning Dagster metadata with its content hashes."""
+        if not self.enabled:
+            return {"dvc": "disabled"}
+        dvc = Dvc(project.root, self.executable)
+        hashes = dvc.commit(stage)
+        if self.push:
+            dvc.push(stage, self.remote)
+        meta: dict[str, Any] = {"dvc_stage": stage}
+        for path, md5 in hashes.items():
+            meta["dvc_md5" if len(hashes) == 1 else f"dvc_md5:{path}"] = md5
+        return meta
