@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mdpo_pipeline.core import corruption, ingest, pairs
+from mdpo_pipeline.core.plots import contact_sheet
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_benchmarks, generate_vlfeedback
 from mdpo_pipeline.project import ConfigError, Project, build_config
@@ -47,6 +48,9 @@ def run_shapeworld(project: Project, progress: bool = False) -> dict[str, Any]:
     feedback = generate_vlfeedback(cfg, out / "vlfeedback", progress=progress)
     benchmarks = generate_benchmarks(cfg, out / "benchmarks", progress=progress)
     summary = {"config": asdict(cfg), "vlfeedback": feedback, "benchmarks": benchmarks}
+    sample = sorted((out / "vlfeedback" / "merged_images").glob("*.jpg"))[:16]
+    if sample:
+        contact_sheet(sample, out / "preview.png", labels=[p.stem for p in sample])
     (out / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=2, default=str) + "\n")
     return summary
 

@@ -32,6 +32,8 @@ class QuarantineReason(str, enum.Enum):
     EMPTY_RESPONSE = "empty_response"
     TOO_FEW_COMPLETIONS = "too_few_completions"
     RATINGS_TIED = "ratings_tied"
+    IDENTICAL_PAIR = "identical_pair"  # a fixed (chosen, rejected) pair whose two answers are the same text
+    RATING_OUT_OF_RANGE = "rating_out_of_range"  # a number outside VLFeedback's 1-5 scale
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ def md_image(path: str | Path, alt: str = "preview") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-def summary_metadata(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Scalars become metadata entries and flat dicts of scalars become tables; nested config is skipped."""
+def summary_metadata(summary: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """Scalars become entries, flat dicts of scalars become tables, nested dicts recurse ``depth`` levels."""
     meta: dict[str, Any] = {}
     for k, v in summary.items():
         name = f"{prefix}{k}"
@@ -33,4 +33,6 @@ def summary_metadata(summary: dict[str, Any], prefix: str = "") -> dict[str, Any
             meta[name] = v
         elif isinstance(v, dict) and v and all(isinstance(x, bool | int | float | str) for x in v.values()):
             meta[name] = md_table(v)
+        elif isinstance(v, dict) and depth > 1 and k != "config":
+            meta |= summary_metadata(v, prefix=f"{name}.", depth=depth - 1)
     return meta

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from mdpo_pipeline.dvc import Dvc
-from mdpo_pipeline.project import Project
+from mdpo_pipeline.project import PARAMS_FILE, ConfigError, Project
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -21,7 +22,12 @@ class ProjectResource(dg.ConfigurableResource):
 
     def project(self) -> Project:
         """The resolved Project."""
-        return Project(Project.discover(self.root).root) if self.root else Project.discover()
+        if not self.root:
+            return Project.discover()
+        root = Path(self.root).expanduser().resolve()
+        if not (root / PARAMS_FILE).is_file():
+            raise ConfigError(f"ProjectResource.root={self.root}: no {PARAMS_FILE} there")
+        return Project(root)
 
 
 class DvcResource(dg.ConfigurableResource):

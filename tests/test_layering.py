@@ -1,0 +1,32 @@
+"""The pure layers must not need Dagster: they run in the training container and in DVC stages."""
+
+import subprocess
+import sys
+
+PURE_MODULES = [
+    "mdpo_pipeline.core.schemas",
+    "mdpo_pipeline.core.io",
+    "mdpo_pipeline.core.images",
+    "mdpo_pipeline.core.ingest",
+    "mdpo_pipeline.core.pairs",
+    "mdpo_pipeline.core.corruption",
+    "mdpo_pipeline.core.shapeworld",
+    "mdpo_pipeline.project",
+    "mdpo_pipeline.stages",
+    "mdpo_pipeline.quality",
+    "mdpo_pipeline.dvc",
+    "mdpo_pipeline.cli",
+]
+
+
+def test_core_imports_without_dagster():
+    code = (
+        "import sys\n"
+        f"for m in {PURE_MODULES!r}: __import__(m)\n"
+        "bad = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.'))\n"
+        "assert not bad, bad[:5]\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
