@@ -88,11 +88,10 @@ def run_preference_pairs(project: Project, progress: bool = False) -> dict[str, 
     """Build preference pairs from raw_silkie's kept rows, filter by source and sample N."""
     cfg = pairs_config(project)
     raw_dir = project.data_dir("raw_silkie")
-    raw_summary = _read_summary(raw_dir)
+    _read_summary(raw_dir)  # a clear error when raw_silkie was never materialized
     instructions = [instruction_from_row(r) for r in pq.read_table(raw_dir / "instructions.parquet").to_pylist()]
     result = pairs.make_pairs(instructions, cfg)
     summary = pairs.write_pairs(result, project.data_dir("preference_pairs"))
-    summary["image_root"] = raw_summary["image_root"]
     return summary
 
 

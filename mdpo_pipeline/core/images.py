@@ -123,6 +123,11 @@ def check_image(
         return ImageCheck(False, e.reason, e.detail)
 
 
+def check_images(paths: list[Path], mode: CheckMode, max_pixels: int) -> list[ImageCheck]:
+    """check_image over a batch: the unit of work sent to a worker process."""
+    return [check_image(p, mode, max_pixels) for p in paths]
+
+
 def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image at full resolution as RGB, with the same safety checks; raise ImageError."""
     path = Path(path)

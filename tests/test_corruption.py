@@ -1,0 +1,222 @@
+"""Corrupted images: crop bounds, seeding, strategies, the parallel writer, manifest and preview."""
+
+import hashlib
+import json
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mdpo_pipeline.core.corruption import (
+    ASPECT_RANGE,
+    CROP_SCALES,
+    MANIFEST_SCHEMA,
+    PREVIEW_CELL,
+    PREVIEW_LABEL_HEIGHT,
+    CorruptionConfig,
+    CorruptionError,
+    corrupt,
+    corrupt_images,
+    corruption_rng,
+    image_filename,
+    preview_grid,
+    sample_crop,
+)
+
+SIZES = [(32, 32), (64, 48), (37, 101), (640, 480)]
+
+
+def _noise(w, h, seed=0, mode="RGB"):
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return Image.fromarray(arr).convert(mode)
+
+
+@pytest.fixture
+def image_set(tmp_path):
+    """24 small images of mixed sizes and modes (JPEG RGB, PNG L and RGBA) under tmp_path/root."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    samples = []
+    for k in range(24):
+        w, h = SIZES[k % 3]
+        if k % 6 == 5:
+            rel = f"sub/{k:03d}.png"
+            _noise(w, h, k, "L" if k % 12 == 5 else "RGBA").save(root / rel)
+        else:
+            rel = f"sub/{k:03d}.jpg"
+            _noise(w, h, k).save(root / rel, quality=90)
+        samples.append((f"id/{k:03d}" if k == 7 else f"{k:03d}", rel))  # one id needs sanitizing
+    return root, samples
+
+
+@pytest.mark.parametrize("strategy", sorted(CROP_SCALES))
+@pytest.mark.parametrize("size", SIZES)
+def test_crop_box_within_area_and_aspect_bounds(strategy, size):
+    lo, hi = CROP_SCALES[strategy]
+    width, height = size
+    areas = []
+    for seed in range(300):
+        crop = sample_crop(width, height, CROP_SCALES[strategy], corruption_rng(f"s{seed}", strategy, 0))
+        x, y, w, h = crop["box"]
+        assert not crop["fallback"]
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
+        area = w * h / (width * height)
+        assert crop["area_fraction"] == round(area, 6)
+        # w and h are each rounded to the nearest pixel: the area may move by at most (w + h) / 2 + 1/4 px.
+        tol = ((w + h) / 2 + 0.25) / (width * height)
+        assert lo - tol <= area <= hi + tol
+        assert (w - 0.5) / (h + 0.5) <= ASPECT_RANGE[1] and (w + 0.5) / (h - 0.5) >= ASPECT_RANGE[0]
+        areas.append(area)
+    if size == (640, 480):  # large enough that rounding is negligible: the draws span the whole range
+        assert min(areas) < lo + 0.1 * (hi - lo) and max(areas) > hi - 0.1 * (hi - lo)
+
+
+def test_crop_falls_back_to_a_central_crop_on_extreme_shapes():
+    crop = sample_crop(1000, 2, CROP_SCALES["crop_1_20"], random.Random(0))
+    assert crop["fallback"] and crop["tries"] == 10
+    assert crop["box"] == [498, 0, 3, 2]  # full height, width at the 4/3 ratio limit, centred
+
+
+def test_crop_output_is_the_recorded_box_resized():
+    img = _noise(64, 48, 3)
+    out, params = corrupt(img, "crop_1_20", corruption_rng("x", "crop_1_20", 0))
+    x, y, w, h = params["box"]
+    expected = img.crop((x, y, x + w, y + h)).resize(img.size, Image.Resampling.BILINEAR)
+    assert out.size == img.size and out.tobytes() == expected.tobytes()
+
+
+def test_every_strategy_keeps_the_size_and_records_json_params():
+    img, other = _noise(40, 30, 1), _noise(64, 64, 2)
+    for strategy in ("crop_1_20", "crop_20_50", "moco_v2", "random_image"):
+        out, params = corrupt(img, strategy, random.Random(5), pool_lookup=lambda rng: ("other.jpg", other))
+        assert out.size == img.size and out.mode == "RGB"
+        assert json.loads(json.dumps(params)) == params
+    assert params == {"other_image": "other.jpg", "other_size": [64, 64]}
+    with pytest.raises(ValueError, match="pool_lookup"):
+        corrupt(img, "random_image", random.Random(0))
+    with pytest.raises(ValueError, match="unknown"):
+        corrupt(img, "rotate", random.Random(0))
+
+
+def test_moco_v2_records_every_step_and_hits_each_branch():
+    img = _noise(48, 48, 4)
+    branches = set()
+    for seed in range(60):
+        out, p = corrupt(img, "moco_v2", corruption_rng(str(seed), "moco_v2", 0))
+        assert {"box", "area_fraction", "jitter", "grayscale", "blur_sigma", "hflip"} <= set(p)
+        lo, hi = 0.2, 1.0
+        x, y, w, h = p["box"]
+        assert lo - (w + h) / 2 / 48**2 <= w * h / 48**2 <= hi
+        if p["jitter"] is not None:
+            assert sorted(p["jitter"]["order"]) == ["brightness", "contrast", "hue", "saturation"]
+            assert all(0.6 <= p["jitter"][k] <= 1.4 for k in ("brightness", "contrast", "saturation"))
+            assert -0.1 <= p["jitter"]["hue"] <= 0.1
+        if p["blur_sigma"] is not None:
+            assert 0.1 <= p["blur_sigma"] <= 2.0
+        if p["grayscale"]:
+            r, g, b = np.asarray(out).transpose(2, 0, 1)
+            assert (r == g).all() and (g == b).all()
+        branches |= {("jitter", p["jitter"] is not None), ("gray", p["grayscale"]), ("flip", p["hflip"])}
+        branches.add(("blur", p["blur_sigma"] is not None))
+    assert len(branches) == 8  # every optional step both applied and skipped
+
+
+def test_image_filename_is_safe_and_collision_free():
+    assert image_filename("12345", "jpg") == "12345.jpg"
+    a, b = image_filename("a/b", "jpg"), image_filename("a_b", "jpg")
+    assert a != b and "/" not in a and a.startswith("a_b-")
+    assert not image_filename("..", "png").startswith("..")
+    with pytest.raises(ValueError):
+        image_filename("", "jpg")
+
+
+def _files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_corrupt_images_writes_a_complete_reproducible_set(image_set, tmp_path):
+    root, samples = image_set
+    one = corrupt_images(samples, root, tmp_path / "w1", CorruptionConfig(workers=1, seed=3))
+    two = corrupt_images(list(reversed(samples)), root, tmp_path / "w2", CorruptionConfig(workers=2, seed=3))
+    assert _files(tmp_path / "w1") == _files(tmp_path / "w2")  # same bytes whatever the worker count or order
+    assert one.summary == two.summary and two.workers == 2
+
+    table = pq.read_table(tmp_path / "w1" / "manifest.parquet")
+    assert table.schema.equals(MANIFEST_SCHEMA) and table.num_rows == len(samples)
+    rows = table.to_pylist()
+    assert [r["sample_id"] for r in rows] == sorted(s for s, _ in samples)
+    sizes = {sid: Image.open(root / rel).size for sid, rel in samples}
+    for r in rows:
+        data = (tmp_path / "w1" / r["corrupted_image"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == r["sha256"]
+        with Image.open(tmp_path / "w1" / r["corrupted_image"]) as im:
+            assert im.format == "JPEG" and im.mode == "RGB" and im.size == sizes[r["sample_id"]]
+        assert (r["width"], r["height"]) == sizes[r["sample_id"]]
+        assert 0.0 < json.loads(r["params"])["area_fraction"] <= 0.2 + 0.05
+    assert one.summary["n_images"] == len(samples) and one.summary["fallback_crops"] == 0
+
+    other_seed = corrupt_images(samples, root, tmp_path / "s4", CorruptionConfig(workers=1, seed=4))
+    assert all(a["sha256"] != b["sha256"] for a, b in zip(one.rows, other_seed.rows))
+
+
+def test_png_output_and_random_image_never_picks_itself(image_set, tmp_path):
+    root, samples = image_set
+    res = corrupt_images(samples, root, tmp_path / "out", CorruptionConfig(strategy="random_image", image_format="png"))
+    picks = set()
+    for r in res.rows:
+        p = json.loads(r["params"])
+        assert p["other_image"] != r["source_image"] and (root / p["other_image"]).is_file()
+        assert r["corrupted_image"].endswith(".png")
+        picks.add(p["other_image"])
+    assert len(picks) > len(samples) // 3  # spread over the pool, not one fixed image
+    with pytest.raises(ValueError, match="two distinct"):
+        corrupt_images(samples[:1], root, tmp_path / "x", CorruptionConfig(strategy="random_image"))
+
+
+def test_failure_leaves_the_previous_set_intact(image_set, tmp_path):
+    root, samples = image_set
+    out = tmp_path / "out"
+    corrupt_images(samples, root, out, CorruptionConfig(workers=1))
+    before = _files(out)
+    with pytest.raises(CorruptionError, match="max_image_pixels"):
+        corrupt_images(samples, root, out, CorruptionConfig(workers=1, seed=9, max_image_pixels=1000))
+    with pytest.raises(CorruptionError, match="missing"):
+        corrupt_images(samples + [("zz", "sub/missing.jpg")], root, out, CorruptionConfig(workers=1, seed=9))
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "root"]  # no temp directories left behind
+
+
+def test_bad_samples_are_rejected(image_set, tmp_path):
+    root, samples = image_set
+    for bad in ([], samples + [samples[0]], [("a", "../etc/passwd.jpg")], [("a", "/abs.jpg")]):
+        with pytest.raises(ValueError):
+            corrupt_images(bad, root, tmp_path / "out", CorruptionConfig())
+
+
+def test_preview_grid_is_a_png_of_the_expected_size(image_set, tmp_path):
+    root, samples = image_set
+    res = corrupt_images(samples, root, tmp_path / "out", CorruptionConfig(workers=1))
+    with Image.open(tmp_path / "out" / "preview.png") as im:
+        assert im.format == "PNG" and im.size == (8 * PREVIEW_CELL, 2 * PREVIEW_CELL + PREVIEW_LABEL_HEIGHT)
+    path = preview_grid(res.rows[:3], root, tmp_path / "out", tmp_path / "p.png", n=8)
+    first = res.rows[0]  # sample "000": a 32x32 image, first in id order, so the first column
+    cell = (PREVIEW_CELL, PREVIEW_CELL)
+    with Image.open(path) as im, Image.open(root / first["source_image"]) as orig:
+        assert im.size == (3 * PREVIEW_CELL, 2 * PREVIEW_CELL + PREVIEW_LABEL_HEIGHT)
+        # Originals on top, corrupted below, each blown up 4x with NEAREST to fill its cell.
+        top = np.asarray(im.crop((0, 0, *cell)))
+        assert (top == np.asarray(orig.convert("RGB").resize(cell, Image.Resampling.NEAREST))).all()
+        with Image.open(tmp_path / "out" / first["corrupted_image"]) as bad:
+            bottom = np.asarray(im.crop((0, PREVIEW_CELL, PREVIEW_CELL, 2 * PREVIEW_CELL)))
+            assert (bottom == np.asarray(bad.convert("RGB").resize(cell, Image.Resampling.NEAREST))).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"strategy": "blur"}, {"seed": "0"}, {"workers": -1}, {"image_format": "webp"}, {"max_image_pixels": 0}],
+)
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        CorruptionConfig(**kwargs)
