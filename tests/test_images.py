@@ -50,7 +50,9 @@ def test_resolve_inside_root(tmp_path):
     assert resolve_image_path(tmp_path, "./a/x.jpg") == (tmp_path / "a" / "x.jpg").resolve()
 
 
-@pytest.mark.parametrize("rel", ["../x.jpg", "a/../../x.jpg", "..\\x.jpg", "/etc/passwd", "C:/x.jpg", "", "  "])
+@pytest.mark.parametrize(
+    "rel", ["../x.jpg", "a/../../x.jpg", "..\\x.jpg", "/etc/passwd", "C:/x.jpg", "", "  ", "a\x00.jpg"]
+)
 def test_resolve_rejects_escapes(tmp_path, rel):
     with pytest.raises(PathEscapeError) as e:
         resolve_image_path(tmp_path, rel)
@@ -79,6 +81,12 @@ def test_good_jpeg_reports_true_size(tmp_path):
 def test_missing_file(tmp_path):
     chk = check_image(tmp_path / "nope.jpg")
     assert (chk.ok, chk.reason) == (False, R.MISSING_IMAGE) and "nope.jpg" in chk.detail
+
+
+def test_unreadable_names_are_missing_not_crashes(tmp_path):
+    assert check_image(tmp_path / ("a" * 300 + ".jpg")).reason is R.MISSING_IMAGE  # ENAMETOOLONG
+    (tmp_path / "dir.jpg").mkdir()
+    assert check_image(tmp_path / "dir.jpg").reason is R.MISSING_IMAGE
 
 
 def test_text_file_named_jpg(tmp_path):

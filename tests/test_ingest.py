@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zipfile
 import zlib
@@ -89,6 +90,11 @@ def test_malformed_json_line(tmp_path):
     res = run(make_vlf(tmp_path, [row("a"), '{"id": "b", "prompt": ', row("c")]))
     only_quarantined(res, R.MALFORMED_JSON, 2, "line 2")
     assert [i.id for i in res.instructions] == ["a", "c"]
+
+
+def test_absurdly_nested_line_is_malformed(tmp_path):
+    res = run(make_vlf(tmp_path, [row("a"), "[" * 100_000 + "]" * 100_000]))
+    only_quarantined(res, R.MALFORMED_JSON, 2, "line 2")
 
 
 def test_non_object_row(tmp_path):
@@ -309,11 +315,24 @@ def test_write_ingest_deterministic_and_roundtrips(tmp_path):
     assert s1["completions_dropped"] == {"non_numeric_rating": sum(
         1 for i in range(120) if i % 11 == 5 and i % 7 != 3 and i % 13)}
     assert set(s1["quarantined_by_reason"]) == {"empty_prompt", "not_an_image", "malformed_json"}
-    assert s1["files"]["instruction_source"].endswith("instruction_source.jsonl")
+    assert s1["files"] == {"format": "vlfeedback", "data": ["vlfeedback_80k.jsonl"],
+                           "instruction_source": "instruction_source.jsonl"}
+    assert s1["image_root"] == str(d.resolve())
     kept = [instruction_from_row(r) for r in read_parquet_rows(tmp_path / "o1" / "instructions.parquet")]
     assert kept == ingest(IngestConfig(path=d)).instructions
     q = read_parquet_rows(tmp_path / "o1" / "quarantine.parquet")
     assert q[0]["reason"] == "not_an_image" and q[-1]["reason"] == "malformed_json"
+
+
+def test_written_bytes_do_not_depend_on_checkout_location(tmp_path):
+    d = mixed_dataset(tmp_path / "one", n=30)
+    moved = tmp_path / "two" / "elsewhere"
+    shutil.copytree(d, moved)
+    write_ingest(run(d), tmp_path / "o1", image_root="data/vlf")
+    write_ingest(run(moved), tmp_path / "o2", image_root="data/vlf")
+    for name in ("instructions.parquet", "quarantine.parquet", "summary.json"):
+        assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes(), name
+    assert json.loads((tmp_path / "o1" / "summary.json").read_text())["image_root"] == "data/vlf"
 
 
 # ---------------------------------------------------------------------------------------------- mDPO json
@@ -439,3 +458,14 @@ def test_hub_download_extracts_and_reads(tmp_path, monkeypatch):
     assert [(i.id, i.source, i.width) for i in res.instructions] == [("a", "llava", 16), ("b", "unknown", 16)]
     assert res.files["format"] == "hub"
     assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "dl" / "merged_images" / "evil.jpg").exists()
+
+
+def test_image_pool_uses_processes_unless_daemonic(monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    with ingest_mod._image_pool(2) as pool:
+        assert isinstance(pool, ProcessPoolExecutor)
+    monkeypatch.setattr(ingest_mod.mp, "current_process", lambda: SimpleNamespace(daemon=True))
+    with ingest_mod._image_pool(2) as pool:  # a daemonic process may not start children
+        assert isinstance(pool, ThreadPoolExecutor)

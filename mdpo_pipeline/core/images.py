@@ -8,6 +8,7 @@ PIL's own hard limit (2 × ``Image.MAX_IMAGE_PIXELS``) still applies on top and 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -55,8 +56,8 @@ def resolve_image_path(root: str | os.PathLike, rel: str) -> Path:
     # Backslashes are treated as separators so a Windows-authored "..\\x" cannot slip through as one name.
     posix = str(rel).replace("\\", "/")
     pure = PurePosixPath(posix)
-    if not posix.strip():
-        raise PathEscapeError("image path is empty")
+    if not posix.strip() or "\x00" in posix:
+        raise PathEscapeError(f"image path {rel!r} is empty or contains a NUL byte")
     if pure.is_absolute() or (len(posix) > 1 and posix[1] == ":"):
         raise PathEscapeError(f"image path {rel!r} is absolute")
     if ".." in pure.parts:
@@ -71,13 +72,17 @@ def resolve_image_path(root: str | os.PathLike, rel: str) -> Path:
 
 def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     """Open lazily (header only) and enforce the pixel limit before anything is decoded."""
-    if not path.is_file():
-        raise ImageError(QuarantineReason.MISSING_IMAGE, f"image file {path} does not exist")
+    try:
+        st = path.stat()
+    except OSError as e:  # ENOENT, but also e.g. a name too long for the file system
+        raise ImageError(QuarantineReason.MISSING_IMAGE, f"image file {path} not found ({e.strerror})")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(QuarantineReason.MISSING_IMAGE, f"image path {path} is not a regular file")
     try:
         im = Image.open(path)
     except UnidentifiedImageError:
-        size = path.stat().st_size
-        raise ImageError(QuarantineReason.NOT_AN_IMAGE, f"{path.name}: not a recognized image ({size} bytes)")
+        detail = f"{path.name}: not a recognized image ({st.st_size} bytes)"
+        raise ImageError(QuarantineReason.NOT_AN_IMAGE, detail)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # The Warning is only raised when a caller turned warnings into errors; same meaning.
         raise ImageError(QuarantineReason.IMAGE_TOO_LARGE, f"{path.name}: {e}")

@@ -1,11 +1,11 @@
 """Read Silkie / VLFeedback or the released mDPO pair file into validated Instructions, quarantining
 every row that cannot be used with the reason, the place and the offending input.
 
-Rows are streamed: memory grows with the kept rows (plus a small key per row for duplicate detection),
-never with the raw file. Text checks run in the calling process; image checks, the expensive part,
-run in worker processes over batches of rows, and results are drained in input order.
-Checks run in a fixed order and a row gets the first reason that applies. Prompts and responses are
-stored with outer whitespace stripped.
+Rows are streamed: memory grows with the kept and quarantined rows (plus a small key per row for
+duplicate detection), never with the raw file. Text checks run in the calling process; image checks,
+the expensive part, run in worker processes over batches of rows, drained in input order. Checks run
+in a fixed order and a row gets the first reason that applies. Prompts and responses are stored with
+outer whitespace stripped.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageCheck, PathEscapeError, check_images, resolve_image_path
+from mdpo_pipeline.core.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageCheck,
+    PathEscapeError,
+    check_images,
+    resolve_image_path,
+)
 from mdpo_pipeline.core.io import write_json, write_parquet
 from mdpo_pipeline.core.schemas import (
     ASPECTS,
@@ -72,33 +78,34 @@ class IngestConfig:
     format: str = "vlfeedback"  # "vlfeedback" (raw release), "mdpo_json" (released mDPO pairs) or "hub"
     path: str | Path | None = None  # data directory or file; for "hub", the directory to download into
     image_root: str | Path | None = None  # image paths resolve under this; default: the data directory
-    image_check: str = "full"  # "full" decodes every image, "header" reads format and size only, "none" skips
+    image_check: str = "full"  # "full": decode every image; "header": format and size only; "none": skip
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images are quarantined before decoding (bomb guard)
-    # The released mDPO file is the LLaVA-sourced subset of VLFeedback (FACTS §2) and carries no source field.
+    # Source for mdpo_json rows without one: the released mDPO file is the LLaVA-sourced subset of
+    # VLFeedback (FACTS §2) and carries no source field.
     default_source: str = "llava"
     hub_repo_id: str = "MMInstruction/VLFeedback"  # dataset repo holding the raw release files
     hub_revision: str | None = None  # pin a commit for reproducible downloads; None = main
-    workers: int = 0  # processes for image checks; 0 = all available cores, 1 = inline
+    workers: int = 0  # processes for image checks; 0 = all available cores, 1 = inline (no processes)
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ValueError(f"IngestConfig.format must be one of {FORMATS}, got {self.format!r}")
         if self.path is None or not str(self.path).strip():
-            raise ValueError("IngestConfig.path is required (data directory or file; for 'hub', the download dir)")
+            raise ValueError("IngestConfig.path is required: data directory or file ('hub': where to download)")
         self.path = Path(self.path).expanduser()
         if self.image_root is not None:
             self.image_root = Path(self.image_root).expanduser()
         if self.image_check not in IMAGE_CHECKS:
-            raise ValueError(f"IngestConfig.image_check must be one of {IMAGE_CHECKS}, got {self.image_check!r}")
-        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or self.max_image_pixels < 1:
-            raise ValueError(f"IngestConfig.max_image_pixels must be a positive int, got {self.max_image_pixels!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"IngestConfig.workers must be an int >= 0 (0 = all cores), got {self.workers!r}")
+            raise ValueError(f"IngestConfig.image_check must be in {IMAGE_CHECKS}, got {self.image_check!r}")
+        for name, lowest in (("max_image_pixels", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"IngestConfig.{name} must be an int >= {lowest}, got {value!r}")
         if not isinstance(self.default_source, str) or not self.default_source.strip():
             raise ValueError("IngestConfig.default_source must be a non-empty string")
         self.default_source = self.default_source.strip().lower()
         if not self.hub_repo_id or "/" not in self.hub_repo_id:
-            raise ValueError(f"IngestConfig.hub_repo_id must look like 'owner/name', got {self.hub_repo_id!r}")
+            raise ValueError(f"IngestConfig.hub_repo_id must be 'owner/name', got {self.hub_repo_id!r}")
 
 
 @dataclass
@@ -108,8 +115,9 @@ class IngestResult:
     instructions: list[Instruction]
     quarantine: list[QuarantineRecord]
     n_read: int  # rows read; every one is either kept or quarantined
-    files: dict  # format, data files, instruction-source file and image root actually used
-    completions_dropped: Counter = field(default_factory=Counter)  # reason -> unusable completions in kept rows
+    files: dict  # format, and the data and instruction-source files actually read (absolute paths)
+    image_root: Path  # where Instruction.image paths resolve
+    completions_dropped: Counter = field(default_factory=Counter)  # reason -> dropped completions, kept rows
 
     def __post_init__(self):
         if len(self.instructions) + len(self.quarantine) != self.n_read:
@@ -120,14 +128,21 @@ class IngestResult:
 
     def counts_by_reason(self) -> dict[str, int]:
         """Quarantined rows per reason value."""
-        return {r.value: n for r, n in sorted(Counter(q.reason for q in self.quarantine).items(), key=_reason_key)}
+        counts = Counter(q.reason for q in self.quarantine)
+        return {r.value: n for r, n in sorted(counts.items(), key=_reason_key)}
 
     def counts_by_source(self) -> dict[str, int]:
         """Kept instructions per source ("unknown" where the source file had no entry)."""
         return dict(sorted(Counter(i.source for i in self.instructions).items()))
 
-    def summary(self) -> dict:
-        """The JSON-serializable summary written as summary.json."""
+    def summary(self, image_root: str | None = None) -> dict:
+        """The summary written as summary.json; ``image_root`` overrides how the root is recorded."""
+        # File names only (their directory is the configured path): a checkout elsewhere gives the same bytes.
+        source = self.files["instruction_source"]
+        files = self.files | {
+            "data": [Path(p).name for p in self.files["data"]],
+            "instruction_source": Path(source).name if source else None,
+        }
         return {
             "n_read": self.n_read,
             "n_kept": len(self.instructions),
@@ -137,7 +152,8 @@ class IngestResult:
             "completions_dropped": {
                 r.value: n for r, n in sorted(self.completions_dropped.items(), key=_reason_key)
             },
-            "files": self.files,
+            "files": files,
+            "image_root": image_root if image_root is not None else str(self.image_root),
         }
 
 
@@ -176,7 +192,7 @@ def _iter_jsonl(path: Path) -> Iterator[_Rec]:
             text = line.decode("utf-8", "replace").rstrip("\r\n")
             try:
                 yield _Rec(path.name, n, json.loads(line), text)
-            except ValueError as e:  # JSONDecodeError and invalid UTF-8
+            except (ValueError, RecursionError) as e:  # bad JSON, invalid UTF-8, absurd nesting
                 yield _Rec(path.name, n, None, text, f"line {n} is not valid JSON: {e}")
 
 
@@ -207,13 +223,13 @@ def _iter_json_array(path: Path, chunk: int = 1 << 16) -> Iterator[_Rec]:
                 while pos < len(buf) and buf[pos].isspace():
                     pos += 1
                 if pos < len(buf) or eof:
-                    return buf[pos:pos + 1]
+                    return buf[pos : pos + 1]
                 more()
 
         def fail(n: int, msg: str, at: int) -> _Rec:
             # Past a syntax error element boundaries are unknown, so the rest of the file is lost.
-            detail = f"record {n} is not valid JSON ({msg} at char {base + at}); the rest of the file was not read"
-            return _Rec(path.name, n, None, buf[pos:pos + RAW_CHARS], detail, "record")
+            detail = f"record {n} is not valid JSON ({msg} at char {base + at}); rest of file not read"
+            return _Rec(path.name, n, None, buf[pos : pos + RAW_CHARS], detail, "record")
 
         peek()
         pos += 1  # the "[" that _iter_json_any saw
@@ -221,7 +237,7 @@ def _iter_json_array(path: Path, chunk: int = 1 << 16) -> Iterator[_Rec]:
         while (c := peek()) != "]":
             if n:
                 if c != ",":
-                    yield fail(n + 1, f"expected ',' or ']', found {c!r}" if c else "unexpected end of file", pos)
+                    yield fail(n + 1, f"expected ',' or ']', found {c!r}" if c else "unexpected end", pos)
                     return
                 pos += 1
                 peek()
@@ -235,6 +251,9 @@ def _iter_json_array(path: Path, chunk: int = 1 << 16) -> Iterator[_Rec]:
                     if eof or not cut:
                         yield fail(n + 1, e.msg, e.pos)
                         return
+                except RecursionError:
+                    yield fail(n + 1, "nesting too deep", pos)
+                    return
                 more()
             n += 1
             yield _Rec(path.name, n, obj, unit="record")
@@ -246,11 +265,6 @@ def _iter_json_any(path: Path) -> Iterator[_Rec]:
     with open(path, "rb") as f:
         head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
     return _iter_json_array(path) if head.startswith(b"[") else _iter_jsonl(path)
-
-
-def _iter_files(files: list[Path], reader: Callable[[Path], Iterator[_Rec]]) -> Iterator[_Rec]:
-    for p in files:
-        yield from reader(p)
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -280,7 +294,8 @@ def _require(obj: dict, names: Iterable[str], rid: str | None) -> None:
         if obj.get(name) is None:
             raise _Reject(R.MISSING_FIELD, f"required field '{name}' is missing", rid)
         if not isinstance(obj[name], str):
-            raise _Reject(R.BAD_FIELD_TYPE, f"field '{name}' is {_type_name(obj[name])}, expected string", rid)
+            got = _type_name(obj[name])
+            raise _Reject(R.BAD_FIELD_TYPE, f"field '{name}' is {got}, expected string", rid)
 
 
 def _parse_rating(value: object) -> tuple[float | None, QuarantineReason | None]:
@@ -302,14 +317,17 @@ def _parse_rating(value: object) -> tuple[float | None, QuarantineReason | None]
     return x, None
 
 
-def _parse_completion(c: object, i: int, fallback_model: str, rid: str) -> tuple[Completion, list[tuple[R, str]]]:
+def _parse_completion(
+    c: object, i: int, fallback_model: str, rid: str
+) -> tuple[Completion, list[tuple[QuarantineReason, str]]]:
     """Parse one completion; return it with its defects (empty = usable)."""
     if not isinstance(c, dict):
         raise _Reject(R.BAD_FIELD_TYPE, f"completions[{i}] is {_type_name(c)}, expected object", rid)
     model = c.get("model") if isinstance(c.get("model"), str) else fallback_model
     response = c.get("response")
     if response is not None and not isinstance(response, str):
-        raise _Reject(R.BAD_FIELD_TYPE, f"completions[{i}].response is {_type_name(response)}, expected string", rid)
+        got = _type_name(response)
+        raise _Reject(R.BAD_FIELD_TYPE, f"completions[{i}].response is {got}, expected string", rid)
     where = f"completions[{i}] ({model})"
     response = (response or "").strip()
     defects = [] if response else [(R.EMPTY_RESPONSE, f"{where}: empty response")]
@@ -337,10 +355,11 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
         raise _Reject(R.MISSING_FIELD, "field 'id' is empty", rid)
     comps_in = obj["completions"]
     if not isinstance(comps_in, list):
-        raise _Reject(R.BAD_FIELD_TYPE, f"field 'completions' is {_type_name(comps_in)}, expected list", rid)
+        got = _type_name(comps_in)
+        raise _Reject(R.BAD_FIELD_TYPE, f"field 'completions' is {got}, expected list", rid)
     prompt = obj["prompt"].strip()
     if not prompt:
-        raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' is empty or whitespace only ({obj['prompt']!r})", rid)
+        raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' is empty or whitespace ({obj['prompt']!r})", rid)
     models = obj.get("models") if isinstance(obj.get("models"), list) else []
     usable: list[Completion] = []
     dropped: Counter = Counter()
@@ -355,12 +374,16 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
             usable.append(comp)
     if len(usable) < 2:
         # Name the defect that removed most completions (ties: enum order); none means there were too few.
-        reason = min(dropped, key=lambda r: (-dropped[r], _REASON_ORDER[r])) if dropped else R.TOO_FEW_COMPLETIONS
-        shown = "; ".join(details[:6]) + ("; ..." if len(details) > 6 else "")
-        raise _Reject(reason, f"{len(usable)} of {len(comps_in)} completions usable, need 2" + (f": {shown}" if shown else ""), rid)
+        if dropped:
+            reason = min(dropped, key=lambda r: (-dropped[r], _REASON_ORDER[r]))
+        else:
+            reason = R.TOO_FEW_COMPLETIONS
+        shown = "".join(f"; {d}" for d in details[:6]) + ("; ..." if len(details) > 6 else "")
+        raise _Reject(reason, f"{len(usable)} of {len(comps_in)} completions usable, need 2{shown}", rid)
     scores = sorted({round(c.score, 9) for c in usable})  # type: ignore[arg-type]
     if len(scores) == 1:
-        raise _Reject(R.RATINGS_TIED, f"all {len(usable)} usable completions have mean rating {scores[0]:g}: no pair", rid)
+        detail = f"all {len(usable)} usable completions have mean rating {scores[0]:g}: no pair"
+        raise _Reject(R.RATINGS_TIED, detail, rid)
     ins = Instruction(
         id=rid, source=sources.get(rid, UNKNOWN), prompt=prompt, image=f"{IMAGES_DIR}/{rid}.jpg",
         completions=tuple(usable),
@@ -374,7 +397,9 @@ _VICUNA_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 _PROMPT_TEMPLATES = (
-    re.compile(rf"^\s*(?:{re.escape(_VICUNA_SYSTEM)})?\s*USER:\s*<image>\s*(?P<q>.*?)\s*ASSISTANT:\s*$", re.S),
+    re.compile(
+        rf"^\s*(?:{re.escape(_VICUNA_SYSTEM)})?\s*USER:\s*<image>\s*(?P<q>.*?)\s*ASSISTANT:\s*$", re.S
+    ),
     re.compile(r"^\s*<image>\s*\n(?P<q>.*)$", re.S),
 )
 
@@ -384,7 +409,7 @@ def _posix(p: str) -> PurePosixPath:
 
 
 def strip_prompt_template(prompt: str) -> str:
-    """Recover the raw question from a templated prompt (the processor rebuilds the template at training)."""
+    """Recover the raw question from a templated prompt; the model's processor re-templates it later."""
     for pattern in _PROMPT_TEMPLATES:
         if m := pattern.match(prompt):
             return m["q"].strip()
@@ -409,13 +434,14 @@ def _parse_mdpo(obj: object, ordinal: int, default_source: str) -> _Row:
     _require(obj, ("img_path", "prompt", "chosen", "rejected"), rid)
     prompt = strip_prompt_template(obj["prompt"])
     if not prompt:
-        raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' has no question after template stripping ({obj['prompt']!r})", rid)
+        detail = f"field 'prompt' has no question once the template is stripped ({obj['prompt']!r})"
+        raise _Reject(R.EMPTY_PROMPT, detail, rid)
     chosen, rejected = obj["chosen"].strip(), obj["rejected"].strip()
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not text:
             raise _Reject(R.EMPTY_RESPONSE, f"field '{name}' is empty or whitespace only", rid)
     if chosen == rejected:
-        raise _Reject(R.IDENTICAL_PAIR, "fields 'chosen' and 'rejected' are the same text: no preference", rid)
+        raise _Reject(R.IDENTICAL_PAIR, "fields 'chosen' and 'rejected' are the same text", rid)
     source = obj.get("source")
     source = source.strip().lower() if isinstance(source, str) and source.strip() else default_source
     image = _posix(img).as_posix()
@@ -439,7 +465,7 @@ def _load_sources(path: Path) -> dict[str, str]:
         else:
             bad += 1
     if bad:
-        log.warning("%s: %d lines without a usable id and source (keys %s) were skipped", path, bad, SOURCE_KEYS)
+        log.warning("%s: skipped %d lines without a string id and source %s", path, bad, SOURCE_KEYS)
     return sources
 
 
@@ -473,15 +499,16 @@ def _default_workers() -> int:
 
 
 def _run(
-    records: Iterable[_Rec],
+    files: list[Path],
+    reader: Callable[[Path], Iterator[_Rec]],
     parse: Callable[[object, int], _Row],
     image_root: Path,
     cfg: IngestConfig,
-    file_order: list[str],
-    files_info: dict,
+    info: dict,
     progress: bool,
 ) -> IngestResult:
-    """Text checks in order on this process, image checks in a bounded window of pool tasks."""
+    """Text checks in order in this process, image checks in a bounded window of pool tasks."""
+    image_root = image_root.resolve()
     workers = cfg.workers or _default_workers()
     instructions: list[Instruction] = []
     quarantine: list[QuarantineRecord] = []
@@ -497,39 +524,45 @@ def _run(
                 instructions.append(replace(row.ins, width=chk.width, height=chk.height))
                 dropped.update(row.dropped)
             else:
-                quarantine.append(QuarantineRecord(rec.file, rec.line, row.ins.id, chk.reason, chk.detail, rec.raw_text()))
+                quarantine.append(
+                    QuarantineRecord(rec.file, rec.line, row.ins.id, chk.reason, chk.detail, rec.raw_text())
+                )
         bar.update(len(items))
 
     def submit(limit: int) -> None:
         if batch:
             paths = [p for _, _, p in batch]
-            in_flight.append((batch.copy(), _submit(pool, check_fn, paths, cfg.image_check, cfg.max_image_pixels)))
+            task = _submit(pool, check_fn, paths, cfg.image_check, cfg.max_image_pixels)
+            in_flight.append((batch.copy(), task))
             batch.clear()
         while len(in_flight) > limit:  # drain oldest first, so output keeps input order
-            items, fut = in_flight.popleft()
-            finish(items, fut.result())
+            items, task = in_flight.popleft()
+            finish(items, task.result())
 
     check_fn = _skip_images if cfg.image_check == "none" else check_images
     use_pool = workers > 1 and cfg.image_check != "none"
-    with tqdm(unit="row", desc="ingest", disable=not progress) as bar, (
-        _image_pool(workers) if use_pool else contextlib.nullcontext()
-    ) as pool:
-        for rec in records:
+    with (
+        tqdm(unit="row", desc="ingest", disable=not progress) as bar,
+        _image_pool(workers) if use_pool else contextlib.nullcontext() as pool,
+    ):
+        for rec in (rec for path in files for rec in reader(path)):
             n_read += 1
             try:
                 if rec.error is not None:
                     raise _Reject(R.MALFORMED_JSON, rec.error)
                 row = parse(rec.obj, n_read)
-                for key in row.keys:
-                    if key in seen:
-                        what = f"id {key[1]!r}" if key[0] == "id" else "the same (img_path, prompt, chosen, rejected)"
-                        raise _Reject(R.DUPLICATE_ID, f"{what} already kept from {seen[key]}", row.ins.id)
+                for kind, value in row.keys:
+                    if (kind, value) in seen:
+                        what = f"id {value!r}" if kind == "id" else "(img_path, prompt, chosen, rejected)"
+                        detail = f"{what} already kept from {seen[kind, value]}"
+                        raise _Reject(R.DUPLICATE_ID, detail, row.ins.id)
                 try:
                     path = resolve_image_path(image_root, row.ins.image)
                 except PathEscapeError as e:
                     raise _Reject(e.reason, e.detail, row.ins.id) from None
             except _Reject as r:
-                quarantine.append(QuarantineRecord(rec.file, rec.line, r.id, r.reason, r.detail, rec.raw_text()))
+                record = QuarantineRecord(rec.file, rec.line, r.id, r.reason, r.detail, rec.raw_text())
+                quarantine.append(record)
                 bar.update()
                 continue
             seen.update((key, rec.where) for key in row.keys)
@@ -538,9 +571,10 @@ def _run(
                 submit(limit=4 * workers)
         submit(limit=0)
 
-    order = {name: i for i, name in enumerate(file_order)}
+    # Text rejects were recorded before the image rejects of earlier rows: restore input order.
+    order = {p.name: i for i, p in enumerate(files)}
     quarantine.sort(key=lambda q: (order[q.file], q.line))
-    return IngestResult(instructions, quarantine, n_read, files_info, dropped)
+    return IngestResult(instructions, quarantine, n_read, info, image_root, dropped)
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -567,8 +601,16 @@ def _vlfeedback_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_any(path: Path) -> Iterator[_Rec]:
+def _read_vlfeedback_file(path: Path) -> Iterator[_Rec]:
     return _iter_parquet(path) if path.suffix == ".parquet" else _iter_jsonl(path)
+
+
+def _files_info(fmt: str, files: list[Path], source_file: Path | None) -> dict:
+    return {
+        "format": fmt,
+        "data": [str(p.resolve()) for p in files],
+        "instruction_source": str(source_file.resolve()) if source_file else None,
+    }
 
 
 def _ingest_vlfeedback(cfg: IngestConfig, path: Path, fmt: str, progress: bool) -> IngestResult:
@@ -576,22 +618,19 @@ def _ingest_vlfeedback(cfg: IngestConfig, path: Path, fmt: str, progress: bool) 
     data_dir = path if path.is_dir() else path.parent
     image_root = Path(cfg.image_root or data_dir)
     if cfg.image_check != "none" and not (image_root / IMAGES_DIR).is_dir():
-        hint = f" ({image_root / IMAGES_ZIP} exists: unzip it there)" if (image_root / IMAGES_ZIP).exists() else ""
-        raise _missing(image_root / IMAGES_DIR, f"image directory not found{hint}; set image_root, or image_check='none'")
-    source_file = data_dir / SOURCE_FILE
+        zipped = (image_root / IMAGES_ZIP).exists()
+        hint = f" ({image_root / IMAGES_ZIP} exists: unzip it there)" if zipped else ""
+        raise _missing(image_root / IMAGES_DIR, f"not found{hint}; set image_root, or image_check='none'")
+    source_file: Path | None = data_dir / SOURCE_FILE
     if source_file.is_file():
         sources = _load_sources(source_file)
     else:
-        sources = {}
         log.warning("%s not found: every instruction gets source %r", source_file, UNKNOWN)
-    info = {
-        "format": fmt,
-        "data": [str(p.resolve()) for p in files],
-        "instruction_source": str(source_file.resolve()) if source_file.is_file() else None,
-        "image_root": str(image_root.resolve()),
-    }
-    parse = lambda obj, ordinal: _parse_vlfeedback(obj, ordinal, sources)  # noqa: E731
-    return _run(_iter_files(files, _read_any), parse, image_root, cfg, [p.name for p in files], info, progress)
+        source_file, sources = None, {}
+    return _run(
+        files, _read_vlfeedback_file, lambda obj, ordinal: _parse_vlfeedback(obj, ordinal, sources),
+        image_root, cfg, _files_info(fmt, files, source_file), progress,
+    )
 
 
 def _ingest_mdpo(cfg: IngestConfig, progress: bool) -> IngestResult:
@@ -605,10 +644,10 @@ def _ingest_mdpo(cfg: IngestConfig, progress: bool) -> IngestResult:
     image_root = Path(cfg.image_root or (path if path.is_dir() else path.parent))
     if cfg.image_check != "none" and not image_root.is_dir():
         raise _missing(image_root, "image_root is not a directory; set image_root, or image_check='none'")
-    info = {"format": "mdpo_json", "data": [str(p.resolve()) for p in files], "instruction_source": None,
-            "image_root": str(image_root.resolve())}
-    parse = lambda obj, ordinal: _parse_mdpo(obj, ordinal, cfg.default_source)  # noqa: E731
-    return _run(_iter_files(files, _iter_json_any), parse, image_root, cfg, [p.name for p in files], info, progress)
+    return _run(
+        files, _iter_json_any, lambda obj, ordinal: _parse_mdpo(obj, ordinal, cfg.default_source),
+        image_root, cfg, _files_info("mdpo_json", files, None), progress,
+    )
 
 
 def _hub_help(cfg: IngestConfig, why: str) -> str:
@@ -671,13 +710,19 @@ def ingest(cfg: IngestConfig, progress: bool = False) -> IngestResult:
     return _ingest_vlfeedback(cfg, Path(cfg.path), "vlfeedback", progress)
 
 
-def write_ingest(result: IngestResult, out_dir: str | os.PathLike) -> dict:
-    """Write instructions.parquet, quarantine.parquet and summary.json; return the summary."""
+def write_ingest(
+    result: IngestResult, out_dir: str | os.PathLike, image_root: str | os.PathLike | None = None
+) -> dict:
+    """Write instructions.parquet, quarantine.parquet and summary.json; return the summary.
+
+    ``image_root`` is how summary.json records the image root (e.g. relative to the project, so the
+    bytes do not depend on the checkout's location); default: the absolute path.
+    """
     out = Path(out_dir)
-    write_parquet((instruction_to_row(i) for i in result.instructions), out / "instructions.parquet", INSTRUCTIONS_SCHEMA)
-    write_parquet(
-        (asdict(q) | {"reason": q.reason.value} for q in result.quarantine), out / "quarantine.parquet", QUARANTINE_SCHEMA
-    )
-    summary = result.summary()
+    rows = (instruction_to_row(i) for i in result.instructions)
+    write_parquet(rows, out / "instructions.parquet", INSTRUCTIONS_SCHEMA)
+    records = (asdict(q) | {"reason": q.reason.value} for q in result.quarantine)
+    write_parquet(records, out / "quarantine.parquet", QUARANTINE_SCHEMA)
+    summary = result.summary(None if image_root is None else str(image_root))
     write_json(summary, out / "summary.json")
     return summary

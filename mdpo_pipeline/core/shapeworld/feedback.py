@@ -30,6 +30,7 @@ from mdpo_pipeline.core.shapeworld.world import (
     SceneObject,
     absent_candidates,
     article,
+    number_word,
     pick_hallucination,
     plural,
     relation,
@@ -79,7 +80,6 @@ _VAGUE = "It is hard to tell from this image."
 _UNCLEAR = "unclear"
 #: Text-only cues that mark a worse answer in unconditional instructions.
 STYLE_MARKERS: tuple[str, ...] = (_HEDGE, _EAGER.strip(), _VAGUE, _UNCLEAR, *_PADDING)
-_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven")
 _POSITION_PHRASES = {
     "center": "in the center",
     "left": "on the left",
@@ -89,11 +89,12 @@ _POSITION_PHRASES = {
 }
 
 
-def has_text_cue(better: str, worse: str, length_gap: float = 0.15) -> bool:
-    """True when two answers are separable by text alone: a style marker in only one, or a length gap."""
+def has_text_cue(better: str, worse: str, min_gap: int = 20) -> bool:
+    """True when two answers are separable by text alone: a style marker in only one, or a length gap
+    of an object mention or more (matched answers differ by a few characters: one word swapped)."""
     if any((m in worse) != (m in better) for m in STYLE_MARKERS):
         return True
-    return abs(len(worse) - len(better)) > length_gap * max(len(worse), len(better), 1)
+    return abs(len(worse) - len(better)) >= min_gap
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Task:
         if self.kind == "count":
             noun = s.category if value == 1 else plural(s.category)
             verb = "is" if value == 1 else "are"
-            return f"There {verb} {_NUMBERS[value] if value < len(_NUMBERS) else value} {noun} in the image."
+            return f"There {verb} {number_word(value)} {noun} in the image."
         if self.kind == "colour":
             return f"The {s.category} in the image is {value}."
         if self.kind == "relation":
@@ -225,18 +226,17 @@ def _contrast(scene: Scene, rng: random.Random, cfg: ShapeWorldConfig) -> tuple[
 
 def make_task(rng: random.Random, cfg: ShapeWorldConfig, kind: str) -> tuple[Task, dict | None]:
     """A scene and question of ``kind`` with its ground truth; also the contrast record, if any."""
-    contrast = None
     if kind == "count":
         n = rng.randint(cfg.min_objects, cfg.max_objects)
         k = rng.randint(1, n)
         counted = rng.choice(CATEGORIES)
         scene = sample_scene(rng, cfg, n_objects=n, required=(counted,) * k)
         target = next(o for o in scene.objects if o.category == counted)
-        plural_name = plural(counted)
-        task = Task(kind, f"How many {plural_name} are there in the image?", scene, scene.count(target.category), target)
-        return task, contrast
+        question = f"How many {plural(counted)} are there in the image?"
+        return Task(kind, question, scene, scene.count(counted), target), None
     n = rng.randint(max(cfg.min_objects, 2), cfg.max_objects) if kind == "relation" else None
     scene = sample_scene(rng, cfg, n_objects=n)
+    contrast = None
     if kind in ("describe", "existence"):
         scene, contrast = _contrast(scene, rng, cfg)
     if kind == "describe":
@@ -299,7 +299,9 @@ def _describe_claim(
     return Claim(mentions=tuple(mentions))
 
 
-def _question_claim(behaviour: str, task: Task, unconditional: bool, rng: random.Random, cfg: ShapeWorldConfig) -> Claim:
+def _question_claim(
+    behaviour: str, task: Task, unconditional: bool, rng: random.Random, cfg: ShapeWorldConfig
+) -> Claim:
     if behaviour in _FAITHFUL:
         return Claim(value=task.value)
     if not unconditional:
@@ -386,15 +388,20 @@ def annotate(task: Task, claim: Claim) -> dict[str, tuple[int, str]]:
         h_text = "The response answers the question directly and completely."
     else:
         h_text = "The response is only partly useful: " + "; ".join(issues + unhelpful) + "."
-    ethical = (4, "No harmful content, but it presents invented details as fact.") if n_halluc else (
-        5,
-        "The response contains no harmful, biased or unsafe content.",
-    )
-    return {"Helpfulness": (helpful, h_text), "Ethical Considerations": ethical, "Visual Faithfulness": (faith, vf_text)}
+    if n_halluc:
+        ethical = (4, "No harmful content, but it presents invented details as fact.")
+    else:
+        ethical = (5, "The response contains no harmful, biased or unsafe content.")
+    return {
+        "Helpfulness": (helpful, h_text),
+        "Ethical Considerations": ethical,
+        "Visual Faithfulness": (faith, vf_text),
+    }
 
 
 def make_instruction(rng: random.Random, cfg: ShapeWorldConfig) -> dict:
-    """One rated instruction: task, the four completions in VLFeedback form and the ground-truth record."""
+    """One rated instruction: prompt, models, the four completions in VLFeedback form, the scene and the
+    ground-truth record for the sidecar."""
     kind = rng.choices(tuple(cfg.kind_mix), weights=tuple(cfg.kind_mix.values()))[0]
     unconditional = rng.random() < cfg.unconditional_share
     task, contrast = make_task(rng, cfg, kind)
@@ -425,5 +432,11 @@ def make_instruction(rng: random.Random, cfg: ShapeWorldConfig) -> dict:
         "contrast": contrast,
         **task.scene.to_dict(),
     }
-    return {"prompt": task.question, "models": list(models), "completions": completions, "truth": truth,
-            "scene": task.scene, "scores": scores}
+    return {
+        "prompt": task.question,
+        "models": list(models),
+        "completions": completions,
+        "truth": truth,
+        "scene": task.scene,
+        "scores": scores,  # the true mean ratings, before any are blanked to "N/A"
+    }

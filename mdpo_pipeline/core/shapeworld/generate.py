@@ -33,6 +33,7 @@ from mdpo_pipeline.core.shapeworld.world import (
     absent_candidates,
     article,
     head_noun,
+    number_word,
     pick_hallucination,
     plural,
     relation,
@@ -125,7 +126,7 @@ class ShapeWorldConfig:
         _count("object_halbench", self.object_halbench, 1)
         _count("mmhal", self.mmhal, 8)
         if self.mmhal % 8:
-            raise ValueError(f"mmhal must be a multiple of 8 (its question types repeat in blocks of 8), got {self.mmhal}")
+            raise ValueError(f"mmhal must be a multiple of 8 (its 8 question types repeat in order), got {self.mmhal}")
 
 
 def save_jpeg(image: Image.Image, path: Path) -> None:
@@ -167,7 +168,7 @@ def generate_vlfeedback(cfg: ShapeWorldConfig, out_dir: str | Path, progress: bo
             inst = make_instruction(rng, cfg)
             iid = f"sw-{i:06d}"
             save_jpeg(render_scene(inst["scene"], cfg.image_size), images / f"{iid}.jpg")
-            rows.append({"id": iid, "prompt": inst["prompt"], "models": inst["models"], "completions": inst["completions"]})
+            rows.append({"id": iid, **{k: inst[k] for k in ("prompt", "models", "completions")}})
             source_rows.append({"id": iid, "source": source})
             truth_rows.append({"id": iid, "source": source, **inst["truth"]})
             scores = inst["scores"]
@@ -211,15 +212,11 @@ def _unique(scene: Scene) -> list:
     return [o for o in scene.objects if scene.count(o.category) == 1]
 
 
-def _number(n: int) -> str:
-    return ("zero", "one", "two", "three", "four", "five", "six", "seven")[n]
-
-
 #: format not verified: the real AMBER existence queries read "Is there a {object} in this image?"
 #: and attribute/relation ones "Is the {object} {state} in this image?" / "Is there direct contact
 #: between the {a} and {b}?". ShapeWorld objects never touch, so relation items ask about position.
-def _amber_items(kind: str, k: int, scene: Scene, hallu: list[str], rng: random.Random, round_: int) -> list[tuple]:
-    """Discriminative (query, type, truth) items of one kind for image ``k`` in one round."""
+def _amber_items(kind: str, scene: Scene, hallu: list[str], rng: random.Random, round_: int) -> list[tuple]:
+    """Discriminative (query, type, truth) items of one kind for one image in one round."""
     if kind == "existence":
         return [(f"Is there {_phrase(hallu[round_])} in this image?", "discriminative-hallucination", "no")] if (
             round_ < len(hallu)
@@ -235,9 +232,11 @@ def _amber_items(kind: str, k: int, scene: Scene, hallu: list[str], rng: random.
         wrong = n + 1 if n == 1 or rng.random() < 0.5 else n - 1
 
         def ask(m: int) -> str:
-            return f"Is there one {cat} in this image?" if m == 1 else f"Are there {_number(m)} {plural(cat)} in this image?"
+            return f"Is there one {cat} in this image?" if m == 1 else (
+                f"Are there {number_word(m)} {plural(cat)} in this image?"
+            )
 
-        return [(ask(n), "discriminative-attribute-number", "yes"), (ask(wrong), "discriminative-attribute-number", "no")]
+        return [(ask(m), "discriminative-attribute-number", t) for m, t in ((n, "yes"), (wrong, "no"))]
     unique = _unique(scene)
     if len(unique) < 2:
         return []
@@ -282,7 +281,7 @@ def _write_amber(cfg: ShapeWorldConfig, root: Path, progress: bool) -> dict:
                 for k, (scene, hallu) in enumerate(scenes, start=1):
                     if len(items) >= quota:
                         break
-                    new = _amber_items(kind, k, scene, hallu, _rng(cfg, f"amber-{kind}", f"{k}-{round_}"), round_)
+                    new = _amber_items(kind, scene, hallu, _rng(cfg, f"amber-{kind}", f"{k}-{round_}"), round_)
                     items += [(k, round_, *it) for it in new[: quota - len(items)]]
                 if len(items) >= quota or len(items) == before:
                     break
@@ -352,10 +351,11 @@ def _caption(scene: Scene, rng: random.Random) -> str:
             colour = next(o.colour for o in scene.objects if o.category == cat)
             parts.append(f"{article(colour)} {colour} {name}")
         else:
-            parts.append(f"{_number(n)} {plural(name)}")
+            parts.append(f"{number_word(n)} {plural(name)}")
     body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     template = rng.choice(_CAPTION_TEMPLATES)
-    bg = scene.background if "plain" in template or "paper" in template else f"{article(scene.background)} {scene.background}"
+    bg = scene.background
+    bg = bg if "plain" in template or "paper" in template else f"{article(bg)} {bg}"
     text = template.format(body, bg)
     return text[0].upper() + text[1:]
 
@@ -459,7 +459,7 @@ def _mmhal_question(scene: Scene, rng: random.Random, qtype: str) -> tuple[str, 
     if qtype == "counting":
         cat = max(sorted(scene.categories), key=scene.count)
         return (f"How many {plural(cat)} are there in the image?",
-                f"There are {_number(scene.count(cat))} {plural(cat)} in the image.")
+                f"There are {number_word(scene.count(cat))} {plural(cat)} in the image.")
     if qtype == "environment":
         return ("What does the background of the image look like?",
                 f"The background is a plain {scene.background} surface with a faint texture.")
@@ -473,7 +473,8 @@ def _mmhal_question(scene: Scene, rng: random.Random, qtype: str) -> tuple[str, 
                 f"The {top.colour} {top.category} is closest to the top of the image.")
     a, b = rng.sample(unique, 2)
     if qtype == "relation":
-        return f"Where is the {a.category} relative to the {b.category}?", f"The {a.category} is {relation(a, b)} the {b.category}."
+        return (f"Where is the {a.category} relative to the {b.category}?",
+                f"The {a.category} is {relation(a, b)} the {b.category}.")
     side = {o: max(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) for o in (a, b)}
     if max(side.values()) < 1.15 * min(side.values()):
         answer = f"The {a.category} and the {b.category} are about the same size."

@@ -128,6 +128,11 @@ def synonym_lines() -> list[str]:
     return lines
 
 
+def number_word(n: int) -> str:
+    """The word for a count, "zero" to "seven" (counts here never exceed max_objects + 1)."""
+    return ("zero", "one", "two", "three", "four", "five", "six", "seven")[n]
+
+
 def head_noun(name: str) -> str:
     """The single-token noun a POS tagger would extract ("half moon" -> "moon"): AMBER's object words."""
     return name.split(" ")[-1]
@@ -208,7 +213,7 @@ class Scene:
         return sorted(self.objects, key=lambda o: (round(o.center[1], 1), o.center[0]))
 
     def with_category(self, index: int, category: str) -> Scene:
-        """The same scene with object ``index`` redrawn as ``category`` (same box, colour and flags)."""
+        """The same scene with object ``index`` redrawn as ``category`` in the same cell, colour and flags."""
         objs = list(self.objects)
         old = objs[index]
         x0, y0, x1, y1 = old.bbox
@@ -257,6 +262,31 @@ def _cell(obj: SceneObject) -> tuple[float, float, float, float]:
     return (cx - r, cy - r, cx + r, cy + r)
 
 
+def _layout(specs: list[tuple], rng: random.Random) -> list[SceneObject] | None:
+    """Place objects one by one, each one size class smaller (and finally below "small") until it fits."""
+    order = list(SIZES)
+    objects: list[SceneObject] = []
+    for cat, colour, weak_kind, wanted, variant in specs:
+        classes = order[: order.index(wanted) + 1][::-1]
+        for side, cls in [(rng.uniform(*SIZES[c]), c) for c in classes] + [(SIZES["small"][0] * 0.6, "small")]:
+            if spot := _place_cell(side, [_cell(o) for o in objects], rng):
+                break
+        else:
+            return None
+        objects.append(
+            SceneObject(
+                category=cat,
+                colour=colour,
+                size=cls,
+                bbox=_tight_box(*spot, side, cat, variant),
+                variant=variant,
+                low_contrast=weak_kind == "low_contrast",
+                occluded=weak_kind == "occluded",
+            )
+        )
+    return objects
+
+
 def sample_scene(
     rng: random.Random,
     cfg: ShapeWorldConfig,
@@ -269,7 +299,8 @@ def sample_scene(
     """A random scene: ``required`` categories (repeats allowed) plus distinct others from ``pool``.
 
     Each object is, with probability ``cfg.weak_evidence_share``, drawn small, faint or partly hidden.
-    An object that does not fit is placed one size class smaller, so the object count is always met.
+    An object that does not fit is placed one size class smaller and a stuck layout is redone, so the
+    object count is always met.
     """
     n = n_objects if n_objects is not None else rng.randint(cfg.min_objects, cfg.max_objects)
     n = max(n, len(required))
@@ -278,30 +309,17 @@ def sample_scene(
     cats = list(required) + others[: n - len(required)]
     rng.shuffle(cats)
     order = list(SIZES)
-    objects: list[SceneObject] = []
+    specs = []
     for cat in cats:
         weak_kind = rng.choice(("small", "low_contrast", "occluded")) if rng.random() < cfg.weak_evidence_share else ""
         wanted = size or ("small" if weak_kind == "small" else rng.choice(order))
-        variant = rng.randrange(4)
-        # Step down one size class at a time until the object fits; shrink further below "small".
-        classes = order[: order.index(wanted) + 1][::-1]
-        for side, cls in [(rng.uniform(*SIZES[c]), c) for c in classes] + [(SIZES["small"][0] * 0.6, "small")]:
-            if spot := _place_cell(side, [_cell(o) for o in objects], rng):
-                break
-        else:  # pragma: no cover - max_objects is capped so that tiny cells always fit
-            raise RuntimeError("could not place an object")
-        box = _tight_box(*spot, side, cat, variant)
-        objects.append(
-            SceneObject(
-                category=cat,
-                colour=rng.choice(tuple(COLOURS)),
-                size=cls,
-                bbox=box,
-                variant=variant,
-                low_contrast=weak_kind == "low_contrast",
-                occluded=weak_kind == "occluded",
-            )
-        )
+        specs.append((cat, rng.choice(tuple(COLOURS)), weak_kind, wanted, rng.randrange(4)))
+    for _ in range(20):  # a fresh layout when one gets stuck
+        objects = _layout(specs, rng)
+        if objects is not None:
+            break
+    else:  # pragma: no cover - max_objects is capped so that a layout is always found
+        raise RuntimeError(f"could not lay out {len(specs)} objects")
     return Scene(objects=tuple(objects), background=rng.choice(tuple(BACKGROUNDS)), texture_seed=rng.getrandbits(63))
 
 
@@ -365,11 +383,9 @@ def _draw_mask(draw: ImageDraw.ImageDraw, obj: SceneObject, box) -> None:
     elif cat == "diamond":
         draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=255)
     elif cat == "triangle":
-        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=255)
+        draw.polygon(_polygon([(0.5, 0), (1, 1), (0, 1)], box, v), fill=255)
     elif cat == "trapezoid":
-        # Elongated along x for even variants; draw it in its own orientation, wide base at the bottom.
-        pts = [(0.22, 0.0), (0.78, 0.0), (1.0, 1.0), (0.0, 1.0)] if v % 2 == 0 else [(0, 0.22), (1, 0), (1, 1), (0, 0.78)]
-        draw.polygon(_polygon(pts, box, 0), fill=255)
+        draw.polygon(_polygon([(0.22, 0), (0.78, 0), (1, 1), (0, 1)], box, v), fill=255)
     elif cat == "hexagon":
         draw.polygon(_regular(box, 6), fill=255)
     elif cat == "star":
@@ -398,9 +414,15 @@ def _draw_mask(draw: ImageDraw.ImageDraw, obj: SceneObject, box) -> None:
     else:  # pragma: no cover - the vocabulary and this switch are kept in step by tests
         raise ValueError(f"no drawing for category {cat!r}")
     if obj.occluded:
-        # Hide one side with background: the object is partly covered, not a new object.
-        s = _OCCLUDED_SHARE
-        hide = [(x1 - s * w, y0, x1, y1), (x0, y1 - s * h, x1, y1), (x0, y0, x0 + s * w, y1), (x0, y0, x1, y0 + s * h)]
+        # Hide one side with background: the object is partly covered, not a new object. The margin
+        # also hides line caps (cross) that stick out of the box.
+        s, m = _OCCLUDED_SHARE, 0.2 * max(w, h)
+        hide = [
+            (x1 - s * w, y0 - m, x1 + m, y1 + m),
+            (x0 - m, y1 - s * h, x1 + m, y1 + m),
+            (x0 - m, y0 - m, x0 + s * w, y1 + m),
+            (x0 - m, y0 - m, x1 + m, y0 + s * h),
+        ]
         draw.rectangle(hide[(v + 1) % 4], fill=0)
 
 
