@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import zipfile
@@ -469,3 +470,13 @@ def test_image_pool_uses_processes_unless_daemonic(monkeypatch):
     monkeypatch.setattr(ingest_mod.mp, "current_process", lambda: SimpleNamespace(daemon=True))
     with ingest_mod._image_pool(2) as pool:  # a daemonic process may not start children
         assert isinstance(pool, ThreadPoolExecutor)
+
+
+def _die(*args):
+    os._exit(3)
+
+
+def test_dead_workers_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_mod, "check_images", _die)  # pickled by reference: workers run _die too
+    with pytest.raises(RuntimeError, match="workers=1"):
+        run(make_vlf(tmp_path, [row(f"r{i}") for i in range(40)]), workers=2)

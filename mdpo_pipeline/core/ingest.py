@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -537,7 +537,14 @@ def _run(
             batch.clear()
         while len(in_flight) > limit:  # drain oldest first, so output keeps input order
             items, task = in_flight.popleft()
-            finish(items, task.result())
+            try:
+                finish(items, task.result())
+            except BrokenExecutor as e:
+                raise RuntimeError(
+                    "image-check worker processes died (killed, out of memory, or unable to start: a script "
+                    "calling ingest needs an `if __name__ == '__main__':` guard). Set workers=1 to check "
+                    "images in this process."
+                ) from e
 
     check_fn = _skip_images if cfg.image_check == "none" else check_images
     use_pool = workers > 1 and cfg.image_check != "none"
