@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing
 import os
 import random
 import re
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS
 from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
+from mdpo_pipeline.core.parallel import available_cores, worker_context
 
 STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
 #: Kept-area bounds of the crop strategies (FACTS §1: the paper's default keeps 1-20 %).
@@ -315,9 +315,9 @@ def _run(job: _Job, tasks: list[tuple[str, str, str]], workers: int, progress: b
                 results += _process(job, chunk)
                 bar.update(len(chunk))
         else:
-            # forkserver, not fork: callers (Dagster, tqdm's monitor) may have threads, and forking those deadlocks.
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])
+            ctx = worker_context()
+            if ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload([__name__])
             with ProcessPoolExecutor(
                 min(workers, len(chunks)), mp_context=ctx, initializer=_init_worker, initargs=(job,)
             ) as pool:
@@ -366,8 +366,7 @@ def corrupt_images(
     pool = tuple(sorted({rel for _, rel in items})) if cfg.strategy == "random_image" else ()
     if cfg.strategy == "random_image" and len(pool) < 2:
         raise ValueError("strategy 'random_image' needs at least two distinct source images")
-    # sched_getaffinity respects container and taskset limits; macOS lacks it.
-    workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = cfg.workers or available_cores()
     root = Path(image_root)
     start = time.perf_counter()
     with atomic_dir(out_dir) as tmp:

@@ -39,6 +39,7 @@ from mdpo_pipeline.core.images import (
     resolve_image_path,
 )
 from mdpo_pipeline.core.io import write_json, write_parquet
+from mdpo_pipeline.core.parallel import available_cores, worker_context
 from mdpo_pipeline.core.schemas import (
     ASPECTS,
     INSTRUCTIONS_SCHEMA,
@@ -478,12 +479,10 @@ def _skip_images(paths: list[Path], mode: str, max_pixels: int) -> list[ImageChe
 
 def _image_pool(workers: int) -> Executor:
     """Worker processes: measured 15-30 % faster than threads, whose Python-level parts contend for the
-    GIL with the JSON parsing on the reading thread. Not "fork": it copies a possibly multi-threaded
-    parent (tqdm, Dagster), which can deadlock. Scripts calling ingest need the usual __main__ guard."""
+    GIL with the JSON parsing on the reading thread."""
     if mp.current_process().daemon:  # daemonic processes may not have children
         return ThreadPoolExecutor(workers, thread_name_prefix="imgcheck")
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+    return ProcessPoolExecutor(workers, mp_context=worker_context())
 
 
 def _submit(pool: Executor | None, fn: Callable, *args) -> Future:
@@ -492,10 +491,6 @@ def _submit(pool: Executor | None, fn: Callable, *args) -> Future:
     done: Future = Future()
     done.set_result(fn(*args))
     return done
-
-
-def _default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _run(
@@ -509,7 +504,7 @@ def _run(
 ) -> IngestResult:
     """Text checks in order in this process, image checks in a bounded window of pool tasks."""
     image_root = image_root.resolve()
-    workers = cfg.workers or _default_workers()
+    workers = cfg.workers or available_cores()
     instructions: list[Instruction] = []
     quarantine: list[QuarantineRecord] = []
     dropped: Counter = Counter()
