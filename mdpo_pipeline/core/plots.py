@@ -30,3 +30,40 @@ def contact_sheet(
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
     return out
+
+
+#: What a person looks at first in a preference run: the loss, then the rewards that explain it.
+CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loss", ("loss", "loss/dpo", "loss/conditional", "loss/anchor")),
+    ("rewards", ("rewards/chosen", "rewards/rejected", "rewards/chosen_corrupted")),
+    ("margins", ("rewards/margins", "rewards/conditional_margins")),
+    ("accuracies", ("rewards/accuracies", "rewards/conditional_accuracies")),
+)
+
+
+def training_curves(log_history: Sequence[dict], out: str | Path, title: str = "") -> Path:
+    """A PNG with loss, rewards, margins and accuracies against the step, from a Trainer's log history."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: training runs in containers and CI
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.2))
+    for ax, (panel, keys) in zip(axes, CURVE_PANELS):
+        for key in keys:
+            points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
+            if points:
+                ax.plot(*zip(*points), label=key.split("/")[-1], linewidth=1.2)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
