@@ -1,0 +1,275 @@
+"""MDPOTrainer on the tiny offline LLaVA: config checks, one step per method, one policy forward per step,
+the reference cache against the live reference, and the text-only (dpo_no_image) batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from PIL import Image, ImageDraw
+from trl import DPOConfig
+
+from mdpo_pipeline.core.corruption import CorruptionConfig, corrupt_images
+from mdpo_pipeline.core.losses import METHODS
+from mdpo_pipeline.core.pairs import PairsResult, write_pairs
+from mdpo_pipeline.core.schemas import PreferencePair
+from mdpo_pipeline.training.config import MDPOConfig
+from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
+from mdpo_pipeline.training.models import build_tiny_llava
+from mdpo_pipeline.training.reference import (
+    completion_logps,
+    compute_reference_logprobs,
+    ensure_fused_lm_head,
+    load_reference_cache,
+    read_reference_summary,
+    reference_mode,
+    weights_sha256,
+)
+from mdpo_pipeline.training.trainer import MDPOTrainer
+
+IMAGE_SIZE = 32
+BATCH = 2
+N_PAIRS = 6
+COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
+SHAPES = ("circle", "square", "triangle", "diamond", "circle", "square")
+#: Tolerance for cached vs live reference losses: the same float32 forward, only padded to other lengths.
+LOSS_TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model is faster on one thread, and far faster on a shared 2-core runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Tiny pipeline artifacts written by the pipeline's own writers: pairs, images, corrupted images."""
+    root = tmp_path_factory.mktemp("artifacts")
+    image_root = root / "images"
+    (image_root / "merged_images").mkdir(parents=True)
+    pairs = []
+    for i in range(N_PAIRS):
+        iid, colour, other = f"sw-{i:06d}", COLOURS[i], COLOURS[(i + 1) % N_PAIRS]
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
+        ImageDraw.Draw(image).ellipse((4 + i, 4, 24 + i, 24), fill=colour)
+        image.save(image_root / "merged_images" / f"{iid}.jpg")
+        pairs.append(
+            PreferencePair(
+                pair_id=f"{iid}:0-1", instruction_id=iid, source="llava", prompt="What is shown in the image?",
+                image=f"merged_images/{iid}.jpg", chosen=f"There is a {colour} {SHAPES[i]} in the image.",
+                rejected=f"There is a {other} {SHAPES[i]} and a {other} square in the image.",
+                chosen_model="a", rejected_model="b", chosen_score=5.0, rejected_score=2.0,
+            )
+        )
+    write_pairs(PairsResult(pairs=pairs), root / "preference_pairs")
+    samples = [(p.instruction_id, p.image) for p in pairs]
+    corrupt_images(samples, image_root, root / "corrupted_images", CorruptionConfig(workers=1))
+    return {"pairs": root / "preference_pairs", "images": image_root, "corrupted": root / "corrupted_images"}
+
+
+@pytest.fixture(scope="module")
+def dataset(artifacts):
+    return load_preference_dataset(artifacts["pairs"], artifacts["images"], artifacts["corrupted"])
+
+
+def lora(**kwargs) -> LoraConfig:
+    """LoRA on the language model's linear layers only, as the paper does."""
+    return LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*_proj", **kwargs)
+
+
+def config(tmp_path, **kwargs) -> MDPOConfig:
+    """A CPU config for one quick step."""
+    defaults = {
+        "output_dir": str(tmp_path / "run"), "max_steps": 1, "per_device_train_batch_size": BATCH,
+        "learning_rate": 1e-3, "report_to": [], "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "seed": 0,
+    }
+    return MDPOConfig(**(defaults | kwargs))
+
+
+class ForwardLog:
+    """Records every forward of a module: whether it had gradient, its rows, whether it got pixel values."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls: list[tuple[bool, int, bool]] = []
+        self.handle = module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        self.calls.append((torch.is_grad_enabled(), kwargs["input_ids"].shape[0], "pixel_values" in kwargs))
+
+
+def record_losses(trainer: MDPOTrainer) -> list[float]:
+    """Wrap trainer.compute_loss to keep every loss value it returns."""
+    losses, compute_loss = [], trainer.compute_loss
+
+    def wrapped(*args, **kwargs):
+        loss = compute_loss(*args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    trainer.compute_loss = wrapped
+    return losses
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "ppo"}, "method must be one of"),
+        ({"beta": 0.0}, "beta must be a positive number"),
+        ({"delta": math.nan}, "delta must be a finite number"),
+        ({"conditional_weight": -1.0}, "conditional_weight must be None or a finite number >= 0"),
+        ({"method": "mdpo", "withhold_image": True}, "leaves no image to corrupt"),
+        ({"method": "dpo_no_image", "withhold_image": False}, "withhold_image cannot be False"),
+        ({"method": "dpo_no_image", "reference_cache": "ref.parquet"}, "reference_cache cannot be used"),
+        ({"reference_cache": "ref.parquet", "sync_ref_model": True}, "fixed reference"),
+        ({"precompute_ref_log_probs": True}, "use reference_cache"),
+        ({"loss_type": "hinge"}, "loss_type must stay"),
+        ({"ld_alpha": 0.5}, "ld_alpha must stay"),
+        ({"use_weighting": True}, "use_weighting must stay"),
+    ],
+)
+def test_config_rejects(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, **kwargs)
+
+
+def test_config_resolves_method_weights_and_documents_fields(tmp_path):
+    assert config(tmp_path, method="dpo_no_image").withhold_image is True
+    assert config(tmp_path, method="dpo").withhold_image is False
+    assert config(tmp_path).mdpo_weights == METHODS["mdpo"]
+    weights = config(tmp_path, method="dpo", conditional_weight=0.5, anchor_rejected_weight=2).mdpo_weights
+    assert (weights.dpo, weights.conditional, weights.anchor, weights.anchor_rejected) == (1.0, 0.5, 0.0, 2.0)
+    assert weights.needs_corrupted
+    trl_fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    for f in dataclasses.fields(MDPOConfig):
+        if f.name not in trl_fields:
+            assert f.metadata.get("help"), f"{f.name} has no help text"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_one_step_per_method(tmp_path, dataset, method):
+    model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    trainer = MDPOTrainer(
+        model, args=config(tmp_path, method=method), train_dataset=dataset, processing_class=processor,
+        peft_config=lora(),
+    )
+    forwards = ForwardLog(trainer.model)
+    trainer.train()
+
+    rows = (3 if METHODS[method].needs_corrupted else 2) * BATCH
+    with_image = method != "dpo_no_image"
+    # One policy forward with gradient, one reference forward without, both over all rows of the step.
+    assert forwards.calls == [(True, rows, with_image), (False, rows, with_image)]
+    logs = trainer.state.log_history[0]
+    assert math.isfinite(logs["loss"])
+    # A fresh LoRA adapter (B = 0) is the base model, so the first step's rewards are exactly zero.
+    assert logs["rewards/chosen"] == logs["rewards/margins"] == 0.0
+    assert {"rewards/rejected", "rewards/accuracies", "loss/dpo", "logps/chosen"} <= logs.keys()
+    conditional = {"rewards/chosen_corrupted", "rewards/conditional_margins", "rewards/conditional_accuracies"}
+    assert conditional <= logs.keys() if rows == 3 * BATCH else not conditional & logs.keys()
+    if method == "mdpo":
+        assert {"loss/conditional", "loss/anchor"} <= logs.keys()
+        assert logs["loss"] == pytest.approx(3 * math.log(2), abs=1e-4)
+
+
+def test_full_fine_tuning_uses_the_frozen_reference_model(tmp_path, dataset):
+    model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    ref_model, _ = build_tiny_llava(image_size=IMAGE_SIZE)
+    trainer = MDPOTrainer(model, ref_model, args=config(tmp_path), train_dataset=dataset, processing_class=processor)
+    policy_forwards, reference_forwards = ForwardLog(trainer.model), ForwardLog(trainer.ref_model)
+    trainer.train()
+    assert policy_forwards.calls == [(True, 3 * BATCH, True)]
+    assert reference_forwards.calls == [(False, 3 * BATCH, True)]
+    assert trainer.state.log_history[0]["rewards/chosen"] == 0.0
+
+
+def test_text_only_batches_carry_no_image(dataset):
+    _, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    collator = DataCollatorForMDPO(processor, views=("chosen", "rejected"), withhold_image=True)
+    batch = collator([dataset[i] for i in range(BATCH)])
+    assert "pixel_values" not in batch
+    assert not (batch["input_ids"] == processor.image_token_id).any()
+    assert batch["input_ids"].shape[0] == 2 * BATCH
+
+
+def test_reference_cache_matches_live_reference(tmp_path, dataset):
+    base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    cache_path = tmp_path / "reference.parquet"
+    # Batch size 4 pads differently from training's 2: the cache must not depend on batch composition.
+    summary = compute_reference_logprobs(base, processor, dataset, 4, cache_path, max_length=1024)
+
+    table = pq.read_table(cache_path)
+    assert table.column_names == ["pair_id", "ref_chosen", "ref_rejected", "ref_chosen_corrupted"]
+    assert table.num_rows == N_PAIRS == summary["n"]
+    assert table["pair_id"].to_pylist() == list(dataset["pair_id"])
+    assert all(str(table[c].type) == "double" for c in table.column_names[1:])
+    assert read_reference_summary(cache_path) == summary
+    assert set(summary["fingerprints"]) == {"combined", "model", "processor", "pairs", "corrupted_images"}
+    cache = load_reference_cache(cache_path)
+    assert all(v[0] < 0 and v[1] < 0 and v[2] < 0 for v in cache.values())
+
+    first_losses, forward_counts = {}, {}
+    for reference in ("live", "cached"):
+        model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+        args = config(tmp_path, reference_cache=str(cache_path) if reference == "cached" else None)
+        # Random LoRA B: the policy differs from the reference at step 0, so the reference values matter.
+        trainer = MDPOTrainer(
+            model, args=args, train_dataset=dataset, processing_class=processor,
+            peft_config=lora(init_lora_weights=False),
+        )
+        forwards = ForwardLog(trainer.model)
+        losses = record_losses(trainer)
+        trainer.train()
+        first_losses[reference], forward_counts[reference] = losses[0], len(forwards.calls)
+    assert forward_counts == {"live": 2, "cached": 1}
+    assert abs(first_losses["cached"] - first_losses["live"]) < LOSS_TOL
+    assert abs(first_losses["live"] - 3 * math.log(2)) > 1e-3  # the comparison is not trivially log 2 vs log 2
+
+
+def test_reference_cache_must_cover_every_pair(tmp_path, dataset):
+    base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    cache_path = tmp_path / "partial.parquet"
+    compute_reference_logprobs(base, processor, dataset.select(range(2)), 2, cache_path)
+    missing = dataset[N_PAIRS - 1]["pair_id"]
+    with pytest.raises(ValueError, match=f"lacks {N_PAIRS - 2} of {N_PAIRS} pair ids: .*{missing}"):
+        MDPOTrainer(base, args=config(tmp_path, reference_cache=str(cache_path)), train_dataset=dataset,
+                    processing_class=processor, peft_config=lora())
+    with pytest.raises(ValueError, match="max_length"):
+        MDPOTrainer(base, args=config(tmp_path, reference_cache=str(cache_path), max_length=512),
+                    train_dataset=dataset, processing_class=processor, peft_config=lora())
+
+
+def test_disabled_adapter_reference_is_the_base_model(dataset):
+    base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    ensure_fused_lm_head(base)
+    batch = DataCollatorForMDPO(processor)([dataset[i] for i in range(BATCH)])
+    with torch.no_grad():
+        base_logps = completion_logps(base, batch)
+        fresh = get_peft_model(build_tiny_llava(image_size=IMAGE_SIZE)[0], lora())
+        trained = get_peft_model(build_tiny_llava(image_size=IMAGE_SIZE)[0], lora(init_lora_weights=False))
+        for peft_model in (fresh, trained):
+            ensure_fused_lm_head(peft_model)
+            with reference_mode(peft_model):
+                assert torch.equal(completion_logps(peft_model, batch), base_logps)
+            # The cache fingerprint leaves adapters out, so a cache made from the base model matches its PEFT wrap.
+            assert weights_sha256(peft_model) == weights_sha256(base)
+        # LoRA's B = 0 init: at step 0 the policy itself equals the base model; a random B does not.
+        assert torch.equal(completion_logps(fresh, batch), base_logps)
+        assert not torch.allclose(completion_logps(trained, batch), base_logps)
+
+
+def test_dataset_needs_a_corrupted_image_per_instruction(artifacts, tmp_path):
+    manifest = pq.read_table(artifacts["corrupted"] / "manifest.parquet")
+    partial = tmp_path / "corrupted"
+    partial.mkdir()
+    pq.write_table(manifest.slice(1), partial / "manifest.parquet")
+    with pytest.raises(ValueError, match="no corrupted image for instructions sw-000000"):
+        load_preference_dataset(artifacts["pairs"], artifacts["images"], partial)
