@@ -6,6 +6,7 @@ DVC_VENV := .tools/dvc
 DVC := $(DVC_VENV)/bin/dvc
 STAMP := $(VENV)/.installed
 PORT ?= 3000
+DEMO_METHODS ?= dpo mdpo
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MDPO_PROJECT_ROOT := $(CURDIR)
@@ -30,7 +31,9 @@ install: $(STAMP) dvc-env  ## create both environments
 dvc-env: $(DVC_VENV)/.installed  ## DVC in its own environment (antlr4 pin conflicts with Dagster)
 
 demo: install  ## materialize every asset of the default (offline ShapeWorld) pipeline
-	$(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select '*'
+	$(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select 'not key:adapters'
+	for m in $(DEMO_METHODS); do \
+	  $(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select adapters --partition $$m || exit 1; done
 	$(DVC) status
 
 test: install  ## the whole test suite, slow end-to-end tests included

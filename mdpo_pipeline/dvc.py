@@ -97,9 +97,9 @@ class Dvc:
             args += ["--remote", remote]
         self.run(*args)
 
-    def status(self) -> dict:
-        """`dvc status --json` parsed: empty when every stage is up to date."""
-        out = self.run("status", "--json").strip()
+    def status(self, *stages: str) -> dict:
+        """`dvc status --json` parsed (for ``stages`` and their upstream, else all): empty when up to date."""
+        out = self.run("status", "--json", *stages).strip()
         return json.loads(out) if out else {}
 
     def out_hashes(self, stage: str) -> dict[str, str]:
@@ -112,3 +112,16 @@ class Dvc:
         if entry is None:
             raise DvcError(f"{lock_path}: no stage {stage!r} (stages: {sorted(lock.get('stages') or {})})")
         return {o["path"]: o.get("md5") or o.get("hash", "") for o in entry.get("outs", [])}
+
+
+def lock_hashes(root: str | os.PathLike) -> dict[str, str]:
+    """{stage: content hash of its first output} from dvc.lock, read directly (no DVC process); {} if absent."""
+    lock_path = Path(root) / "dvc.lock"
+    if not lock_path.is_file():
+        return {}
+    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages") or {}
+    return {
+        name: outs[0].get("md5") or outs[0].get("hash", "")
+        for name, entry in stages.items()
+        if (outs := entry.get("outs"))
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -19,7 +19,10 @@ from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_benchmarks, generate_vlfeedback
 from mdpo_pipeline.project import ConfigError, Project, build_config
 
-STAGES = ("shapeworld", "raw_silkie", "preference_pairs", "corrupted_images")
+if TYPE_CHECKING:
+    from mdpo_pipeline.training.run import TrainRunConfig
+
+STAGES = ("shapeworld", "raw_silkie", "preference_pairs", "corrupted_images", "base_model", "reference_logprobs")
 
 #: raw_silkie params that steer the stage itself rather than the reader.
 _RAW_STAGE_KEYS = ("max_quarantine_share",)
@@ -115,9 +118,108 @@ def run_corrupted_images(project: Project, progress: bool = False) -> dict[str, 
     return result.summary
 
 
+def base_model_settings(project: Project) -> dict[str, Any]:
+    """params.yaml:base_model with defaults: the preset, its local path, and the SFT settings (tiny model)."""
+    section = {"preset": "shapeworld-tiny", "path": None, "allow_remote_code": False, "sft": {}}
+    section |= _section(project, "base_model")
+    unknown = sorted(set(section) - {"preset", "path", "allow_remote_code", "sft"})
+    if unknown:
+        raise ConfigError(f"params.yaml:base_model: unknown key(s) {unknown}")
+    return section
+
+
+def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
+    """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
+    from mdpo_pipeline.training.models import get_preset, resolve_model_path
+
+    settings = base_model_settings(project)
+    preset = get_preset(settings["preset"])
+    out = project.data_dir("base_model")
+    if preset.hf_id is None:  # built by the pipeline itself
+        from mdpo_pipeline.training.sft import SFTSettings, train_base_model
+
+        sft = build_config(SFTSettings, settings["sft"], where="params.yaml:base_model.sft")
+        world = project.path(_section(project, "raw_silkie").get("path", "data/shapeworld/vlfeedback"))
+        metrics = train_base_model(
+            world / "shapeworld_truth.jsonl", world / "merged_images", out, sft, progress=progress
+        )
+        return {"preset": preset.name, "path": project.rel(out), **metrics}
+    path = resolve_model_path(preset, project.path(settings["path"]) if settings["path"] else None)
+    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def base_model_location(project: Project) -> tuple[str, str]:
+    """(preset name, local path of its weights) as the base_model stage recorded them."""
+    out = project.data_dir("base_model")
+    pointer = out / "preset.json"
+    if pointer.is_file():
+        info = json.loads(pointer.read_text())
+        return info["preset"], info["path"]
+    if not (out / "config.json").is_file():
+        raise FileNotFoundError(f"{out} holds no model: materialize base_model first")
+    return base_model_settings(project)["preset"], str(out)
+
+
+def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
+    """The base model's summed log-probs for every pair's three views, computed once for every training run."""
+    from mdpo_pipeline.training.data import load_preference_dataset
+    from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.reference import compute_reference_logprobs
+
+    settings = {"batch_size": 32, "max_length": None} | _section(project, "reference_logprobs")
+    preset, path = base_model_location(project)
+    allow = base_model_settings(project)["allow_remote_code"]
+    model, processor = load_model_and_processor(preset, path, allow_remote_code=allow)
+    dataset = load_preference_dataset(*_training_data_dirs(project))
+    from mdpo_pipeline.training.models import get_preset
+
+    max_length = settings["max_length"] or get_preset(preset).training.max_length
+    out = project.data_dir("reference_logprobs") / "reference.parquet"
+    summary = compute_reference_logprobs(
+        model, processor, dataset, settings["batch_size"], out, progress=progress, max_length=max_length
+    )
+    summary = {"preset": preset, **summary}
+    (out.parent / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+def _training_data_dirs(project: Project) -> tuple[Path, Path, Path]:
+    image_root = project.path(_read_summary(project.data_dir("raw_silkie"))["image_root"])
+    return project.data_dir("preference_pairs"), image_root, project.data_dir("corrupted_images")
+
+
+def train_run_config(project: Project, method: str, output_dir: Path) -> "TrainRunConfig":
+    """The run config of one adapter: params.yaml:training (+ per-method overrides) and the stage outputs."""
+    from mdpo_pipeline.training.run import TrainRunConfig
+
+    section = _section(project, "training")
+    overrides = (section.pop("methods", None) or {}).get(method, {})
+    preset, path = base_model_location(project)
+    pairs_dir, image_root, corrupted_dir = _training_data_dirs(project)
+    cache = project.data_dir("reference_logprobs") / "reference.parquet"
+    fixed = {
+        "method": method,
+        "pairs_dir": str(pairs_dir),
+        "image_root": str(image_root),
+        "corrupted_dir": str(corrupted_dir),
+        "output_dir": str(output_dir),
+        "base_model": preset,
+        "base_model_path": path,
+        "allow_remote_code": base_model_settings(project)["allow_remote_code"],
+        # The cache holds image-conditioned log-probs only: the image-withheld probe needs a live reference.
+        "reference_cache": str(cache) if cache.is_file() and method != "dpo_no_image" else None,
+    }
+    return build_config(TrainRunConfig, section | overrides, where="params.yaml:training", **fixed)
+
+
 RUNNERS = {
     "shapeworld": run_shapeworld,
     "raw_silkie": run_raw_silkie,
     "preference_pairs": run_preference_pairs,
     "corrupted_images": run_corrupted_images,
+    "base_model": run_base_model,
+    "reference_logprobs": run_reference_logprobs,
 }

@@ -15,6 +15,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(path: Path) -> None:
+    # mkstemp/mkdtemp create owner-only (0600/0700) entries; outputs are shared (containers, other users).
+    mask = _umask()
+    if path.is_dir():
+        for p in (path, *path.rglob("*")):
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+    else:
+        path.chmod(0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to ``path``; on success rename it into place, on error remove it."""
@@ -25,6 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _publishable(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -39,6 +56,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publishable(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

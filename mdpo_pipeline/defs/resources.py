@@ -10,6 +10,7 @@ from pydantic import Field
 
 from mdpo_pipeline.dvc import Dvc
 from mdpo_pipeline.project import PARAMS_FILE, ConfigError, Project
+from mdpo_pipeline.tracking import tracking_uri
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -52,3 +53,33 @@ class DvcResource(dg.ConfigurableResource):
         for path, md5 in hashes.items():
             meta["dvc_md5" if len(hashes) == 1 else f"dvc_md5:{path}"] = md5
         return meta
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Where training runs and registered adapters go: a sqlite file in the project unless a URI is set."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
+    )
+    experiment: str = Field(default="mdpo", description="MLflow experiment of the training runs.")
+
+    def uri(self, project: Project) -> str:
+        """The resolved tracking URI."""
+        return tracking_uri(project.root, self.tracking_uri)
+
+
+class TrainingLauncher(dg.ConfigurableResource):
+    """Starts `mdpo train` as its own process. mode=local: a subprocess with this interpreter."""
+
+    mode: str = Field(default="local", description="How to start training: 'local' (subprocess).")
+    threads: int | None = Field(default=None, description="torch CPU threads of the training process.")
+
+    def launch(self, cfg, log) -> dict[str, Any]:
+        """Run one training config to completion; return the adapter's summary."""
+        from mdpo_pipeline.launcher import launch_local
+
+        if self.mode != "local":
+            raise ConfigError(f"TrainingLauncher.mode={self.mode!r}: only 'local' is available")
+        if self.threads and not cfg.threads:
+            cfg.threads = self.threads
+        return launch_local(cfg, log=log)

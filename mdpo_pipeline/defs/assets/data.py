@@ -16,7 +16,8 @@ GROUP = "data"
 _downstream = dg.AutomationCondition.eager()
 
 
-def _materialize(stage: str, project: ProjectResource, dvc: DvcResource, **extra) -> dg.MaterializeResult:
+def materialize_stage(stage: str, project: ProjectResource, dvc: DvcResource, **extra) -> dg.MaterializeResult:
+    """Run one stage function, record its output with DVC, and report its summary (and images) as metadata."""
     proj = project.project()
     summary = stages.RUNNERS[stage](proj, progress=True)
     meta = summary_metadata(summary)
@@ -32,25 +33,25 @@ def _materialize(stage: str, project: ProjectResource, dvc: DvcResource, **extra
 @dg.asset(group_name=GROUP, kinds={"python", "jpeg", "json"})
 def shapeworld(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
     """Offline synthetic world: raw VLFeedback files and benchmark splits with known objects (the default data)."""
-    return _materialize("shapeworld", project, dvc, preview="preview.png")
+    return materialize_stage("shapeworld", project, dvc, preview="preview.png")
 
 
 @dg.asset(group_name=GROUP, deps=[shapeworld], kinds={"python", "parquet"})
 def raw_silkie(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
     """VLFeedback (Silkie) rows read from raw files, validated; unusable rows quarantined with reasons."""
-    return _materialize("raw_silkie", project, dvc)
+    return materialize_stage("raw_silkie", project, dvc)
 
 
 @dg.asset(group_name=GROUP, deps=[raw_silkie], kinds={"python", "parquet"}, automation_condition=_downstream)
 def preference_pairs(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
     """Chosen/rejected pairs by Silkie's rating rule, filtered by instruction source, seeded sample of N."""
-    return _materialize("preference_pairs", project, dvc)
+    return materialize_stage("preference_pairs", project, dvc)
 
 
 @dg.asset(group_name=GROUP, deps=[preference_pairs], kinds={"python", "jpeg"}, automation_condition=_downstream)
 def corrupted_images(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
     """One stored, seeded corrupted image per sampled instruction, shared by policy and reference."""
-    return _materialize("corrupted_images", project, dvc, preview="preview.png")
+    return materialize_stage("corrupted_images", project, dvc, preview="preview.png")
 
 
 data_assets = [shapeworld, raw_silkie, preference_pairs, corrupted_images]
