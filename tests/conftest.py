@@ -48,3 +48,38 @@ TINY_PARAMS = {
 def tiny_params() -> dict:
     """A fresh copy of TINY_PARAMS to modify."""
     return yaml.safe_load(yaml.safe_dump(TINY_PARAMS))
+
+
+_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "cyan")
+_SHAPES = ("circle", "square", "triangle", "diamond")
+
+
+def write_tiny_training_data(root: Path, n_pairs: int, image_size: int) -> dict[str, Path]:
+    """Tiny training inputs written by the pipeline's own writers: images, pairs, corrupted images."""
+    from PIL import Image, ImageDraw
+
+    from mdpo_pipeline.core.corruption import CorruptionConfig, corrupt_images
+    from mdpo_pipeline.core.pairs import PairsResult, write_pairs
+    from mdpo_pipeline.core.schemas import PreferencePair
+
+    image_root = root / "images"
+    (image_root / "merged_images").mkdir(parents=True)
+    pairs = []
+    for i in range(n_pairs):
+        iid = f"sw-{i:06d}"
+        colour, other, shape = _COLOURS[i % 8], _COLOURS[(i + 1) % 8], _SHAPES[i % 4]
+        image = Image.new("RGB", (image_size, image_size), "white")
+        ImageDraw.Draw(image).ellipse((4 + i % 8, 4, 24 + i % 8, 24), fill=colour)
+        image.save(image_root / "merged_images" / f"{iid}.jpg")
+        pairs.append(
+            PreferencePair(
+                pair_id=f"{iid}:0-1", instruction_id=iid, source="llava", prompt="What is shown in the image?",
+                image=f"merged_images/{iid}.jpg", chosen=f"There is a {colour} {shape} in the image.",
+                rejected=f"There is a {other} {shape} and a {other} square in the image.",
+                chosen_model="a", rejected_model="b", chosen_score=5.0, rejected_score=2.0,
+            )
+        )
+    write_pairs(PairsResult(pairs=pairs), root / "preference_pairs")
+    corrupt_images([(p.instruction_id, p.image) for p in pairs], image_root, root / "corrupted_images",
+                   CorruptionConfig(workers=1))
+    return {"pairs": root / "preference_pairs", "images": image_root, "corrupted": root / "corrupted_images"}

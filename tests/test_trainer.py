@@ -10,13 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from PIL import Image, ImageDraw
 from trl import DPOConfig
 
-from mdpo_pipeline.core.corruption import CorruptionConfig, corrupt_images
 from mdpo_pipeline.core.losses import METHODS
-from mdpo_pipeline.core.pairs import PairsResult, write_pairs
-from mdpo_pipeline.core.schemas import PreferencePair
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
 from mdpo_pipeline.training.models import build_tiny_llava
@@ -30,12 +26,11 @@ from mdpo_pipeline.training.reference import (
     weights_sha256,
 )
 from mdpo_pipeline.training.trainer import MDPOTrainer
+from tests.conftest import write_tiny_training_data
 
 IMAGE_SIZE = 32
 BATCH = 2
 N_PAIRS = 6
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle", "diamond", "circle", "square")
 #: Tolerance for cached vs live reference losses: the same float32 forward, only padded to other lengths.
 LOSS_TOL = 1e-5
 
@@ -52,27 +47,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """Tiny pipeline artifacts written by the pipeline's own writers: pairs, images, corrupted images."""
-    root = tmp_path_factory.mktemp("artifacts")
-    image_root = root / "images"
-    (image_root / "merged_images").mkdir(parents=True)
-    pairs = []
-    for i in range(N_PAIRS):
-        iid, colour, other = f"sw-{i:06d}", COLOURS[i], COLOURS[(i + 1) % N_PAIRS]
-        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
-        ImageDraw.Draw(image).ellipse((4 + i, 4, 24 + i, 24), fill=colour)
-        image.save(image_root / "merged_images" / f"{iid}.jpg")
-        pairs.append(
-            PreferencePair(
-                pair_id=f"{iid}:0-1", instruction_id=iid, source="llava", prompt="What is shown in the image?",
-                image=f"merged_images/{iid}.jpg", chosen=f"There is a {colour} {SHAPES[i]} in the image.",
-                rejected=f"There is a {other} {SHAPES[i]} and a {other} square in the image.",
-                chosen_model="a", rejected_model="b", chosen_score=5.0, rejected_score=2.0,
-            )
-        )
-    write_pairs(PairsResult(pairs=pairs), root / "preference_pairs")
-    samples = [(p.instruction_id, p.image) for p in pairs]
-    corrupt_images(samples, image_root, root / "corrupted_images", CorruptionConfig(workers=1))
-    return {"pairs": root / "preference_pairs", "images": image_root, "corrupted": root / "corrupted_images"}
+    return write_tiny_training_data(tmp_path_factory.mktemp("artifacts"), N_PAIRS, IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")

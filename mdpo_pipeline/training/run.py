@@ -109,6 +109,7 @@ def _mdpo_args(cfg: TrainRunConfig, preset, cuda: bool):
 def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
     import torch
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from mdpo_pipeline.training.data import load_preference_dataset
@@ -117,6 +118,8 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Before the model exists: LoRA's A matrices are drawn at wrapping time, before the Trainer seeds anything.
+    set_seed(cfg.seed)
     preset = get_preset(cfg.base_model)
     cuda = torch.cuda.is_available()
     dataset = load_preference_dataset(cfg.pairs_dir, cfg.image_root, cfg.corrupted_dir)
