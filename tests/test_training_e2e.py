@@ -54,6 +54,7 @@ def test_adapters_are_trained_logged_and_registered(project):
     adapter = project / "artifacts/adapters/mdpo"
     assert {"adapter_config.json", "adapter_model.safetensors", "log_history.json"} <= {p.name for p in adapter.iterdir()}
     assert not adapter.with_name("mdpo.checkpoints").exists()
+    assert not (adapter / "ref").exists(), "only the trained adapter is saved, no reference copy"
     run_config = json.loads((adapter / "run_config.json").read_text())
     assert run_config["reference_cache"].endswith("reference.parquet")
     logged = json.loads((adapter / "log_history.json").read_text())

@@ -372,19 +372,15 @@ def language_model_linear_names(model: torch.nn.Module) -> list[str]:
     ]
 
 
-def apply_lora(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):
-    """Wrap ``model`` in a PEFT LoRA model over its language model's linear layers; everything else frozen."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_config(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):
+    """The paper's LoRA over ``model``'s language-model linear layers (preset r/α unless given)."""
+    from peft import LoraConfig
 
     preset = get_preset(preset)
     targets = language_model_linear_names(model)
     if not targets:
         raise ValueError(f"{type(model).__name__} has no language-model linear layers to adapt")
-    if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=preset.training.gradient_checkpointing
-        )
-    config = LoraConfig(
+    return LoraConfig(
         r=r or preset.lora_r,
         lora_alpha=alpha or preset.lora_alpha,
         lora_dropout=preset.lora_dropout,
@@ -392,6 +388,18 @@ def apply_lora(model, preset: str | ModelPreset, r: int | None = None, alpha: in
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def apply_lora(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):
+    """Wrap ``model`` in a PEFT LoRA model over its language model's linear layers; everything else frozen."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    preset = get_preset(preset)
+    config = lora_config(model, preset, r, alpha)
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=preset.training.gradient_checkpointing
+        )
     peft_model = get_peft_model(model, config)
     for name, param in peft_model.named_parameters():
         param.requires_grad = "lora_" in name

@@ -113,7 +113,9 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from mdpo_pipeline.training.data import load_preference_dataset
-    from mdpo_pipeline.training.models import apply_lora, get_preset, load_model_and_processor
+    from peft import prepare_model_for_kbit_training
+
+    from mdpo_pipeline.training.models import get_preset, load_model_and_processor, lora_config
     from mdpo_pipeline.training.trainer import MDPOTrainer
 
     if cfg.threads:
@@ -126,9 +128,14 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     model, processor = load_model_and_processor(
         preset, cfg.base_model_path, allow_remote_code=cfg.allow_remote_code, quantization=cfg.quantization
     )
-    model = apply_lora(model, preset, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
     args = _mdpo_args(cfg, preset, cuda)
-    trainer = MDPOTrainer(model, args=args, train_dataset=dataset, processing_class=processor)
+    # TRL wraps the model itself: handed a PEFT model it would also copy the adapter as a "ref" adapter.
+    peft_config = lora_config(model, preset, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    trainer = MDPOTrainer(
+        model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
+    )
     last = get_last_checkpoint(str(cfg.checkpoint_dir)) if cfg.resume and cfg.checkpoint_dir.is_dir() else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
