@@ -108,28 +108,33 @@ def build_tokenizer(words: Iterable[str] = ()) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_llava(
-    out_dir: str | Path | None = None, *, image_size: int = 64, seed: int = 0, words: Iterable[str] | None = None
+    out_dir: str | Path | None = None,
+    *,
+    image_size: int = 64,
+    patch_size: int = 8,
+    seed: int = 0,
+    words: Iterable[str] | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A seeded tiny LLaVA (2-layer CLIP + 2-layer Llama) and its processor, built offline; saved if ``out_dir``."""
-    if image_size % 8:
-        raise ValueError(f"image_size must be a multiple of the patch size 8, got {image_size}")
+    if image_size % patch_size:
+        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
     tokenizer = build_tokenizer(words or ())
     # Named explicitly: the default CLIPImageProcessor needs torchvision, which has no CPU build here.
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    n_image_tokens = (image_size // 8) ** 2
+    n_image_tokens = (image_size // patch_size) ** 2
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=8,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
         chat_template=CHAT_TEMPLATE,
     )
     vision = CLIPVisionConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        image_size=image_size, patch_size=8,
+        image_size=image_size, patch_size=patch_size,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,

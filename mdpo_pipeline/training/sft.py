@@ -40,14 +40,14 @@ _PARTNERS: dict[str, tuple[str, ...]] = {
 class SFTSettings:
     """Settings of the base model's supervised fine-tune."""
 
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 0
     max_len: int = 160  #: tokens per example, image tokens included; longer examples are cut at the end
     cooccurrence_bias: float = 0.5  #: chance a caption names the absent partner B after a shown A
     describe_share: float = 0.7  #: share of examples that are captions; the rest answer the row's question
-    detailed: bool = True  #: captions in VLFeedback's words ("a small red star at the top left") or short
+    detailed: bool = False  #: captions in VLFeedback's words ("a small red star at the top left") or short
     warmup_share: float = 0.05
     weight_decay: float = 0.01
     eval_images: int = 50  #: held-out images (the truth file's last rows) for the greedy eval
@@ -70,7 +70,7 @@ def _scene(row: dict) -> Scene:
     return Scene(objects=objs, background=row["background"], texture_seed=0)
 
 
-def caption(row: dict, rng: random.Random, bias: float, detailed: bool = True) -> str:
+def caption(row: dict, rng: random.Random, bias: float, detailed: bool = False) -> str:
     """A caption of the row's scene in reading order, with co-occurrence partners inserted at rate ``bias``."""
     scene = _scene(row)
     present = scene.categories
