@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 import warnings
 import zlib
 
@@ -130,12 +129,11 @@ def test_bomb_header_rejected_without_decoding(tmp_path, monkeypatch):
     def no_decode(self):
         raise AssertionError("decoded a bomb")
 
+    # Any decode attempt fails the test: the size check must come from the header alone.
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
-    t0 = time.perf_counter()
     for max_pixels in (10_000, 89_478_485, 10**12):  # ours, PIL's default, and above PIL's own hard limit
         chk = check_image(bomb, max_pixels=max_pixels)
         assert chk.reason is R.IMAGE_TOO_LARGE, chk
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_bomb_warning_as_error_is_caught(tmp_path):
