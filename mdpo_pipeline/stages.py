@@ -166,7 +166,7 @@ def base_model_location(project: Project) -> tuple[str, str]:
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model's summed log-probs for every pair's three views, computed once for every training run."""
     from mdpo_pipeline.training.data import load_preference_dataset
-    from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.models import get_preset, load_model_and_processor
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
     settings = {"batch_size": 32, "max_length": None} | _section(project, "reference_logprobs")
@@ -174,8 +174,6 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
     allow = base_model_settings(project)["allow_remote_code"]
     model, processor = load_model_and_processor(preset, path, allow_remote_code=allow)
     dataset = load_preference_dataset(*_training_data_dirs(project))
-    from mdpo_pipeline.training.models import get_preset
-
     max_length = settings["max_length"] or get_preset(preset).training.max_length
     out = project.data_dir("reference_logprobs") / "reference.parquet"
     summary = compute_reference_logprobs(

@@ -1,4 +1,4 @@
-"""The pure layers must not need Dagster: they run in the training container and in DVC stages."""
+"""The core and the programs must not need Dagster: they run in the training container and in DVC stages."""
 
 import subprocess
 import sys
@@ -16,6 +16,14 @@ PURE_MODULES = [
     "mdpo_pipeline.quality",
     "mdpo_pipeline.dvc",
     "mdpo_pipeline.cli",
+    "mdpo_pipeline.core.losses",
+    "mdpo_pipeline.tracking",
+    "mdpo_pipeline.launcher",
+    "mdpo_pipeline.training.models",
+    "mdpo_pipeline.training.sft",
+    "mdpo_pipeline.training.trainer",
+    "mdpo_pipeline.training.reference",
+    "mdpo_pipeline.training.run",
 ]
 
 
