@@ -6,6 +6,7 @@ the CLI and the Dagster assets read it, so a `dvc repro` and a Dagster run compu
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -110,3 +111,10 @@ class Project:
     def data_dir(self, name: str) -> Path:
         """The output directory of data stage ``name`` (``data/<name>``), as dvc.yaml declares it."""
         return self.root / "data" / name
+
+    def summary(self, stage: str) -> dict[str, Any]:
+        """A stage's summary.json, with a clear error when the stage was never materialized."""
+        path = self.data_dir(stage) / "summary.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: materialize the stage {stage!r} first")
+        return json.loads(path.read_text())

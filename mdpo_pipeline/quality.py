@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from mdpo_pipeline.project import Project
 
 #: Area fraction bounds of the crop strategies (FACTS §1), with slack for integer pixel rounding.
 CROP_AREA_BOUNDS = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
@@ -75,8 +74,3 @@ def corruption_gate(manifest_path: Path, pairs_path: Path, out_dir: Path) -> tup
         details |= {"area_min": round(min(areas), 4), "area_max": round(max(areas), 4)}
     details["problems"] = dict(problems) or "none"
     return not problems, details
-
-
-def read_summary(project: Project, stage: str) -> dict[str, Any]:
-    """A stage's summary.json."""
-    return json.loads((project.data_dir(stage) / "summary.json").read_text())

@@ -32,13 +32,6 @@ def _section(project: Project, name: str) -> dict[str, Any]:
     return dict(project.params().get(name) or {})
 
 
-def _read_summary(stage_dir: Path) -> dict[str, Any]:
-    path = stage_dir / "summary.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: materialize the upstream stage {stage_dir.name!r} first")
-    return json.loads(path.read_text())
-
-
 def shapeworld_config(project: Project) -> ShapeWorldConfig:
     """The ShapeWorld generator settings from params.yaml."""
     return build_config(ShapeWorldConfig, _section(project, "shapeworld"), where="params.yaml:shapeworld")
@@ -91,7 +84,7 @@ def run_preference_pairs(project: Project, progress: bool = False) -> dict[str, 
     """Build preference pairs from raw_silkie's kept rows, filter by source and sample N."""
     cfg = pairs_config(project)
     raw_dir = project.data_dir("raw_silkie")
-    _read_summary(raw_dir)  # a clear error when raw_silkie was never materialized
+    project.summary("raw_silkie")  # a clear error when raw_silkie was never materialized
     instructions = [instruction_from_row(r) for r in pq.read_table(raw_dir / "instructions.parquet").to_pylist()]
     result = pairs.make_pairs(instructions, cfg)
     summary = pairs.write_pairs(result, project.data_dir("preference_pairs"))
@@ -109,7 +102,7 @@ def run_corrupted_images(project: Project, progress: bool = False) -> dict[str, 
     """One seeded corrupted image per sampled instruction, plus the manifest and a preview grid."""
     cfg = corruption_config(project)
     pairs_dir = project.data_dir("preference_pairs")
-    image_root = project.path(_read_summary(project.data_dir("raw_silkie"))["image_root"])
+    image_root = project.path(project.summary("raw_silkie")["image_root"])
     table = pq.read_table(pairs_dir / "pairs.parquet", columns=["instruction_id", "image"])
     # One corrupted image per instruction: every pair of an instruction shares its image.
     samples = sorted(set(zip(table["instruction_id"].to_pylist(), table["image"].to_pylist())))
@@ -185,7 +178,7 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
 
 
 def _training_data_dirs(project: Project) -> tuple[Path, Path, Path]:
-    image_root = project.path(_read_summary(project.data_dir("raw_silkie"))["image_root"])
+    image_root = project.path(project.summary("raw_silkie")["image_root"])
     return project.data_dir("preference_pairs"), image_root, project.data_dir("corrupted_images")
 
 
@@ -211,6 +204,22 @@ def train_run_config(project: Project, method: str, output_dir: Path) -> "TrainR
         "reference_cache": str(cache) if cache.is_file() and method != "dpo_no_image" else None,
     }
     return build_config(TrainRunConfig, section | overrides, where="params.yaml:training", **fixed)
+
+
+def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str) -> dict[str, Any]:
+    """Log a finished adapter as an MLflow run and a new registry version; draw its curves beside it."""
+    from mdpo_pipeline.core.plots import training_curves
+    from mdpo_pipeline.dvc import lock_hashes
+    from mdpo_pipeline.tracking import TrainingRecord, git_commit, log_training_run
+
+    out = Path(cfg.output_dir)
+    history = json.loads((out / "log_history.json").read_text())
+    record = TrainingRecord(cfg.method, cfg.base_model, out, asdict(cfg), history, lock_hashes(project.root))
+    run_id, version = log_training_run(
+        record, uri, experiment, artifact_root=project.root / "mlartifacts", git_sha=git_commit(project.root)
+    )
+    curves = training_curves(history, out.parent / f"{cfg.method}.curves.png", title=cfg.method)
+    return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves}
 
 
 RUNNERS = {

@@ -18,7 +18,7 @@ def _result(passed: bool, details: dict) -> dg.AssetCheckResult:
 def quarantine_share_below_threshold(project: ProjectResource) -> dg.AssetCheckResult:
     """Fails when more than params.yaml's raw_silkie.max_quarantine_share of the rows were quarantined."""
     proj = project.project()
-    summary = quality.read_summary(proj, "raw_silkie")
+    summary = proj.summary("raw_silkie")
     _, stage_cfg = stages.raw_silkie_config(proj)
     return _result(*quality.quarantine_gate(summary, stage_cfg["max_quarantine_share"]))
 
@@ -27,7 +27,7 @@ def quarantine_share_below_threshold(project: ProjectResource) -> dg.AssetCheckR
 def pairs_are_usable(project: ProjectResource) -> dg.AssetCheckResult:
     """Fails on duplicate pair ids, empty or identical answers, or a missing image."""
     proj = project.project()
-    image_root = proj.path(quality.read_summary(proj, "raw_silkie")["image_root"])
+    image_root = proj.path(proj.summary("raw_silkie")["image_root"])
     expected = stages.pairs_config(proj).n
     return _result(*quality.pairs_gate(proj.data_dir("preference_pairs") / "pairs.parquet", image_root, expected))
 

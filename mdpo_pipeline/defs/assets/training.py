@@ -4,19 +4,13 @@ Training runs as its own process through the TrainingLauncher; every adapter bec
 new version of the registered model named after the base model, tagged with its method.
 """
 
-import json
-from dataclasses import asdict
-
 import dagster as dg
 
 from mdpo_pipeline import stages
 from mdpo_pipeline.core.losses import METHODS
-from mdpo_pipeline.core.plots import training_curves
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.dvc import lock_hashes
-from mdpo_pipeline.tracking import TrainingRecord, git_commit, log_training_run
 
 GROUP = "training"
 method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
@@ -50,17 +44,12 @@ def adapters(
     out = proj.root / "artifacts" / "adapters" / method
     cfg = stages.train_run_config(proj, method, out)
     summary = launcher.launch(cfg, log=context.log.info)
-    history = json.loads((out / "log_history.json").read_text())
-    record = TrainingRecord(method, cfg.base_model, out, asdict(cfg), history, lock_hashes(proj.root))
-    run_id, version = log_training_run(
-        record, mlflow.uri(proj), mlflow.experiment, artifact_root=proj.root / "mlartifacts", git_sha=git_commit(proj.root)
-    )
-    curves = training_curves(history, out.parent / f"{method}.curves.png", title=method)
+    recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment)
     meta = summary_metadata({k: v for k, v in summary.items() if k != "final"}) | summary_metadata(summary["final"])
     meta |= {
-        "mlflow_run_id": run_id,
-        "registered_version": version,
-        "curves": md_image(curves, alt=f"{method} curves"),
+        "mlflow_run_id": recorded["mlflow_run_id"],
+        "registered_version": recorded["registered_version"],
+        "curves": md_image(recorded["curves"], alt=f"{method} curves"),
         "path": dg.MetadataValue.path(str(out)),
     }
     return dg.MaterializeResult(metadata=meta)
