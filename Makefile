@@ -13,7 +13,7 @@ export MDPO_PROJECT_ROOT := $(CURDIR)
 export MDPO_DVC := $(CURDIR)/$(DVC)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install dvc-env demo test test-fast dev repro lock clean-data
+.PHONY: install dvc-env demo test test-fast test-docker image image-cpu dev repro lock clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,11 +36,21 @@ demo: install  ## materialize every asset of the default (offline ShapeWorld) pi
 	  $(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select adapters --partition $$m || exit 1; done
 	$(DVC) status
 
-test: install  ## the whole test suite, slow end-to-end tests included
-	$(BIN)/python -m pytest
+test: install  ## the whole test suite: slow end-to-end tests included, then the Docker launcher test
+	$(BIN)/python -m pytest -m "not docker"
+	$(MAKE) test-docker
 
-test-fast: install  ## the suite without the slow end-to-end tests
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: install  ## the suite without the slow end-to-end and Docker tests
+	$(BIN)/python -m pytest -m "not slow and not docker"
+
+test-docker: install  ## train in the CPU training image (starts a private dockerd when none is reachable)
+	$(BIN)/python -m pytest -m docker
+
+image: install  ## the GPU training image (CUDA base; needs a registry)
+	$(BIN)/mdpo image
+
+image-cpu: install  ## the CPU training image, offline (local Debian base + host wheels; needs root for debootstrap)
+	$(BIN)/mdpo image --offline
 
 dev: install  ## Dagster UI on http://127.0.0.1:$(PORT)
 	$(BIN)/dagster dev -m mdpo_pipeline.definitions -h 127.0.0.1 -p $(PORT)

@@ -81,7 +81,7 @@ def test_tokenizer_covers_every_shapeworld_text(tmp_path):
 
 def test_tiny_llava_saves_reloads_trains_and_generates(tmp_path):
     model, processor = build_tiny_llava(tmp_path / "tiny", seed=3)
-    assert model.config.vision_config.patch_size == 8
+    assert model.config.vision_config.patch_size == 16 and model.config.vision_config.model_type == "shapeworld_cnn"
     n_params = sum(p.numel() for p in model.parameters())
     assert 200_000 < n_params < 2_000_000
     model = LlavaForConditionalGeneration.from_pretrained(tmp_path / "tiny")
@@ -92,7 +92,7 @@ def test_tiny_llava_saves_reloads_trains_and_generates(tmp_path):
     prompts = [processor.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)] * 2
     texts = [p + f" {a}</s>" for p, a in zip(prompts, answers)]
     batch = processor(images=_images(), text=texts, padding=True, return_tensors="pt")
-    assert (batch["input_ids"] == processor.image_token_id).sum(dim=1).tolist() == [64, 64]
+    assert (batch["input_ids"] == processor.image_token_id).sum(dim=1).tolist() == [16, 16]  # (64 / 16)²
     prompt_len = processor(images=_images(1), text=prompts[:1], return_tensors="pt")["input_ids"].shape[1]
     labels = batch["input_ids"].clone()
     labels[:, :prompt_len] = -100
@@ -134,7 +134,7 @@ def test_same_seed_same_weights_and_trl_collator_accepts_the_processor():
     assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape == (2, 3, 64, 64)
     chosen = batch["input_ids"][0][batch["completion_mask"][0].bool()]
     assert processor.tokenizer.decode(chosen) == "a red star. </s>"
-    assert (batch["input_ids"][0] == processor.image_token_id).sum() == 64
+    assert (batch["input_ids"][0] == processor.image_token_id).sum() == 16
 
 
 # --- presets, loading and LoRA ------------------------------------------------------------------
@@ -221,3 +221,24 @@ def test_lora_targets_only_language_model_linears_and_saves_peft_adapter(tmp_pat
     want = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
     got = dict(reloaded.named_parameters())
     assert all(torch.equal(got[n], p) for n, p in want.items())
+
+
+def test_cnn_tower_has_no_train_mode_drift_and_reloads_through_auto_classes(tmp_path):
+    """Under LoRA the tower is frozen but the model is in train mode: its features must not depend on the mode
+    (no BatchNorm statistics, no dropout), or cached reference log-probs would disagree with the policy."""
+    from transformers import AutoConfig, AutoModel
+
+    from mdpo_pipeline.training.vision import ShapeWorldVisionConfig, ShapeWorldVisionModel
+
+    tower = ShapeWorldVisionModel(ShapeWorldVisionConfig(image_size=32, channels=(16, 16), stem_channels=8))
+    pixels = torch.randn(3, 3, 32, 32)
+    out = tower(pixels)
+    assert out.last_hidden_state.shape == (3, 4, 128) and out.hidden_states[-1] is out.last_hidden_state
+    tower.eval()
+    assert torch.equal(tower(pixels).last_hidden_state, tower.train()(pixels).last_hidden_state)
+    tower.save_pretrained(tmp_path / "tower")
+    assert AutoConfig.from_pretrained(tmp_path / "tower").model_type == "shapeworld_cnn"
+    again = AutoModel.from_pretrained(tmp_path / "tower")
+    assert torch.equal(again(pixels).last_hidden_state, tower(pixels).last_hidden_state)
+    with pytest.raises(ValueError, match="multiple of the tower's stride"):
+        ShapeWorldVisionConfig(image_size=40)

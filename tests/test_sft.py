@@ -21,6 +21,7 @@ from mdpo_pipeline.training.sft import (
     SFTSettings,
     _batch,
     caption,
+    cell_targets,
     hallucination_metrics,
     mentioned_objects,
     train_base_model,
@@ -59,6 +60,19 @@ def test_caption_lists_objects_left_to_right_and_inserts_partners_at_the_bias_ra
     assert 0.26 < rate < 0.34
     # A partner that is present is never added again.
     assert mentioned_objects(caption(_row("star", "half moon"), rng, 1.0)) == ["star", "half moon"]
+
+
+def test_cell_targets_mark_every_cell_a_box_overlaps_with_its_category_and_colour():
+    """_row("star", "ring") on a 2×2 grid: the star's box x 0.1–0.3, y 0.4–0.6 lies in column 0 and rows 0–1
+    (cells 0 and 2); the ring's box x 0.4–0.6 spans both columns, so it is in all four cells."""
+    from mdpo_pipeline.training.sft import _AUX_LABELS
+
+    target = cell_targets([_row("star", "ring")], grid=2)[0]
+    star, ring, red = _AUX_LABELS["star"], _AUX_LABELS["ring"], _AUX_LABELS["red"]
+    assert target[:, star].tolist() == [1, 0, 1, 0]
+    assert target[:, ring].tolist() == [1, 1, 1, 1]
+    assert target[:, red].tolist() == [1, 1, 1, 1]
+    assert target.sum().item() == 2 + 4 + 4
 
 
 def test_labels_cover_exactly_the_answer_and_eos():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -11,6 +12,9 @@ from pydantic import Field
 from mdpo_pipeline.dvc import Dvc
 from mdpo_pipeline.project import PARAMS_FILE, ConfigError, Project
 from mdpo_pipeline.tracking import tracking_uri
+
+if TYPE_CHECKING:
+    from mdpo_pipeline.launcher import ContainerSettings
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -69,17 +73,88 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class TrainingLauncher(dg.ConfigurableResource):
-    """Starts `mdpo train` as its own process. mode=local: a subprocess with this interpreter."""
+    """Starts `mdpo train` as its own process: a local subprocess (default) or a Docker container (GPU box)."""
 
-    mode: str = Field(default="local", description="How to start training: 'local' (subprocess).")
+    mode: str = Field(default="local", description="'local': a subprocess with this interpreter; 'docker': a container.")
     threads: int | None = Field(default=None, description="torch CPU threads of the training process.")
+    num_processes: int = Field(default=1, description="Training processes (one per GPU); > 1 uses `accelerate launch`.")
+    accelerate_config: str | None = Field(
+        default=None, description="accelerate config file, relative to the project (e.g. docker/accelerate/zero2.yaml)."
+    )
+    image: str = Field(default="mdpo-pipeline-train:latest", description="Training image (docker/Dockerfile.train).")
+    gpus: str | None = Field(default=None, description="GPUs for the container: unset none, 'all', or ids '0,1'.")
+    docker_host: str | None = Field(default=None, description="Docker engine URL; unset: $DOCKER_HOST, else the default socket.")
+    host_project_root: str | None = Field(
+        default=None, description="The project's path as the Docker engine sees it, when Dagster itself runs in a container."
+    )
+    user: str | None = Field(default=None, description="Container uid:gid; unset: the host user (the image's user for root).")
+    network_mode: str = Field(default="none", description="Container network; 'none' because training reads mounted files only.")
+    shm_size: str | None = Field(default=None, description="Container /dev/shm size; unset: 16g with GPUs.")
 
-    def launch(self, cfg, log) -> dict[str, Any]:
+    def container_settings(self, project: Project) -> "ContainerSettings":
+        """The container settings of this launcher for ``project``."""
+        from mdpo_pipeline.launcher import ContainerSettings
+
+        return ContainerSettings(
+            image=self.image, project_root=str(project.root), host_project_root=self.host_project_root,
+            gpus=self.gpus, num_processes=self.num_processes, accelerate_config=self.accelerate_config,
+            user=self.user, network_mode=self.network_mode, shm_size=self.shm_size,
+        )
+
+    def launch(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
         """Run one training config to completion; return the adapter's summary."""
-        from mdpo_pipeline.launcher import launch_local
+        from mdpo_pipeline import launcher
 
-        if self.mode != "local":
-            raise ConfigError(f"TrainingLauncher.mode={self.mode!r}: only 'local' is available")
         if self.threads and not cfg.threads:
             cfg.threads = self.threads
-        return launch_local(cfg, log=log)
+        if self.mode == "local":
+            return launcher.launch_local(cfg, log=context.log.info, num_processes=self.num_processes,
+                                         accelerate_config=self.accelerate_config and str(project.path(self.accelerate_config)))
+        if self.mode != "docker":
+            raise ConfigError(f"TrainingLauncher.mode={self.mode!r}: use 'local' or 'docker'")
+        return self._launch_docker(cfg, context, project)
+
+    def _launch_docker(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
+        import docker
+        from dagster_docker import PipesDockerClient
+
+        from mdpo_pipeline import launcher
+
+        settings = self.container_settings(project)
+        spec = launcher.container_spec(cfg, settings)
+        launcher.prepare_output(cfg, settings)
+        image, command = spec.pop("image"), spec.pop("command")
+        context.log.info(
+            f"training {cfg.method} in {image}: {' '.join(spec['entrypoint'] + command)} "
+            f"(gpus={settings.gpus}, env names={sorted(spec['environment'])})"
+        )
+        previous = os.environ.get("DOCKER_HOST")
+        if self.docker_host:  # PipesDockerClient talks to docker.from_env()
+            os.environ["DOCKER_HOST"] = self.docker_host
+        try:
+            invocation = PipesDockerClient().run(context=context, image=image, command=command, container_kwargs=spec)
+        except docker.errors.DockerException as e:
+            raise launcher.TrainingFailed(f"Docker engine error while training {cfg.method} in {image}: {e}") from e
+        except Exception as e:  # a non-zero exit: DagsterPipesError with the status code
+            raise launcher.TrainingFailed(f"training {cfg.method} in {image} failed: {e}") from e
+        finally:
+            if self.docker_host:
+                os.environ.pop("DOCKER_HOST", None) if previous is None else os.environ.update(DOCKER_HOST=previous)
+            _remove_containers(self.docker_host, spec["labels"])
+        for message in invocation.get_custom_messages():
+            context.log.info(f"container reported: {message}")
+        return launcher.read_summary(cfg)
+
+
+def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
+    """Remove the finished training containers (PipesDockerClient stops but keeps them)."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
+            if c.status in ("exited", "created", "dead"):
+                c.remove()
+        client.close()
+    except docker.errors.DockerException:
+        pass  # leftover stopped containers are harmless; the run's outcome is already known

@@ -16,7 +16,6 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import (
-    CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -34,6 +33,7 @@ from mdpo_pipeline.core.shapeworld import (
 )
 from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, STYLE_MARKERS
 from mdpo_pipeline.core.shapeworld.world import BACKGROUNDS, SIZES
+from mdpo_pipeline.training.vision import ShapeWorldVisionConfig  # also registers the tower with AutoModel
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 IMAGE_TOKEN = "<image>"
@@ -111,30 +111,24 @@ def build_tiny_llava(
     out_dir: str | Path | None = None,
     *,
     image_size: int = 64,
-    patch_size: int = 8,
+    vision_channels: tuple[int, ...] = (64, 96),
     seed: int = 0,
     words: Iterable[str] | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A seeded tiny LLaVA (2-layer CLIP + 2-layer Llama) and its processor, built offline; saved if ``out_dir``."""
-    if image_size % patch_size:
-        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
+    """A seeded tiny LLaVA (CNN tower + 2-layer Llama) and its processor, built offline; saved if ``out_dir``."""
+    vision = ShapeWorldVisionConfig(image_size=image_size, channels=vision_channels, hidden_size=128)
     tokenizer = build_tokenizer(words or ())
     # Named explicitly: the default CLIPImageProcessor needs torchvision, which has no CPU build here.
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    n_image_tokens = (image_size // patch_size) ** 2
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy="full",  # a CNN has no CLS token to drop
+        num_additional_image_tokens=0,
         chat_template=CHAT_TEMPLATE,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        image_size=image_size, patch_size=patch_size,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
@@ -143,7 +137,7 @@ def build_tiny_llava(
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
-        image_seq_length=n_image_tokens, vision_feature_layer=-1, vision_feature_select_strategy="default",
+        image_seq_length=vision.num_tokens, vision_feature_layer=-1, vision_feature_select_strategy="full",
     )
     # A forked RNG keeps the init a pure function of ``seed`` without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):

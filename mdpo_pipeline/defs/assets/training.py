@@ -43,7 +43,7 @@ def adapters(
     method = context.partition_key
     out = proj.root / "artifacts" / "adapters" / method
     cfg = stages.train_run_config(proj, method, out)
-    summary = launcher.launch(cfg, log=context.log.info)
+    summary = launcher.launch(cfg, context, proj)
     recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment)
     meta = summary_metadata({k: v for k, v in summary.items() if k != "final"}) | summary_metadata(summary["final"])
     meta |= {

@@ -1,0 +1,451 @@
+"""Seeded corrupted images for mDPO's conditional term (FACTS §1, paper Table 3). PIL and numpy only.
+
+The public mDPO code draws a new crop at every forward call, so policy and reference see different
+images. Here each corrupted image is drawn once from ``random.Random(stable_seed(seed, strategy, id))``
+and stored: policy, reference and every epoch see the same pixels, and a rerun gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from tqdm import tqdm
+
+from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS
+from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
+from mdpo_pipeline.core.parallel import available_cores, worker_context
+
+STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
+#: Kept-area bounds of the crop strategies (FACTS §1: the paper's default keeps 1-20 %).
+CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
+MOCO_CROP_SCALE = (0.2, 1.0)
+#: RandomResizedCrop's default aspect-ratio range, sampled log-uniformly.
+ASPECT_RANGE = (3 / 4, 4 / 3)
+_CROP_TRIES = 10
+
+#: image_format -> (PIL format, file extension, encoder options). Fixed options give deterministic bytes.
+FORMATS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "jpeg": ("JPEG", "jpg", {"quality": 95, "subsampling": 0, "optimize": False}),
+    "png": ("PNG", "png", {}),
+}
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("source_image", pa.string()),  # relative to the image root
+        ("corrupted_image", pa.string()),  # relative to the output directory
+        ("strategy", pa.string()),
+        ("seed", pa.int64()),
+        ("params", pa.string()),  # canonical JSON of exactly what was done
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+PREVIEW_CELL = 128
+PREVIEW_LABEL_HEIGHT = 16
+
+#: Called with the sample's rng, returns (id of another image, that image as RGB); never the sample's own.
+PoolLookup = Callable[[random.Random], tuple[str, Image.Image]]
+
+
+class CorruptionError(RuntimeError):
+    """A sample whose image could not be read, corrupted or written."""
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    """How corrupted images are made (params.yaml: corrupted_images)."""
+
+    strategy: str = "crop_1_20"  # one of STRATEGIES; crop_1_20 is the paper's best
+    seed: int = 0  # with the strategy and sample id, fixes every random draw
+    workers: int = 0  # worker processes; 0 = all available cores
+    image_format: str = "jpeg"  # "jpeg" (quality 95, 4:4:4) or "png" (lossless)
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger inputs before decoding them
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0 (0 = all cores), got {self.workers!r}")
+        if self.image_format not in FORMATS:
+            raise ValueError(f"image_format must be one of {sorted(FORMATS)}, got {self.image_format!r}")
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or (
+            self.max_image_pixels < 1
+        ):
+            raise ValueError(f"max_image_pixels must be a positive integer, got {self.max_image_pixels!r}")
+
+
+@dataclass
+class CorruptionResult:
+    """Manifest rows and summary as written, plus timing (kept out of the files so they stay reproducible)."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    seconds: float
+    workers: int
+
+    @property
+    def images_per_second(self) -> float:
+        """Throughput of the whole call, file writes included."""
+        return len(self.rows) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def corruption_rng(sample_id: str, strategy: str, seed: int) -> random.Random:
+    """The one generator behind a sample's corrupted image."""
+    return random.Random(stable_seed(seed, strategy, sample_id))
+
+
+def sample_crop(
+    width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = ASPECT_RANGE
+) -> dict[str, Any]:
+    """A crop box with torchvision RandomResizedCrop.get_params semantics, including its central fallback."""
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for attempt in range(1, _CROP_TRIES + 1):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            x, y = rng.randint(0, width - w), rng.randint(0, height - h)
+            return _box(x, y, w, h, area, attempt, fallback=False)
+    # No draw fit (very elongated or tiny image): the largest central crop within the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return _box((width - w) // 2, (height - h) // 2, w, h, area, _CROP_TRIES, fallback=True)
+
+
+def _box(x: int, y: int, w: int, h: int, area: int, tries: int, fallback: bool) -> dict[str, Any]:
+    # Fractions come from the integer box actually used, not the draw, so they can be re-checked.
+    return {
+        "box": [x, y, w, h],
+        "area_fraction": round(w * h / area, 6),
+        "aspect": round(w / h, 6),
+        "tries": tries,
+        "fallback": fallback,
+    }
+
+
+def _resized_crop(img: Image.Image, crop: dict[str, Any]) -> Image.Image:
+    x, y, w, h = crop["box"]
+    # Crop first: resize(box=...) would blend pixels from outside the box into the edges.
+    return img.crop((x, y, x + w, y + h)).resize(img.size, Image.Resampling.BILINEAR)
+
+
+def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
+    """Rotate hue by ``factor`` of a turn (torchvision's PIL adjust_hue)."""
+    h, s, v = img.convert("HSV").split()
+    # uint8 addition wraps around, which is exactly a rotation of the hue circle.
+    shifted = np.asarray(h, dtype=np.uint8) + np.uint8(round(factor * 255) % 256)
+    return Image.merge("HSV", (Image.fromarray(shifted), s, v)).convert("RGB")
+
+
+_JITTER = {
+    "brightness": lambda im, f: ImageEnhance.Brightness(im).enhance(f),
+    "contrast": lambda im, f: ImageEnhance.Contrast(im).enhance(f),
+    "saturation": lambda im, f: ImageEnhance.Color(im).enhance(f),
+    "hue": _adjust_hue,
+}
+
+
+def _moco_v2(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[str, Any]]:
+    """MoCo v2's augmentation, in its order, with the output kept at the input size."""
+    crop = sample_crop(img.width, img.height, MOCO_CROP_SCALE, rng)
+    out = _resized_crop(img, crop)
+    params: dict[str, Any] = dict(crop)
+    if rng.random() < 0.8:  # ColorJitter(0.4, 0.4, 0.4, 0.1), its four adjustments in random order
+        factors = {
+            "brightness": rng.uniform(0.6, 1.4),
+            "contrast": rng.uniform(0.6, 1.4),
+            "saturation": rng.uniform(0.6, 1.4),
+            "hue": rng.uniform(-0.1, 0.1),
+        }
+        order = list(factors)
+        rng.shuffle(order)
+        for name in order:
+            out = _JITTER[name](out, factors[name])
+        params["jitter"] = {"order": order} | {k: round(v, 6) for k, v in factors.items()}
+    else:
+        params["jitter"] = None
+    params["grayscale"] = rng.random() < 0.2
+    if params["grayscale"]:
+        out = out.convert("L").convert("RGB")  # three equal channels, as RandomGrayscale keeps them
+    params["blur_sigma"] = round(rng.uniform(0.1, 2.0), 6) if rng.random() < 0.5 else None
+    if params["blur_sigma"] is not None:
+        out = out.filter(ImageFilter.GaussianBlur(radius=params["blur_sigma"]))
+    params["hflip"] = rng.random() < 0.5
+    if params["hflip"]:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return out, params
+
+
+def corrupt(
+    img: Image.Image, strategy: str, rng: random.Random, pool_lookup: PoolLookup | None = None
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Corrupt one RGB image at its own size; return it with JSON-serialisable params recording every draw."""
+    if strategy in CROP_SCALES:
+        crop = sample_crop(img.width, img.height, CROP_SCALES[strategy], rng)
+        return _resized_crop(img, crop), crop
+    if strategy == "moco_v2":
+        return _moco_v2(img, rng)
+    if strategy == "random_image":
+        if pool_lookup is None:
+            raise ValueError("strategy 'random_image' needs a pool_lookup of other images")
+        other_id, other = pool_lookup(rng)
+        params = {"other_image": other_id, "other_size": list(other.size)}
+        # Same size as the original, so every strategy yields a drop-in replacement image.
+        return (other if other.size == img.size else other.resize(img.size, Image.Resampling.BILINEAR)), params
+    raise ValueError(f"unknown corruption strategy {strategy!r}; expected one of {STRATEGIES}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def image_filename(sample_id: str, ext: str) -> str:
+    """A file name for ``sample_id``: kept as is when safe, else sanitized plus a hash so ids cannot collide."""
+    if not sample_id:
+        raise ValueError("sample ids must be non-empty")
+    safe = _UNSAFE.sub("_", sample_id)[:100]
+    if safe.startswith("."):  # no hidden files, and never "." or ".."
+        safe = "_" + safe[1:]
+    if safe != sample_id:
+        safe = f"{safe}-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
+    return f"{safe}.{ext}"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every worker needs, sent once per worker process rather than with every chunk."""
+
+    root: str  # plain strings: os.path.join is several times cheaper than pathlib per image
+    images_dir: str
+    strategy: str
+    seed: int
+    image_format: str
+    max_pixels: int
+    pool: tuple[str, ...]  # sorted distinct source images, for random_image
+
+
+def _open_rgb(path: str, max_pixels: int) -> Image.Image:
+    with Image.open(path) as im:
+        if im.width * im.height > max_pixels:
+            raise ValueError(f"{im.width}x{im.height} exceeds max_image_pixels={max_pixels}")
+        im.load()
+        # Converting an RGB image would only copy it.
+        return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _pool_lookup(job: _Job, own: str) -> PoolLookup:
+    own_idx = bisect.bisect_left(job.pool, own)
+
+    def lookup(rng: random.Random) -> tuple[str, Image.Image]:
+        # Draw among the n-1 others and step over our own slot: uniform and never the sample's own image.
+        j = rng.randrange(len(job.pool) - 1)
+        other = job.pool[j + (j >= own_idx)]
+        return other, _open_rgb(os.path.join(job.root, other), job.max_pixels)
+
+    return lookup
+
+
+def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, int, int, str]]:
+    """Decode, corrupt, encode and write each sample; return only small per-sample records."""
+    fmt, _, options = FORMATS[job.image_format]
+    out = []
+    for sample_id, rel, name in chunk:
+        try:
+            img = _open_rgb(os.path.join(job.root, rel), job.max_pixels)
+            lookup = _pool_lookup(job, rel) if job.strategy == "random_image" else None
+            corrupted, params = corrupt(img, job.strategy, corruption_rng(sample_id, job.strategy, job.seed), lookup)
+            buf = io.BytesIO()
+            corrupted.save(buf, fmt, **options)
+            data = buf.getbuffer()
+            with open(os.path.join(job.images_dir, name), "wb") as f:
+                f.write(data)
+        except Exception as e:  # decoders and encoders raise many types; name the sample whatever it was
+            raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
+        out.append((sample_id, hashlib.sha256(data).hexdigest(), *corrupted.size, canonical_json(params)))
+    return out
+
+
+_WORKER_JOB: _Job | None = None
+
+
+def _init_worker(job: _Job) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
+
+
+def _process_in_worker(chunk: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, int, int, str]]:
+    assert _WORKER_JOB is not None, "worker used without _init_worker"
+    return _process(_WORKER_JOB, chunk)
+
+
+def _run(job: _Job, tasks: list[tuple[str, str, str]], workers: int, progress: bool) -> list[tuple]:
+    # ~8 chunks per worker balance the load; the cap keeps the progress bar moving on large sets.
+    size = max(8, min(256, math.ceil(len(tasks) / (workers * 8))))
+    chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    results: list[tuple] = []
+    with tqdm(total=len(tasks), unit="img", desc=f"corrupt {job.strategy}", disable=not progress) as bar:
+        if workers <= 1 or len(chunks) == 1:
+            for chunk in chunks:
+                results += _process(job, chunk)
+                bar.update(len(chunk))
+        else:
+            ctx = worker_context()
+            if ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload([__name__])
+            with ProcessPoolExecutor(
+                min(workers, len(chunks)), mp_context=ctx, initializer=_init_worker, initargs=(job,)
+            ) as pool:
+                futures = {pool.submit(_process_in_worker, chunk): len(chunk) for chunk in chunks}
+                try:
+                    for fut in as_completed(futures):
+                        results += fut.result()
+                        bar.update(futures[fut])
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # fail now, not after every queued chunk has run
+                    raise
+    return sorted(results)
+
+
+def _check_samples(samples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    items = sorted((str(sid), str(rel)) for sid, rel in samples)
+    if not items:
+        raise ValueError("no samples to corrupt")
+    for (a, _), (b, _) in zip(items, items[1:]):
+        if a == b:
+            raise ValueError(f"duplicate sample id {a!r}: one corrupted image per sample")
+    for sid, rel in items:
+        # Containment was verified at ingest; this cheap lexical check keeps a hand-made list honest too.
+        pure = PurePosixPath(rel)
+        if not rel or pure.is_absolute() or ".." in pure.parts:
+            raise ValueError(f"sample {sid!r}: image path {rel!r} must be relative and inside the image root")
+    return items
+
+
+def corrupt_images(
+    samples: Sequence[tuple[str, str]],
+    image_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: CorruptionConfig,
+    progress: bool = False,
+) -> CorruptionResult:
+    """Write one corrupted image per (sample_id, relative image path), a manifest, summary and preview.
+
+    ``out_dir`` is replaced whole and atomically; the bytes do not depend on the worker count.
+    """
+    items = _check_samples(samples)
+    _, ext, _ = FORMATS[cfg.image_format]
+    names = [image_filename(sid, ext) for sid, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("two sample ids map to the same image file name")
+    pool = tuple(sorted({rel for _, rel in items})) if cfg.strategy == "random_image" else ()
+    if cfg.strategy == "random_image" and len(pool) < 2:
+        raise ValueError("strategy 'random_image' needs at least two distinct source images")
+    workers = cfg.workers or available_cores()
+    root = Path(image_root)
+    start = time.perf_counter()
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        job = _Job(str(root), str(tmp / "images"), cfg.strategy, cfg.seed, cfg.image_format, cfg.max_image_pixels, pool)
+        tasks = [(sid, rel, name) for (sid, rel), name in zip(items, names)]
+        done = _run(job, tasks, workers, progress)
+        rows = [
+            {
+                "sample_id": sid,
+                "source_image": rel,
+                "corrupted_image": f"images/{name}",
+                "strategy": cfg.strategy,
+                "seed": cfg.seed,
+                "params": params,
+                "sha256": sha,
+                "width": w,
+                "height": h,
+            }
+            for (sid, rel, name), (_, sha, w, h, params) in zip(tasks, done, strict=True)
+        ]
+        write_parquet(rows, tmp / "manifest.parquet", MANIFEST_SCHEMA)
+        preview_grid(rows, root, tmp, tmp / "preview.png")
+        summary = _summary(rows, cfg)
+        write_json(summary, tmp / "summary.json")
+    return CorruptionResult(rows, summary, time.perf_counter() - start, workers)
+
+
+def _summary(rows: list[dict[str, Any]], cfg: CorruptionConfig) -> dict[str, Any]:
+    params = [json.loads(r["params"]) for r in rows]
+    areas = [p["area_fraction"] for p in params if "area_fraction" in p]
+    digest = hashlib.sha256("".join(f"{r['sample_id']}\t{r['sha256']}\n" for r in rows).encode()).hexdigest()
+    return {
+        "strategy": cfg.strategy,
+        "seed": cfg.seed,
+        "image_format": cfg.image_format,
+        "n_images": len(rows),
+        "images_sha256": digest,  # one fingerprint of the whole set: ids and image bytes
+        "fallback_crops": sum(bool(p.get("fallback")) for p in params),
+        "area_fraction": (
+            {"min": min(areas), "mean": round(sum(areas) / len(areas), 6), "max": max(areas)} if areas else None
+        ),
+        "files": {"images": "images/", "manifest": "manifest.parquet", "preview": "preview.png"},
+    }
+
+
+def _fit(im: Image.Image, cell: int) -> Image.Image:
+    scale = min(cell / im.width, cell / im.height)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    # NEAREST keeps 32-64 px images crisp when blown up; shrinking large ones needs a filter.
+    return im.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR)
+
+
+def preview_grid(
+    manifest_rows: Sequence[dict[str, Any]],
+    image_root: str | os.PathLike,
+    corrupted_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    n: int = 8,
+) -> Path:
+    """A PNG with originals on top and their corrupted images below, each column labelled; returns ``path``."""
+    if not manifest_rows:
+        raise ValueError("preview_grid needs at least one manifest row")
+    # A hash order picks the same samples every time, spread over the whole set rather than its first ids.
+    chosen = sorted(manifest_rows, key=lambda r: (stable_seed("preview", r["sample_id"]), r["sample_id"]))[:n]
+    chosen.sort(key=lambda r: r["sample_id"])
+    cell, label_h = PREVIEW_CELL, PREVIEW_LABEL_HEIGHT
+    sheet = Image.new("RGB", (len(chosen) * cell, 2 * cell + label_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, row in enumerate(chosen):
+        files = (Path(image_root) / row["source_image"], Path(corrupted_dir) / row["corrupted_image"])
+        for r, file in enumerate(files):
+            with Image.open(file) as im:
+                tile = _fit(im.convert("RGB"), cell)
+            sheet.paste(tile, (col * cell + (cell - tile.width) // 2, r * cell + (cell - tile.height) // 2))
+        params = json.loads(row["params"])
+        label = f"area {params['area_fraction']:.3f}" if "area_fraction" in params else row["strategy"]
+        draw.text((col * cell + 4, 2 * cell + 2), label, fill="black")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG", compress_level=1)  # a human-only preview: speed over size
+    return path

@@ -1,0 +1,175 @@
+"""The mDPO loss family (FACTS §1) as pure torch functions over per-sample summed answer log-probs.
+
+r(y|m) = log π(y|m,q) − log π_ref(y|m,q), each log-prob summed over answer tokens, shape (B,).
+
+- dpo:              −log σ(β·[r(y_w|m) − r(y_l|m)])
+- conditional:      −log σ(β·[r(y_w|m) − r(y_w|m_l)])      (m_l = corrupted image)
+- anchor:           −log σ(β·r(y_w|m) − δ)
+- anchor_rejected:  −log σ(δ − β·r(y_l|m))
+- anchor_corrupted: −log σ(δ − β·r(y_w|m_l))
+
+The two extra anchors (paper Table 4) are not written out in the paper or FACTS: the forms above are our
+reading of its description (anchor y_l and (y_w, m_l) so that their rewards are pushed below δ).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+TERMS = ("dpo", "conditional", "anchor", "anchor_rejected", "anchor_corrupted")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term; a weight-0 term is skipped (dpo is still reported, outside the loss)."""
+
+    dpo: float = 1.0  # chosen vs rejected answer, same image
+    conditional: float = 0.0  # chosen answer: real vs corrupted image (CoPO)
+    anchor: float = 0.0  # chosen reward kept above δ (AncPO)
+    anchor_rejected: float = 0.0  # rejected reward pushed below δ (Table 4)
+    anchor_corrupted: float = 0.0  # chosen-with-corrupted-image reward pushed below δ (Table 4)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"LossWeights.{f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"LossWeights.{f.name} must be finite and >= 0, got {value!r}")
+            # Store floats so asdict()/JSON of a config logs 1.0 whether the caller wrote 1 or 1.0.
+            object.__setattr__(self, f.name, float(value))
+        if not any(getattr(self, name) > 0 for name in TERMS):
+            raise ValueError("LossWeights: at least one weight must be > 0")
+
+    @property
+    def needs_corrupted(self) -> bool:
+        """Whether some weighted term reads log-probs of the chosen answer given the corrupted image."""
+        return self.conditional > 0 or self.anchor_corrupted > 0
+
+
+METHODS: dict[str, LossWeights] = {
+    "dpo": LossWeights(1, 0, 0),
+    "mdpo": LossWeights(1, 1, 1),
+    "mdpo_no_conditional": LossWeights(1, 0, 1),
+    "mdpo_no_anchor": LossWeights(1, 1, 0),
+    "mdpo_anchor_all": LossWeights(1, 1, 1, 1, 1),
+    "dpo_no_image": LossWeights(1, 0, 0),  # same loss as DPO; the trainer withholds the image
+}
+
+
+@dataclass
+class LossOutput:
+    """Weighted scalar loss, unweighted per-term batch means and detached per-sample rewards."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    rewards: dict[str, torch.Tensor]
+
+    def metrics(self) -> dict[str, float]:
+        """Flat floats for logging, named like TRL's DPOTrainer metrics."""
+        r = self.rewards
+        out = {
+            "rewards/chosen": r["chosen"].mean().item(),
+            "rewards/rejected": r["rejected"].mean().item(),
+            "rewards/margins": r["margin"].mean().item(),
+            "rewards/accuracies": (r["margin"] > 0).float().mean().item(),
+        }
+        if "chosen_corrupted" in r:
+            out["rewards/chosen_corrupted"] = r["chosen_corrupted"].mean().item()
+            out["rewards/conditional_margins"] = r["conditional_margin"].mean().item()
+            out["rewards/conditional_accuracies"] = (r["conditional_margin"] > 0).float().mean().item()
+        out.update({f"loss/{name}": value.item() for name, value in self.terms.items()})
+        return out
+
+
+def _check(named: dict[str, torch.Tensor]) -> None:
+    """Raise unless every input is a non-empty 1-D floating tensor of one shared shape."""
+    shape = None
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 1 or t.numel() == 0:
+            raise ValueError(f"{name} must have shape (B,) with B >= 1, got {tuple(t.shape)}")
+        if shape is None:
+            shape = t.shape
+        elif t.shape != shape:
+            raise ValueError(f"shape mismatch: {name} has {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def mdpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    policy_chosen_corrupted: torch.Tensor | None = None,
+    reference_chosen_corrupted: torch.Tensor | None = None,
+    *,
+    beta: float = 0.1,
+    delta: float = 0.0,
+    weights: LossWeights = METHODS["mdpo"],
+) -> LossOutput:
+    """Weighted sum of the mDPO terms (module docstring), each averaged over the batch."""
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta)):
+        raise ValueError(f"delta must be finite, got {delta!r}")
+    if not isinstance(weights, LossWeights):
+        raise TypeError(f"weights must be a LossWeights, got {type(weights).__name__}")
+    inputs = {
+        "policy_chosen": policy_chosen,
+        "policy_rejected": policy_rejected,
+        "reference_chosen": reference_chosen,
+        "reference_rejected": reference_rejected,
+    }
+    if (policy_chosen_corrupted is None) != (reference_chosen_corrupted is None):
+        raise ValueError("pass both policy_chosen_corrupted and reference_chosen_corrupted, or neither")
+    has_corrupted = policy_chosen_corrupted is not None
+    if weights.needs_corrupted and not has_corrupted:
+        needing = [f"{n}={getattr(weights, n)}" for n in ("conditional", "anchor_corrupted") if getattr(weights, n) > 0]
+        raise ValueError(f"weights {', '.join(needing)} need policy_chosen_corrupted and reference_chosen_corrupted")
+    if has_corrupted:
+        inputs["policy_chosen_corrupted"] = policy_chosen_corrupted
+        inputs["reference_chosen_corrupted"] = reference_chosen_corrupted
+    _check(inputs)
+
+    # Rewards are small differences of large sums: never round them again in bf16/fp16.
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in inputs.values()), torch.float32)
+    # The reference model is a constant target: no gradient may reach it even if a caller forgot no_grad.
+    logr = {k: (v.detach() if k.startswith("reference") else v).to(dtype) for k, v in inputs.items()}
+    chosen = beta * (logr["policy_chosen"] - logr["reference_chosen"])
+    rejected = beta * (logr["policy_rejected"] - logr["reference_rejected"])
+    corrupted = beta * (logr["policy_chosen_corrupted"] - logr["reference_chosen_corrupted"]) if has_corrupted else None
+
+    # logsigmoid stays finite at |x| ~ 1e3 where log(sigmoid(x)) gives -inf and NaN gradients.
+    logits = {"dpo": chosen - rejected, "anchor": chosen - delta, "anchor_rejected": delta - rejected}
+    if corrupted is not None:
+        logits["conditional"] = chosen - corrupted
+        logits["anchor_corrupted"] = delta - corrupted
+    terms = {name: -F.logsigmoid(logits[name]).mean() for name in TERMS if name == "dpo" or getattr(weights, name) > 0}
+    # Weight-0 "dpo" is reported but left out of the sum, so a -inf log-prob there cannot make 0 * inf = NaN.
+    loss = sum(getattr(weights, n) * v for n, v in terms.items() if getattr(weights, n) > 0)
+
+    rewards = {"chosen": chosen.detach(), "rejected": rejected.detach(), "margin": (chosen - rejected).detach()}
+    if corrupted is not None:
+        rewards["chosen_corrupted"] = corrupted.detach()
+        rewards["conditional_margin"] = (chosen - corrupted).detach()
+    return LossOutput(loss=loss, terms=terms, rewards=rewards)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> LossOutput:
+    """Plain DPO: ``mdpo_loss`` with ``METHODS["dpo"]``."""
+    return mdpo_loss(
+        policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta=beta, weights=METHODS["dpo"]
+    )

@@ -1,0 +1,24 @@
+"""The one Dagster Definitions object of the project (`dagster dev -m mdpo_pipeline.definitions`, `dg dev`)."""
+
+import dagster as dg
+
+from mdpo_pipeline.defs.assets.data import data_assets
+from mdpo_pipeline.defs.assets.training import training_assets
+from mdpo_pipeline.defs.checks import data_checks
+from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
+
+data_job = dg.define_asset_job(
+    "data_job", selection=dg.AssetSelection.groups("data"), description="Materialize the data half of the pipeline."
+)
+
+defs = dg.Definitions(
+    assets=[*data_assets, *training_assets],
+    asset_checks=data_checks,
+    jobs=[data_job],
+    resources={
+        "project": ProjectResource(),
+        "dvc": DvcResource(),
+        "mlflow": MlflowResource(),
+        "launcher": TrainingLauncher(),
+    },
+)

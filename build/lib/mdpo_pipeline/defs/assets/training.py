@@ -1,0 +1,58 @@
+"""The training half: base_model → reference_logprobs → adapters (one partition per method).
+
+Training runs as its own process through the TrainingLauncher; every adapter becomes an MLflow run and a
+new version of the registered model named after the base model, tagged with its method.
+"""
+
+import dagster as dg
+
+from mdpo_pipeline import stages
+from mdpo_pipeline.core.losses import METHODS
+from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
+from mdpo_pipeline.defs.metadata import md_image, summary_metadata
+from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
+
+GROUP = "training"
+method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
+
+
+@dg.asset(group_name=GROUP, deps=[shapeworld], kinds={"pytorch", "safetensors"})
+def base_model(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
+    """The model to align: the tiny ShapeWorld VLM after a short SFT, or a real preset's local weights."""
+    return materialize_stage("base_model", project, dvc)
+
+
+@dg.asset(group_name=GROUP, deps=[base_model, preference_pairs, corrupted_images], kinds={"pytorch", "parquet"})
+def reference_logprobs(project: ProjectResource, dvc: DvcResource) -> dg.MaterializeResult:
+    """The base model's log-probs of every pair's chosen, rejected and chosen-with-corrupted-image views,
+    computed once and shared by every training run of the grid."""
+    return materialize_stage("reference_logprobs", project, dvc)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=method_partitions,
+    deps=[base_model, preference_pairs, corrupted_images, reference_logprobs],
+    kinds={"pytorch", "mlflow"},
+)
+def adapters(
+    context: dg.AssetExecutionContext, project: ProjectResource, launcher: TrainingLauncher, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """One LoRA adapter per method (DPO, mDPO, ablations), trained as its own process and registered in MLflow."""
+    proj = project.project()
+    method = context.partition_key
+    out = proj.root / "artifacts" / "adapters" / method
+    cfg = stages.train_run_config(proj, method, out)
+    summary = launcher.launch(cfg, context, proj)
+    recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment)
+    meta = summary_metadata({k: v for k, v in summary.items() if k != "final"}) | summary_metadata(summary["final"])
+    meta |= {
+        "mlflow_run_id": recorded["mlflow_run_id"],
+        "registered_version": recorded["registered_version"],
+        "curves": md_image(recorded["curves"], alt=f"{method} curves"),
+        "path": dg.MetadataValue.path(str(out)),
+    }
+    return dg.MaterializeResult(metadata=meta)
+
+
+training_assets = [base_model, reference_logprobs, adapters]

@@ -1,0 +1,160 @@
+"""Dagster resources: where the project lives, and DVC. Each has a local default and is swappable in tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import Field
+
+from mdpo_pipeline.dvc import Dvc
+from mdpo_pipeline.project import PARAMS_FILE, ConfigError, Project
+from mdpo_pipeline.tracking import tracking_uri
+
+if TYPE_CHECKING:
+    from mdpo_pipeline.launcher import ContainerSettings
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """The project checkout the assets read params.yaml from and write data/ into."""
+
+    root: str | None = Field(
+        default=None,
+        description="Project root; unset: $MDPO_PROJECT_ROOT, else the checkout found from the working directory.",
+    )
+
+    def project(self) -> Project:
+        """The resolved Project."""
+        if not self.root:
+            return Project.discover()
+        root = Path(self.root).expanduser().resolve()
+        if not (root / PARAMS_FILE).is_file():
+            raise ConfigError(f"ProjectResource.root={self.root}: no {PARAMS_FILE} there")
+        return Project(root)
+
+
+class DvcResource(dg.ConfigurableResource):
+    """Records each data asset's output as a DVC stage (dvc.lock + cache) and pushes it to the remote."""
+
+    executable: str | None = Field(
+        default=None, description="Path to dvc; unset: $MDPO_DVC, <root>/.tools/dvc/bin/dvc, then PATH."
+    )
+    enabled: bool = Field(default=True, description="Set false to skip DVC entirely (outputs stay unversioned).")
+    push: bool = Field(default=True, description="Push each committed stage to the remote.")
+    remote: str | None = Field(default=None, description="DVC remote name; unset: the repo's default remote.")
+
+    def record(self, project: Project, stage: str) -> dict[str, Any]:
+        """Commit ``stage`` (and push it), returning Dagster metadata with its content hashes."""
+        if not self.enabled:
+            return {"dvc": "disabled"}
+        dvc = Dvc(project.root, self.executable)
+        hashes = dvc.commit(stage)
+        if self.push:
+            dvc.push(stage, self.remote)
+        meta: dict[str, Any] = {"dvc_stage": stage}
+        for path, md5 in hashes.items():
+            meta["dvc_md5" if len(hashes) == 1 else f"dvc_md5:{path}"] = md5
+        return meta
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Where training runs and registered adapters go: a sqlite file in the project unless a URI is set."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
+    )
+    experiment: str = Field(default="mdpo", description="MLflow experiment of the training runs.")
+
+    def uri(self, project: Project) -> str:
+        """The resolved tracking URI."""
+        return tracking_uri(project.root, self.tracking_uri)
+
+
+class TrainingLauncher(dg.ConfigurableResource):
+    """Starts `mdpo train` as its own process: a local subprocess (default) or a Docker container (GPU box)."""
+
+    mode: str = Field(default="local", description="'local': a subprocess with this interpreter; 'docker': a container.")
+    threads: int | None = Field(default=None, description="torch CPU threads of the training process.")
+    num_processes: int = Field(default=1, description="Training processes (one per GPU); > 1 uses `accelerate launch`.")
+    accelerate_config: str | None = Field(
+        default=None, description="accelerate config file, relative to the project (e.g. docker/accelerate/zero2.yaml)."
+    )
+    image: str = Field(default="mdpo-pipeline-train:latest", description="Training image (docker/Dockerfile.train).")
+    gpus: str | None = Field(default=None, description="GPUs for the container: unset none, 'all', or ids '0,1'.")
+    docker_host: str | None = Field(default=None, description="Docker engine URL; unset: $DOCKER_HOST, else the default socket.")
+    host_project_root: str | None = Field(
+        default=None, description="The project's path as the Docker engine sees it, when Dagster itself runs in a container."
+    )
+    user: str | None = Field(default=None, description="Container uid:gid; unset: the host user (the image's user for root).")
+    network_mode: str = Field(default="none", description="Container network; 'none' because training reads mounted files only.")
+    shm_size: str | None = Field(default=None, description="Container /dev/shm size; unset: 16g with GPUs.")
+
+    def container_settings(self, project: Project) -> "ContainerSettings":
+        """The container settings of this launcher for ``project``."""
+        from mdpo_pipeline.launcher import ContainerSettings
+
+        return ContainerSettings(
+            image=self.image, project_root=str(project.root), host_project_root=self.host_project_root,
+            gpus=self.gpus, num_processes=self.num_processes, accelerate_config=self.accelerate_config,
+            user=self.user, network_mode=self.network_mode, shm_size=self.shm_size,
+        )
+
+    def launch(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
+        """Run one training config to completion; return the adapter's summary."""
+        from mdpo_pipeline import launcher
+
+        if self.threads and not cfg.threads:
+            cfg.threads = self.threads
+        if self.mode == "local":
+            return launcher.launch_local(cfg, log=context.log.info, num_processes=self.num_processes,
+                                         accelerate_config=self.accelerate_config and str(project.path(self.accelerate_config)))
+        if self.mode != "docker":
+            raise ConfigError(f"TrainingLauncher.mode={self.mode!r}: use 'local' or 'docker'")
+        return self._launch_docker(cfg, context, project)
+
+    def _launch_docker(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
+        import docker
+        from dagster_docker import PipesDockerClient
+
+        from mdpo_pipeline import launcher
+
+        settings = self.container_settings(project)
+        spec = launcher.container_spec(cfg, settings)
+        launcher.prepare_output(cfg, settings)
+        image, command = spec.pop("image"), spec.pop("command")
+        context.log.info(
+            f"training {cfg.method} in {image}: {' '.join(spec['entrypoint'] + command)} "
+            f"(gpus={settings.gpus}, env names={sorted(spec['environment'])})"
+        )
+        previous = os.environ.get("DOCKER_HOST")
+        if self.docker_host:  # PipesDockerClient talks to docker.from_env()
+            os.environ["DOCKER_HOST"] = self.docker_host
+        try:
+            invocation = PipesDockerClient().run(context=context, image=image, command=command, container_kwargs=spec)
+        except docker.errors.DockerException as e:
+            raise launcher.TrainingFailed(f"Docker engine error while training {cfg.method} in {image}: {e}") from e
+        except Exception as e:  # a non-zero exit: DagsterPipesError with the status code
+            raise launcher.TrainingFailed(f"training {cfg.method} in {image} failed: {e}") from e
+        finally:
+            if self.docker_host:
+                os.environ.pop("DOCKER_HOST", None) if previous is None else os.environ.update(DOCKER_HOST=previous)
+            _remove_containers(self.docker_host, spec["labels"])
+        for message in invocation.get_custom_messages():
+            context.log.info(f"container reported: {message}")
+        return launcher.read_summary(cfg)
+
+
+def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
+    """Remove the finished training containers (PipesDockerClient stops but keeps them)."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
+            if c.status in ("exited", "created", "dead"):
+                c.remove()
+        client.close()
+    except docker.errors.DockerException:
+        pass  # leftover stopped containers are harmless; the run's outcome is already known

@@ -1,0 +1,76 @@
+"""Quality gates on the stages' outputs, as plain functions returning (passed, details). No Dagster here."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+
+#: Area fraction bounds of the crop strategies (FACTS §1), with slack for integer pixel rounding.
+CROP_AREA_BOUNDS = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
+_ROUNDING_SLACK = 0.02
+
+
+def quarantine_gate(summary: dict[str, Any], max_share: float) -> tuple[bool, dict[str, Any]]:
+    """Pass when quarantined / read ≤ max_share and every read row is accounted for."""
+    n_read, n_kept, n_q = summary["n_read"], summary["n_kept"], summary["n_quarantined"]
+    share = n_q / n_read if n_read else 1.0
+    details = {
+        "n_read": n_read,
+        "n_kept": n_kept,
+        "n_quarantined": n_q,
+        "quarantined_share": round(share, 6),
+        "max_quarantine_share": max_share,
+        "accounted_for": n_kept + n_q == n_read,
+    }
+    return (n_read > 0 and n_kept + n_q == n_read and share <= max_share), details
+
+
+def pairs_gate(pairs_path: Path, image_root: Path, expected_n: int) -> tuple[bool, dict[str, Any]]:
+    """Pass when every pair is usable: unique id, non-empty and distinct answers, image present."""
+    rows = pq.read_table(pairs_path, columns=["pair_id", "chosen", "rejected", "image"]).to_pylist()
+    problems: Counter[str] = Counter()
+    seen: set[str] = set()
+    for r in rows:
+        if r["pair_id"] in seen:
+            problems["duplicate_pair_id"] += 1
+        seen.add(r["pair_id"])
+        if not r["chosen"].strip() or not r["rejected"].strip():
+            problems["empty_answer"] += 1
+        if r["chosen"] == r["rejected"]:
+            problems["identical_answers"] += 1
+    for image in {r["image"] for r in rows}:
+        if not (image_root / image).is_file():
+            problems["missing_image"] += 1
+    details = {"n_pairs": len(rows), "expected_n": expected_n, "problems": dict(problems) or "none"}
+    return (len(rows) > 0 and not problems), details
+
+
+def corruption_gate(manifest_path: Path, pairs_path: Path, out_dir: Path) -> tuple[bool, dict[str, Any]]:
+    """Pass when every sampled instruction has its corrupted image on disk, crops within their area bounds."""
+    manifest = pq.read_table(manifest_path).to_pylist()
+    wanted = set(pq.read_table(pairs_path, columns=["instruction_id"])["instruction_id"].to_pylist())
+    have = {m["sample_id"] for m in manifest}
+    problems: Counter[str] = Counter()
+    problems["missing_sample"] = len(wanted - have)
+    areas = []
+    for m in manifest:
+        if not (out_dir / m["corrupted_image"]).is_file():
+            problems["missing_file"] += 1
+        bounds = CROP_AREA_BOUNDS.get(m["strategy"])
+        params = json.loads(m["params"])
+        if bounds and "area_fraction" in params:
+            a = params["area_fraction"]
+            areas.append(a)
+            if not bounds[0] - _ROUNDING_SLACK <= a <= bounds[1] + _ROUNDING_SLACK:
+                problems["area_out_of_bounds"] += 1
+    problems = Counter({k: v for k, v in problems.items() if v})
+    details: dict[str, Any] = {"n_images": len(manifest), "n_instructions": len(wanted)}
+    if areas:
+        details |= {"area_min": round(min(areas), 4), "area_max": round(max(areas), 4)}
+    details["problems"] = dict(problems) or "none"
+    return not problems, details

@@ -1,0 +1,262 @@
+"""Supervised fine-tune of the tiny ShapeWorld LLaVA: the base model that preference training then aligns.
+
+The model learns to describe scenes and answer short questions from ShapeWorld's ground truth. With
+probability ``cooccurrence_bias`` a caption also names the co-occurrence partner B of a shown object A
+when B is absent, which plants the language prior that makes a VLM hallucinate (FACTS §7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mdpo_pipeline.core.io import atomic_dir, write_json
+from mdpo_pipeline.core.shapeworld import (
+    COLOURS,
+    COOCCURRENCE,
+    VOCABULARY,
+    Scene,
+    SceneObject,
+)
+from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
+from mdpo_pipeline.core.shapeworld.world import SIZES, article
+from mdpo_pipeline.training.models import build_tiny_llava, save_model
+
+EVAL_PROMPT = DESCRIBE_PROMPTS[0]  # "Describe this image."
+_PARTNERS: dict[str, tuple[str, ...]] = {
+    a: tuple(b for a2, b in COOCCURRENCE if a2 == a) for a in {a for a, _ in COOCCURRENCE}
+}
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """Settings of the base model's supervised fine-tune."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    max_len: int = 160  #: tokens per example, image tokens included; longer examples are cut at the end
+    cooccurrence_bias: float = 0.5  #: chance a caption names the absent partner B after a shown A
+    describe_share: float = 0.7  #: share of examples that are captions; the rest answer the row's question
+    detailed: bool = False  #: captions in VLFeedback's words ("a small red star at the top left") or short
+    warmup_share: float = 0.05
+    weight_decay: float = 0.01
+    eval_images: int = 50  #: held-out images (the truth file's last rows) for the greedy eval
+    threads: int | None = None  #: torch CPU threads; None keeps torch's default
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("cooccurrence_bias", "describe_share", "warmup_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.eval_images < 0:
+            raise ValueError("learning_rate must be > 0 and eval_images >= 0")
+
+
+def _scene(row: dict) -> Scene:
+    keys = ("category", "colour", "size", "variant", "low_contrast", "occluded")
+    objs = tuple(SceneObject(bbox=tuple(o["bbox"]), **{k: o[k] for k in keys}) for o in row["objects"])
+    return Scene(objects=objs, background=row["background"], texture_seed=0)
+
+
+def caption(row: dict, rng: random.Random, bias: float, detailed: bool = False) -> str:
+    """A caption of the row's scene in reading order, with co-occurrence partners inserted at rate ``bias``."""
+    scene = _scene(row)
+    present = scene.categories
+    parts = []
+    for obj in scene.reading_order():
+        parts.append(Mention.of(obj))
+        for partner in _PARTNERS.get(obj.category, ()):
+            if partner not in present and rng.random() < bias:
+                colour = rng.choice(tuple(COLOURS))
+                parts.append(Mention(partner, colour, rng.choice(tuple(SIZES)), obj.position))
+                present = present | {partner}  # name an invented object once
+    if detailed:
+        texts = [m.text() for m in parts]
+    else:
+        texts = [f"{article(m.colour)} {m.colour} {m.category}" for m in parts]
+    body = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+    return f"The image shows {body}." if detailed else body[0].upper() + body[1:] + "."
+
+
+# --- object mentions (CHAIR-style word matching) -------------------------------------------------
+
+_PHRASES = sorted(
+    ((w, name) for name, e in VOCABULARY.items() for w in {name, *e["synonyms"], *e["plurals"].values()}),
+    key=lambda p: -len(p[0].split()),
+)
+
+
+def mentioned_objects(text: str) -> list[str]:
+    """Canonical categories named in ``text``, in order; two-word names are matched before single words."""
+    text = " " + " ".join(re.findall(r"[a-z]+", text.lower())) + " "
+    found: list[tuple[int, str]] = []
+    for phrase, name in _PHRASES:
+        for m in re.finditer(f" {phrase} ", text):
+            found.append((m.start(), name))
+        # Blank the matched words so "half moon" is not counted again as "moon".
+        text = text.replace(f" {phrase} ", " " + "#" * len(phrase) + " ")
+    return [name for _, name in sorted(found)]
+
+
+def hallucination_metrics(answers: list[str], rows: list[dict]) -> dict:
+    """Object recall, CHAIR_s / CHAIR_i and the share of eligible images naming a co-occurrence partner."""
+    covered = n_truth = n_mentions = n_halluc = halluc_answers = eligible = partner_named = 0
+    for answer, row in zip(answers, rows):
+        truth = {o["category"] for o in row["objects"]}
+        said = mentioned_objects(answer)
+        wrong = [c for c in said if c not in truth]
+        covered += len(truth & set(said))
+        n_truth += len(truth)
+        n_mentions += len(said)
+        n_halluc += len(wrong)
+        halluc_answers += bool(wrong)
+        partners = {b for a, b in COOCCURRENCE if a in truth and b not in truth}
+        if partners:
+            eligible += 1
+            partner_named += bool(partners & set(said))
+    return {
+        "recall": covered / max(n_truth, 1),
+        "chair_s": halluc_answers / max(len(answers), 1),
+        "chair_i": n_halluc / max(n_mentions, 1),
+        "cooccurrence_hallucination": partner_named / eligible if eligible else None,
+        "n_images": len(answers),
+    }
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _prompt(processor, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _example(row: dict, rng: random.Random, settings: SFTSettings) -> tuple[str, str]:
+    if row["kind"] != "describe" and rng.random() >= settings.describe_share:
+        return row["question"], row["expected_answer"]
+    return rng.choice(DESCRIBE_PROMPTS), caption(row, rng, settings.cooccurrence_bias, settings.detailed)
+
+
+def _batch(processor, images: list[Image.Image], pairs: list[tuple[str, str]], max_len: int) -> dict:
+    """Model inputs with labels on the answer tokens (and the closing </s>) only."""
+    texts = [f"{_prompt(processor, q)} {a}{processor.tokenizer.eos_token}" for q, a in pairs]
+    batch = processor(images=images, text=texts, padding=True, padding_side="right", return_tensors="pt")
+    tok = processor.tokenizer
+    # A word-level tokenizer splits the same way in context and alone, so the answer is the last n real tokens.
+    n_answer = [len(tok(f" {a}{tok.eos_token}", add_special_tokens=False)["input_ids"]) for _, a in pairs]
+    labels = torch.full_like(batch["input_ids"], -100)
+    for i, n in enumerate(n_answer):
+        answer = batch["attention_mask"][i].nonzero().flatten()[-n:]
+        labels[i, answer] = batch["input_ids"][i, answer]
+    batch["labels"] = labels
+    if batch["input_ids"].shape[1] > max_len:
+        for key in ("input_ids", "attention_mask", "labels"):
+            batch[key] = batch[key][:, :max_len]
+    return batch
+
+
+def _lr_factor(step: int, settings: SFTSettings) -> float:
+    warmup = max(1, round(settings.warmup_share * settings.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, settings.steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine down to a 10 % floor
+
+
+@torch.no_grad()
+def describe(model, processor, images: list[Image.Image], batch_size: int = 64, max_new_tokens: int = 96) -> list[str]:
+    """Greedy answers to "Describe this image." for each image."""
+    model.eval()
+    prompt = _prompt(processor, EVAL_PROMPT)
+    answers = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i : i + batch_size]
+        inputs = processor(images=chunk, text=[prompt] * len(chunk), padding=True, padding_side="left",
+                           return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        answers += processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return answers
+
+
+def _load(truth_jsonl: str | Path, image_dir: str | Path) -> tuple[list[dict], list[Image.Image]]:
+    rows = [json.loads(line) for line in Path(truth_jsonl).read_text().splitlines() if line.strip()]
+    images = []
+    for row in rows:
+        with Image.open(Path(image_dir) / f"{row['id']}.jpg") as im:
+            images.append(im.convert("RGB"))
+    return rows, images
+
+
+def train_base_model(
+    truth_jsonl: str | Path, image_dir: str | Path, out_dir: str | Path, settings: SFTSettings | None = None,
+    progress: bool = False,
+) -> dict:
+    """Build the tiny LLaVA, fine-tune it on ShapeWorld captions and answers, save it atomically; return metrics."""
+    settings = settings or SFTSettings()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    rows, images = _load(truth_jsonl, image_dir)
+    n_eval = min(settings.eval_images, len(rows) - 1)
+    train_idx = list(range(len(rows) - n_eval))
+    eval_rows, eval_images = rows[len(train_idx) :], images[len(train_idx) :]
+
+    model, processor = build_tiny_llava(image_size=images[0].width, seed=settings.seed)
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embed" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate, betas=(0.9, 0.98),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
+    losses: list[float] = []
+    steps = range(settings.steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc="sft")
+    model.train()
+    start = time.perf_counter()
+    for _ in steps:
+        idx = [rng.choice(train_idx) for _ in range(settings.batch_size)]
+        batch = _batch(processor, [images[i] for i in idx], [_example(rows[i], rng, settings) for i in idx],
+                       settings.max_len)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    train_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    answers = describe(model, processor, eval_images) if eval_rows else []
+    metrics = {
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "steps": settings.steps,
+        "steps_per_s": settings.steps / train_s,
+        "train_s": train_s,
+        "eval_s": time.perf_counter() - start,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "eval": hallucination_metrics(answers, eval_rows),
+        "eval_examples": [{"id": r["id"], "answer": a} for r, a in zip(eval_rows[:5], answers)],
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_model(model, processor, tmp)
+        write_json({"settings": asdict(settings), "metrics": metrics, "losses": losses}, tmp / "sft.json")
+    return metrics
