@@ -63,10 +63,10 @@ def make_data(root: Path, image_size: int) -> tuple[Path, Path, Path]:
 
 
 def mid_model(tiny: LlavaForConditionalGeneration) -> LlavaForConditionalGeneration:
-    """A random-init LLaVA ~60x the tiny one (4-layer 256-d vision, 8-layer 512-d language model), same vocab."""
+    """A random-init LLaVA ~40x the tiny one (wider CNN tower, 256-d tokens; 8-layer 512-d language model), same vocab."""
     config = tiny.config
     v, t = config.vision_config, config.text_config
-    v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads = 256, 1024, 4, 4
+    v.stem_channels, v.channels, v.hidden_size = 64, [128, 256], 256
     t.hidden_size, t.intermediate_size, t.num_hidden_layers = 512, 1408, 8
     t.num_attention_heads = t.num_key_value_heads = 8
     torch.manual_seed(0)

@@ -27,7 +27,8 @@ from mdpo_pipeline.training.sft import (
     train_base_model,
 )
 
-FAST = {"steps": 30, "batch_size": 8, "learning_rate": 3e-3, "eval_images": 8}
+FAST = {"steps": 30, "batch_size": 8, "learning_rate": 3e-3, "eval_images": 8, "vision_pretrain_steps": 20,
+        "vision_pretrain_batch_size": 8}
 
 
 @pytest.fixture(scope="module")

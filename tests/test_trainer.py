@@ -222,6 +222,23 @@ def test_reference_cache_must_cover_every_pair(tmp_path, dataset):
                     train_dataset=dataset, processing_class=processor, peft_config=lora())
 
 
+def test_a_stale_reference_cache_is_refused_naming_what_changed(tmp_path, dataset):
+    from mdpo_pipeline.training.reference import StaleReferenceCache, verify_reference_cache
+
+    base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    cache_path = tmp_path / "ref.parquet"
+    compute_reference_logprobs(base, processor, dataset, 4, cache_path, max_length=256)
+    assert verify_reference_cache(cache_path, base, processor, dataset, 256)["n"] == N_PAIRS
+    with pytest.raises(StaleReferenceCache, match=r"max_length \(cache 256, run 512\)"):
+        verify_reference_cache(cache_path, base, processor, dataset, 512)
+    other, _ = build_tiny_llava(image_size=IMAGE_SIZE, seed=7)  # e.g. the base model was retrained
+    with pytest.raises(StaleReferenceCache, match=r": model changed .*Rematerialize reference_logprobs"):
+        verify_reference_cache(cache_path, other, processor, dataset, 256)
+    swapped = dataset.select(range(1, N_PAIRS))
+    with pytest.raises(StaleReferenceCache, match="pairs, corrupted_images changed"):
+        verify_reference_cache(cache_path, base, processor, swapped, 256)
+
+
 def test_disabled_adapter_reference_is_the_base_model(dataset):
     base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
     ensure_fused_lm_head(base)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def project(tmp_path, tiny_params, monkeypatch):
     params = tiny_params | {
-        "base_model": {"preset": "shapeworld-tiny", "sft": {"steps": 20, "batch_size": 8, "eval_images": 8}},
+        "base_model": {"preset": "shapeworld-tiny", "sft": {"steps": 20, "batch_size": 8, "eval_images": 8,
+                                                           "vision_pretrain_steps": 10}},
         "reference_logprobs": {"batch_size": 8},
         "training": {"seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2,
                      "threads": 1},

@@ -208,8 +208,9 @@ class TrainingDefaults:
 #: The paper's Bunny/LLaVA run (FACTS §2): batch 32 = 4 × 8, lr 1e-5, 3 epochs.
 PAPER_TRAINING = TrainingDefaults(epochs=3, per_device_batch_size=4, grad_accum=8, learning_rate=1e-5)
 #: The tiny ShapeWorld model learns in minutes on CPU: larger lr and batch, one epoch, no memory savers.
+#: lr 5e-4 because its rank-8 LoRA barely moves at 5e-5 in one epoch (1,500 pairs: reward margin 0.03 vs 0.28).
 TINY_TRAINING = TrainingDefaults(
-    epochs=1, per_device_batch_size=16, grad_accum=1, learning_rate=5e-5, bf16=False,
+    epochs=1, per_device_batch_size=16, grad_accum=1, learning_rate=5e-4, bf16=False,
     gradient_checkpointing=False, max_length=256,
 )
 

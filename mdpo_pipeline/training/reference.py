@@ -99,8 +99,19 @@ def processor_sha256(processor: ProcessorMixin) -> str:
         for path in sorted(Path(tmp).rglob("*")):
             if path.is_file():
                 h.update(f"{path.relative_to(tmp).as_posix()}\n".encode())
-                h.update(path.read_bytes())
+                h.update(_processor_file_bytes(path))
     return h.hexdigest()
+
+
+def _processor_file_bytes(path: Path) -> bytes:
+    if path.name != "tokenizer.json":
+        return path.read_bytes()
+    # The Rust tokenizer keeps the padding/truncation of its last call (a left-padded generation, a collator's
+    # max_length) and would save it: that is call state, not what the processor computes, so it is left out.
+    tokenizer = json.loads(path.read_text())
+    tokenizer.pop("padding", None)
+    tokenizer.pop("truncation", None)
+    return canonical_json(tokenizer).encode()
 
 
 def _image_bytes(image: dict[str, Any]) -> bytes:
@@ -198,6 +209,35 @@ def read_reference_summary(path: str | os.PathLike) -> dict[str, Any]:
     if SUMMARY_KEY not in metadata:
         raise ValueError(f"{path} is not a reference cache: its parquet metadata lacks {SUMMARY_KEY.decode()!r}")
     return json.loads(metadata[SUMMARY_KEY])
+
+
+class StaleReferenceCache(ValueError):
+    """The reference cache was computed for another base model, processor, pair set, crop set or max_length."""
+
+
+def verify_reference_cache(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    processor: ProcessorMixin,
+    dataset: datasets.Dataset,
+    max_length: int | None,
+) -> dict[str, Any]:
+    """Check that the cache at ``path`` belongs to exactly these inputs; return its summary or raise naming what differs.
+
+    Training against a stale cache would silently optimise against the wrong reference, so this runs before
+    every cached training run (hashing is seconds even for 10K pairs)."""
+    summary = read_reference_summary(path)
+    current = reference_fingerprint(model, processor, dataset, max_length)
+    if summary.get("fingerprint") == current["combined"]:
+        return summary
+    recorded = summary.get("fingerprints", {})
+    changed = [part for part in ("model", "processor", "pairs", "corrupted_images") if recorded.get(part) != current[part]]
+    if summary.get("max_length") != max_length:
+        changed.append(f"max_length (cache {summary.get('max_length')}, run {max_length})")
+    raise StaleReferenceCache(
+        f"{path} does not match this run: {', '.join(changed) or 'fingerprint'} changed since it was computed. "
+        "Rematerialize reference_logprobs (or set reference_cache to null for a live reference)"
+    )
 
 
 def load_reference_cache(path: str | os.PathLike) -> dict[str, tuple[float, float, float]]:

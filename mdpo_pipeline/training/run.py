@@ -131,6 +131,10 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
     args = _mdpo_args(cfg, preset, cuda)
+    if cfg.reference_cache:
+        from mdpo_pipeline.training.reference import verify_reference_cache
+
+        verify_reference_cache(cfg.reference_cache, model, processor, dataset, args.max_length)
     # TRL wraps the model itself: handed a PEFT model it would also copy the adapter as a "ref" adapter.
     peft_config = lora_config(model, preset, r=cfg.lora_r, alpha=cfg.lora_alpha)
     trainer = MDPOTrainer(
