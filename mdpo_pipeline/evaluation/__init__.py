@@ -1,0 +1,1 @@
+"""Evaluation programs: generation for the benchmarks, scoring stages and the registry gate (no Dagster)."""

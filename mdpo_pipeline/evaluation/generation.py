@@ -1,0 +1,139 @@
+"""Batched greedy generation for the benchmarks, and the per-(model, benchmark) answer files scoring reads.
+
+Answers are stored with a fingerprint of what produced them (model, prompts, settings), so scoring can be
+redone or changed without regenerating, and a changed model never reuses stale answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mdpo_pipeline.core.io import atomic_path, canonical_json
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How answers are generated: greedy, batched, left-padded, with the KV cache."""
+
+    batch_size: int = 32  #: prompts per generate() call
+    max_new_tokens: int = 128  #: answer length cap in tokens
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One benchmark item to answer: its id, image file and question."""
+
+    id: str
+    image: str
+    question: str
+
+
+def load_eval_model(
+    preset: str, base_path: str | None, adapter_dir: str | os.PathLike | None = None, *, allow_remote_code: bool = False
+):
+    """The base model (with the adapter merged in, when given) in eval mode, and its processor."""
+    from mdpo_pipeline.training.models import load_model_and_processor
+
+    model, processor = load_model_and_processor(preset, base_path, allow_remote_code=allow_remote_code)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        # Merged, generation runs at the base model's speed instead of paying for LoRA's extra matmuls.
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval(), processor
+
+
+def _chat_prompt(processor, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+@torch.no_grad()
+def generate_answers(
+    model, processor, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
+    progress: bool = False,
+) -> list[str]:
+    """Greedy answers to ``prompts`` in their order; batches group prompts of similar length to save padding."""
+    texts = [_chat_prompt(processor, p.question) for p in prompts]
+    lengths = [len(processor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    device = next(model.parameters()).device
+    answers: list[str | None] = [None] * len(prompts)
+    batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="generate", unit="batch")
+    pad_id = processor.tokenizer.pad_token_id
+    for batch in batches:
+        images = []
+        for i in batch:
+            with Image.open(prompts[i].image) as im:
+                images.append(im.convert("RGB"))
+        inputs = processor(images=images, text=[texts[i] for i in batch], padding=True, padding_side="left",
+                           return_tensors="pt").to(device)
+        out = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, do_sample=False, use_cache=True,
+                             pad_token_id=pad_id)
+        decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for i, text in zip(batch, decoded):
+            answers[i] = text.strip()
+    return answers  # type: ignore[return-value]
+
+
+def generate_one_by_one(model, processor, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+    """The unbatched baseline (one generate() per prompt) that bench_eval.py compares against."""
+    single = GenerationSettings(batch_size=1, max_new_tokens=settings.max_new_tokens)
+    return [generate_answers(model, processor, [p], single)[0] for p in prompts]
+
+
+def prompts_sha256(prompts: Sequence[Prompt]) -> str:
+    """sha256 of the prompts (ids, questions and image bytes)."""
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(canonical_json({"id": p.id, "question": p.question}).encode())
+        h.update(hashlib.sha256(Path(p.image).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def write_generations(path: str | os.PathLike, prompts: Sequence[Prompt], answers: Sequence[str],
+                      fingerprint: dict[str, Any]) -> Path:
+    """Write answers as JSONL (a header line with the fingerprint, then one line per item), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(canonical_json({"fingerprint": fingerprint}) + "\n")
+            for p, a in zip(prompts, answers, strict=True):
+                f.write(canonical_json({"id": p.id, "question": p.question, "answer": a}) + "\n")
+    return path
+
+
+def read_generations(path: str | os.PathLike, fingerprint: dict[str, Any] | None = None) -> dict[str, str] | None:
+    """id → answer from a generations file; None when absent or made by something else than ``fingerprint``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        header = json.loads(f.readline())
+        if fingerprint is not None and header.get("fingerprint") != json.loads(canonical_json(fingerprint)):
+            return None
+        return {row["id"]: row["answer"] for row in map(json.loads, f)}
+
+
+def generation_fingerprint(model_sha: str, prompts: Sequence[Prompt], settings: GenerationSettings) -> dict[str, Any]:
+    """What a stored answer file depends on: the model's weights, the prompts and the generation settings."""
+    return {"model": model_sha, "prompts": prompts_sha256(prompts), "settings": asdict(settings)}

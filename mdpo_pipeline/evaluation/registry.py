@@ -1,0 +1,111 @@
+"""The registry gate: does an adapter beat the base model (and the current champion), and move the aliases.
+
+``decide`` is pure: the numbers in, a decision with its reasons out. ``apply_decision`` records every
+decision on the model version (tags) and moves the ``champion`` / ``previous`` aliases when it promotes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CHAMPION, PREVIOUS = "champion", "previous"
+
+#: Metrics where lower is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset(
+    {"chair_s", "chair_i", "amber_chair", "amber_hal", "amber_cog", "mmhal_hallucination_rate"}
+)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What an adapter must show to pass the gate and to become champion."""
+
+    primary: str = "chair_s"  #: the hallucination metric that decides (Object HalBench CHAIR_s by default)
+    coverage: str = "recall"  #: the coverage metric that must not drop too far (object recall)
+    max_coverage_drop: float = 0.05  #: allowed absolute drop of ``coverage`` vs the base model
+    min_improvement: float = 0.0  #: required improvement of ``primary`` over the base model (absolute)
+
+    def better(self, a: float, b: float, margin: float = 0.0) -> bool:
+        """Whether ``a`` beats ``b`` on the primary metric by more than ``margin``."""
+        return a < b - margin if self.primary in LOWER_IS_BETTER else a > b + margin
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One gate decision with the numbers it was made on."""
+
+    candidate: str
+    passed: bool
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for tags, metadata and JSON."""
+        return asdict(self)
+
+
+def decide(
+    candidate: str,
+    scores: dict[str, float],
+    base: dict[str, float],
+    policy: GatePolicy = GatePolicy(),
+    champion: dict[str, float] | None = None,
+    champion_name: str | None = None,
+) -> Decision:
+    """Pass when ``scores`` beat ``base`` on the primary metric without losing more coverage than allowed;
+    promote when it passes and beats the current champion (or there is none)."""
+    for name, table in (("candidate", scores), ("base", base)):
+        for metric in (policy.primary, policy.coverage):
+            if table.get(metric) is None:
+                raise KeyError(f"{name} scores lack {metric!r}; have {sorted(table)}")
+    p, c = policy.primary, policy.coverage
+    numbers: dict[str, Any] = {
+        "primary": p, "coverage": c, f"{p}": scores[p], f"base_{p}": base[p], f"{c}": scores[c], f"base_{c}": base[c],
+        "max_coverage_drop": policy.max_coverage_drop,
+    }
+    reasons = []
+    beats_base = policy.better(scores[p], base[p], policy.min_improvement)
+    reasons.append(f"{p} {scores[p]:.4f} vs base {base[p]:.4f}: {'better' if beats_base else 'not better'}")
+    drop = base[c] - scores[c]
+    coverage_ok = drop <= policy.max_coverage_drop + 1e-12
+    reasons.append(f"{c} {scores[c]:.4f} vs base {base[c]:.4f}: drop {drop:+.4f} "
+                   f"{'within' if coverage_ok else 'beyond'} {policy.max_coverage_drop}")
+    passed = beats_base and coverage_ok
+    promote = passed
+    if passed and champion is not None:
+        numbers[f"champion_{p}"] = champion.get(p)
+        numbers["champion"] = champion_name
+        beats_champion = champion.get(p) is None or policy.better(scores[p], champion[p])
+        reasons.append(f"{p} vs champion {champion_name} {champion.get(p)}: {'better' if beats_champion else 'not better'}")
+        promote = beats_champion
+    return Decision(candidate=candidate, passed=passed, promote=promote, reasons=reasons, numbers=numbers)
+
+
+def current_champion(client, model_name: str):
+    """The model version holding the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def apply_decision(client, model_name: str, version: str, decision: Decision) -> dict[str, Any]:
+    """Tag ``version`` with the decision and, when it promotes, move champion → previous and set champion."""
+    client.set_model_version_tag(model_name, version, "gate.passed", str(decision.passed).lower())
+    client.set_model_version_tag(model_name, version, "gate.promoted", str(decision.promote).lower())
+    client.set_model_version_tag(model_name, version, "gate.decision", json.dumps(decision.as_dict(), default=str)[:5000])
+    result: dict[str, Any] = {"version": version, "champion_before": None, "champion_after": None}
+    old = current_champion(client, model_name)
+    result["champion_before"] = old.version if old else None
+    if decision.promote and (old is None or old.version != version):
+        if old is not None:
+            client.set_registered_model_alias(model_name, PREVIOUS, old.version)
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    new = current_champion(client, model_name)
+    result["champion_after"] = new.version if new else None
+    return result
