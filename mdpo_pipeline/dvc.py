@@ -125,3 +125,29 @@ def lock_hashes(root: str | os.PathLike) -> dict[str, str]:
         for name, entry in stages.items()
         if (outs := entry.get("outs"))
     }
+
+
+def raw_data_version(root: str | os.PathLike, raw_path: str) -> str | None:
+    """The DVC content hash of the raw preference data at ``raw_path`` (relative to ``root``), without running DVC.
+
+    Real data is tracked by a ``.dvc`` file (``dvc add data/vlfeedback``; a ``dvc pull`` of a new version
+    changes it); generated data by the dvc.lock output that contains it (ShapeWorld's stage). None when the
+    data is not under DVC at all."""
+    root = Path(root)
+    target = Path(raw_path)
+    for candidate in (target, *target.parents):
+        if str(candidate) in ("", "."):
+            break
+        dvc_file = root / f"{candidate}.dvc"
+        if dvc_file.is_file():
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+            if outs:
+                return outs[0].get("md5") or outs[0].get("hash")
+    lock_path = root / "dvc.lock"
+    if lock_path.is_file():
+        stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages") or {}
+        for entry in stages.values():
+            for out in entry.get("outs") or []:
+                if target == Path(out["path"]) or Path(out["path"]) in target.parents:
+                    return out.get("md5") or out.get("hash")
+    return None

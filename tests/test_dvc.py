@@ -45,3 +45,17 @@ def test_errors_are_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DvcError, match="make dvc-env"):
         find_dvc(tmp_path)
+
+
+def test_raw_data_version_from_a_dvc_file_or_the_lock_output_that_contains_it(tmp_path):
+    from mdpo_pipeline.dvc import raw_data_version
+
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  shapeworld:\n    cmd: x\n    outs:\n    - path: data/shapeworld\n      md5: abc.dir\n"
+    )
+    assert raw_data_version(tmp_path, "data/shapeworld/vlfeedback") == "abc.dir"
+    assert raw_data_version(tmp_path, "data/elsewhere") is None
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/vlfeedback.dvc").write_text("outs:\n- md5: def.dir\n  path: vlfeedback\n")
+    assert raw_data_version(tmp_path, "data/vlfeedback") == "def.dir"
+    assert raw_data_version(tmp_path, "data/vlfeedback/part") == "def.dir"

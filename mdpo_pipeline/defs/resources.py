@@ -158,3 +158,21 @@ def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
         client.close()
     except docker.errors.DockerException:
         pass  # leftover stopped containers are harmless; the run's outcome is already known
+
+
+class JudgeResource(dg.ConfigurableResource):
+    """The MMHal-Bench judge: a rule-based one for ShapeWorld, or an OpenAI-compatible chat API for real data."""
+
+    kind: str = Field(
+        default="auto",
+        description="'auto': rule-based on ShapeWorld, the API otherwise; 'shapeworld'; or 'openai' (any compatible API).",
+    )
+    base_url: str | None = Field(default=None, description="Chat API base URL; unset: $MDPO_JUDGE_BASE_URL, else OpenAI's.")
+    model: str | None = Field(default=None, description="Judge model; unset: $MDPO_JUDGE_MODEL, else gpt-4-0613 as the paper.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the environment variable holding the API key.")
+
+    def settings(self) -> dict[str, Any]:
+        """Plain settings for the evaluation stage (the key itself stays in the environment)."""
+        if self.kind not in ("auto", "shapeworld", "openai"):
+            raise ConfigError(f"JudgeResource.kind={self.kind!r}: use 'auto', 'shapeworld' or 'openai'")
+        return {"kind": self.kind, "base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env}

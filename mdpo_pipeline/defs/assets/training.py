@@ -13,7 +13,10 @@ from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
 
 GROUP = "training"
-method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
+#: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.
+#: adapters and benchmark_scores share it, so one partitioned job can retrain and re-score a model.
+BASE = "base"
+model_partitions = dg.StaticPartitionsDefinition([BASE, *METHODS])
 
 
 @dg.asset(group_name=GROUP, deps=[shapeworld], kinds={"pytorch", "safetensors"})
@@ -31,16 +34,21 @@ def reference_logprobs(project: ProjectResource, dvc: DvcResource) -> dg.Materia
 
 @dg.asset(
     group_name=GROUP,
-    partitions_def=method_partitions,
+    partitions_def=model_partitions,
     deps=[base_model, preference_pairs, corrupted_images, reference_logprobs],
     kinds={"pytorch", "mlflow"},
 )
 def adapters(
     context: dg.AssetExecutionContext, project: ProjectResource, launcher: TrainingLauncher, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    """One LoRA adapter per method (DPO, mDPO, ablations), trained as its own process and registered in MLflow."""
+    """One LoRA adapter per method (DPO, mDPO, ablations), trained as its own process and registered in MLflow;
+    the "base" partition is the base model itself (nothing to train)."""
     proj = project.project()
     method = context.partition_key
+    if method == BASE:
+        preset, path = stages.base_model_location(proj)
+        return dg.MaterializeResult(metadata={"adapter": "none: the base model itself", "preset": preset,
+                                              "path": dg.MetadataValue.path(path)})
     out = proj.root / "artifacts" / "adapters" / method
     cfg = stages.train_run_config(proj, method, out)
     summary = launcher.launch(cfg, context, proj)
