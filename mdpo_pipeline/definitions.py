@@ -3,22 +3,27 @@
 import dagster as dg
 
 from mdpo_pipeline.defs.assets.data import data_assets
+from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
+from mdpo_pipeline.defs.automation import jobs, schedules, sensors
 from mdpo_pipeline.defs.checks import data_checks
-from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
+from mdpo_pipeline.defs.resources import DvcResource, JudgeResource, MlflowResource, ProjectResource, TrainingLauncher
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="Materialize the data half of the pipeline."
 )
 
 defs = dg.Definitions(
-    assets=[*data_assets, *training_assets],
-    asset_checks=data_checks,
-    jobs=[data_job],
+    assets=[*data_assets, *training_assets, *evaluation_assets],
+    asset_checks=[*data_checks, *evaluation_checks],
+    jobs=[data_job, *jobs],
+    schedules=schedules,
+    sensors=sensors,
     resources={
         "project": ProjectResource(),
         "dvc": DvcResource(),
         "mlflow": MlflowResource(),
         "launcher": TrainingLauncher(),
+        "judge": JudgeResource(),
     },
 )

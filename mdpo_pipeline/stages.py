@@ -121,6 +121,11 @@ def base_model_settings(project: Project) -> dict[str, Any]:
     return section
 
 
+def raw_data_path(project: Project) -> str:
+    """The raw VLFeedback directory params.yaml:raw_silkie.path names, relative to the project."""
+    return str(_section(project, "raw_silkie").get("path", "data/shapeworld/vlfeedback"))
+
+
 def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
     from mdpo_pipeline.training.models import get_preset, resolve_model_path
@@ -132,7 +137,7 @@ def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
         from mdpo_pipeline.training.sft import SFTSettings, train_base_model
 
         sft = build_config(SFTSettings, settings["sft"], where="params.yaml:base_model.sft")
-        world = project.path(_section(project, "raw_silkie").get("path", "data/shapeworld/vlfeedback"))
+        world = project.path(raw_data_path(project))
         metrics = train_base_model(
             world / "shapeworld_truth.jsonl", world / "merged_images", out, sft, progress=progress
         )

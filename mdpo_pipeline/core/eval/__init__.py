@@ -1,0 +1,1 @@
+"""Benchmark scorers: MMHal-Bench (LLM judge), Object HalBench (rule-based CHAIR) and AMBER."""

@@ -1,0 +1,93 @@
+"""The evaluation half: benchmark_scores (per model partition) → comparison_report → champion (registry gate).
+
+Each asset calls one function of ``mdpo_pipeline.evaluation.stage``; scores go to the adapter's MLflow run and
+to Dagster metadata; the gate is a blocking check per partition, and ``champion`` moves the registry aliases.
+"""
+
+import dagster as dg
+
+from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions
+from mdpo_pipeline.defs.metadata import md_image, summary_metadata
+from mdpo_pipeline.defs.resources import JudgeResource, MlflowResource, ProjectResource
+
+GROUP = "evaluation"
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    deps=[base_model, adapters],
+    kinds={"pytorch", "mlflow"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def benchmark_scores(
+    context: dg.AssetExecutionContext, project: ProjectResource, mlflow: MlflowResource, judge: JudgeResource
+) -> dg.MaterializeResult:
+    """Object HalBench (CHAIR), AMBER (generative + discriminative) and MMHal-Bench scores of one model:
+    the base model or one adapter."""
+    from mdpo_pipeline.evaluation.stage import run_benchmark_scores
+
+    proj = project.project()
+    result = run_benchmark_scores(
+        proj, context.partition_key, uri=mlflow.uri(proj), experiment=mlflow.experiment, judge=judge.settings(),
+        progress=False, log=context.log.info,
+    )
+    meta = summary_metadata(result["scores"])
+    meta |= {"judge": result["judge"], "scores_path": dg.MetadataValue.path(result["path"])}
+    if result.get("mlflow_run_id"):
+        meta["mlflow_run_id"] = result["mlflow_run_id"]
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(asset=benchmark_scores, blocking=True, description="Registry gate: better than the base model on "
+                "the primary hallucination metric without a coverage drop beyond the configured bound.")
+def beats_base_model(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+    """The gate per partition; the base model's own partition passes by definition."""
+    from mdpo_pipeline.evaluation.stage import gate_partition
+
+    decision = gate_partition(project.project(), context.partition_key if context.has_partition_key else "base")
+    return dg.AssetCheckResult(
+        passed=decision.passed,
+        metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+                  **summary_metadata({k: v for k, v in decision.numbers.items() if isinstance(v, int | float)})},
+    )
+
+
+@dg.asset(group_name=GROUP, deps=[benchmark_scores], kinds={"markdown", "mlflow"},
+          automation_condition=dg.AutomationCondition.eager())
+def comparison_report(project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The paper's Table 1 over every scored model (with the paper's rows for paper models) and a bar chart."""
+    from mdpo_pipeline.evaluation.stage import run_comparison_report
+
+    proj = project.project()
+    result = run_comparison_report(proj, uri=mlflow.uri(proj), experiment=mlflow.experiment)
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(result["markdown"]),
+        "chart": md_image(result["chart"], alt="benchmark comparison"),
+        "models": len(result["rows"]),
+        "path": dg.MetadataValue.path(result["path"]),
+    })
+
+
+@dg.asset(group_name=GROUP, deps=[comparison_report], kinds={"mlflow"},
+          automation_condition=dg.AutomationCondition.eager())
+def champion(project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The registry decision: the best adapter that passes the gate becomes `champion` if it beats the current
+    one (which keeps `previous`); every decision is recorded on its model version."""
+    from mdpo_pipeline.evaluation.stage import run_registry_decision
+
+    proj = project.project()
+    result = run_registry_decision(proj, uri=mlflow.uri(proj))
+    lines = ["| candidate | passed | promoted | reasons |", "|---|---|---|---|"]
+    lines += [f"| {d['candidate']} | {d['passed']} | {d['promote']} | {'; '.join(d['reasons'])} |"
+              for d in result["decisions"]]
+    return dg.MaterializeResult(metadata={
+        "champion_version": str(result["champion_after"]),
+        "champion_before": str(result["champion_before"]),
+        "champion_method": str(result.get("champion_method")),
+        "decisions": dg.MetadataValue.md("\n".join(lines)),
+    })
+
+
+evaluation_assets = [benchmark_scores, comparison_report, champion]
+evaluation_checks = [beats_base_model]
