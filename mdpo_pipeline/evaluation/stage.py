@@ -160,7 +160,10 @@ def run_benchmark_scores(
     chair = ohb.score({int(k): v for k, v in answers.items()})
 
     amber = load_amber(_bench_path(project, settings, "amber"))
-    queries = _capped(list(amber.queries), settings, "amber")
+    # The cap applies to each task, so a capped run still has both generative and yes/no items.
+    generative = set(amber.ids("generative"))
+    queries = [*_capped([q for q in amber.queries if q.id in generative], settings, "amber"),
+               *_capped([q for q in amber.queries if q.id not in generative], settings, "amber")]
     prompts = [Prompt(str(q.id), str(amber.image_dir / q.image), q.query) for q in queries]
     answers = _answers(out / "generations" / "amber.jsonl", model, processor, prompts, gen, model_sha, progress, log)
     amb = amber_scores({int(k): v for k, v in answers.items()}, amber)

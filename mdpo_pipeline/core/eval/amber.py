@@ -252,6 +252,7 @@ def amber_nouns(text: str, vocabulary: Iterable[str]) -> list[str]:
     return nouns
 
 
+@lru_cache(maxsize=4)  # loading a large model takes seconds: once per process
 def spacy_similarity(model: str = OFFICIAL_SPACY_MODEL) -> Similarity | None:
     """Word-vector similarity from an installed spaCy model that has vectors, else None (never downloads)."""
     try:
@@ -261,7 +262,7 @@ def spacy_similarity(model: str = OFFICIAL_SPACY_MODEL) -> Similarity | None:
     if not spacy.util.is_package(model):
         return None
     nlp = spacy.load(model)
-    if nlp.vocab.vectors.shape[0] == 0:
+    if not nlp.vocab.vectors.shape or nlp.vocab.vectors.shape[0] == 0:  # small models ship no vectors
         return None
 
     @lru_cache(maxsize=1 << 14)

@@ -176,8 +176,9 @@ class SynonymTable:
         candidates.append(" ".join(f[1] if len(f) > 1 else f[0] for f in forms))
         for phrase in candidates:
             if phrase in self.double_words:
+                # Reported as the phrase it counts as ("toilet seat" -> "toilet"), as CHAIR's word list does.
                 target = self.double_words[phrase]
-                return phrase, self.phrases.get(target)
+                return target, self.phrases.get(target)
             if phrase in self.phrases:
                 return phrase, self.phrases[phrase]
         return None
