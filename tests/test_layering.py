@@ -24,6 +24,16 @@ PURE_MODULES = [
     "mdpo_pipeline.training.trainer",
     "mdpo_pipeline.training.reference",
     "mdpo_pipeline.training.run",
+    "mdpo_pipeline.training.vision",
+    "mdpo_pipeline.containers",
+    "mdpo_pipeline.core.eval.chair",
+    "mdpo_pipeline.core.eval.amber",
+    "mdpo_pipeline.core.eval.mmhal",
+    "mdpo_pipeline.core.eval.judge",
+    "mdpo_pipeline.evaluation.generation",
+    "mdpo_pipeline.evaluation.registry",
+    "mdpo_pipeline.evaluation.report",
+    "mdpo_pipeline.evaluation.stage",
 ]
 
 

@@ -57,7 +57,7 @@ refresh_job = dg.define_asset_job(
 )
 def retrain_schedule(context: dg.ScheduleEvaluationContext):
     """One run per configured model partition at each tick."""
-    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    tick = context.scheduled_execution_time.isoformat()
     for key in retrain_partitions():
         yield dg.RunRequest(partition_key=key, run_key=f"{tick}:{key}", tags={"mdpo/trigger": "schedule"})
 
