@@ -277,3 +277,22 @@ def test_read_questions_errors(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(ValueError, match="q.jsonl:1"):
         read_questions(path)
+
+
+def test_llm_object_extraction_mode_maps_the_llms_list_through_the_synonyms():
+    """The LLM says "1. Half moons" and "- star."; both go through the same synonym table as rule-based words
+    (→ half moon, star); "NONE" and blank lines are dropped; unmatched phrases are reported, not counted."""
+    from mdpo_pipeline.core.eval.chair import SynonymTable, chair_scores, llm_extractor, parse_object_list
+
+    assert parse_object_list("1. Half moons\n- star.\n\nNONE\n• a blue tree") == ["Half moons", "star", "a blue tree"]
+    table = SynonymTable.from_lines(["half moon, crescent", "star", "ring"])
+    seen = []
+
+    def fake_llm(prompt: str) -> str:
+        seen.append(prompt)
+        return "1. Half moons\n- star.\n- tree"
+
+    result = chair_scores(["anything"], [["star"]], table, extract=llm_extractor(fake_llm))
+    assert result.extractor == "custom" and seen[0].endswith("anything")
+    assert result.per_answer[0].mentioned == ("half moon", "star") and result.per_answer[0].unmatched == ("tree",)
+    assert result.chair_s == 1.0 and result.chair_i == 0.5 and result.recall == 1.0

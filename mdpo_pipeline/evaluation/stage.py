@@ -157,7 +157,18 @@ def run_benchmark_scores(
     prompts = [Prompt(str(it.image_id), str(ohb.image_dir / it.image), it.question) for it in items]
     answers = _answers(out / "generations" / "object_halbench.jsonl", model, processor, prompts, gen, model_sha,
                        progress, log)
-    chair = ohb.score({int(k): v for k, v in answers.items()})
+    extractor = settings["object_halbench"].get("extractor", "rule")
+    if extractor not in ("rule", "judge"):
+        raise ConfigError(f"params.yaml:benchmark_scores.object_halbench.extractor={extractor!r}: use rule or judge")
+    extract = None
+    if extractor == "judge":  # the published numbers' setup: an LLM lists the objects, the synonym list maps them
+        from mdpo_pipeline.core.eval.chair import llm_extractor
+        from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
+
+        client, _ = make_judge({**(judge or {}), "kind": "openai"}, shapeworld=False)
+        cache = JudgmentCache(project.root / EVAL_DIR / "judgments.jsonl")
+        extract = llm_extractor(lambda prompt: judge_all(client, [prompt], cache)[0])
+    chair = ohb.score({int(k): v for k, v in answers.items()}, extract=extract)
 
     amber = load_amber(_bench_path(project, settings, "amber"))
     # The cap applies to each task, so a capped run still has both generative and yes/no items.
