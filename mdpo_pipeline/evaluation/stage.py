@@ -100,6 +100,21 @@ def make_judge(settings: dict[str, Any] | None, shapeworld: bool):
     return client, f"{config.model} via {config.base_url}"
 
 
+def _object_halbench(project: Project, settings: dict):
+    """ShapeWorld's split (``path``), or the real one: RLHF-V's prompts, COCO val2014 annotations and images,
+    and CHAIR's synonyms.txt."""
+    from mdpo_pipeline.core.eval.chair import load_object_halbench, load_object_halbench_coco
+
+    cfg = settings["object_halbench"]
+    if "questions" not in cfg:
+        return load_object_halbench(_bench_path(project, settings, "object_halbench"))
+    missing = [k for k in ("coco_annotations", "synonyms", "images") if not cfg.get(k)]
+    if missing:
+        raise ConfigError(f"params.yaml:benchmark_scores.object_halbench needs {missing} with questions")
+    return load_object_halbench_coco(project.path(cfg["questions"]), project.path(cfg["coco_annotations"]),
+                                     project.path(cfg["synonyms"]), image_dir=project.path(cfg["images"]))
+
+
 def _mmhal(project: Project, settings: dict, model, processor, gen, model_sha, out: Path, judge_settings, progress, log):
     from mdpo_pipeline.core.eval.mmhal import ShapeWorldJudge, judge_prompt, load_mmhal, mmhal_scores, parse_rating
     from mdpo_pipeline.evaluation.generation import Prompt
@@ -138,7 +153,6 @@ def run_benchmark_scores(
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of model ``key`` on the three benchmarks, score them, store and log them."""
     from mdpo_pipeline.core.eval.amber import amber_scores, load_amber
-    from mdpo_pipeline.core.eval.chair import load_object_halbench
     from mdpo_pipeline.evaluation.generation import GenerationSettings, Prompt, load_eval_model
     from mdpo_pipeline.stages import base_model_location, base_model_settings
     from mdpo_pipeline.training.reference import weights_sha256
@@ -152,7 +166,7 @@ def run_benchmark_scores(
     model_sha = weights_sha256(model)
     out = model_dir(project, key)
 
-    ohb = load_object_halbench(_bench_path(project, settings, "object_halbench"))
+    ohb = _object_halbench(project, settings)
     items = _capped(list(ohb.items), settings, "object_halbench")
     prompts = [Prompt(str(it.image_id), str(ohb.image_dir / it.image), it.question) for it in items]
     answers = _answers(out / "generations" / "object_halbench.jsonl", model, processor, prompts, gen, model_sha,
