@@ -8,6 +8,7 @@ from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.automation import jobs, schedules, sensors
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.defs.resources import DvcResource, JudgeResource, MlflowResource, ProjectResource, TrainingLauncher
+from mdpo_pipeline.deploy import DeploymentSettings, launcher_kwargs
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="Materialize the data half of the pipeline."
@@ -23,7 +24,8 @@ defs = dg.Definitions(
         "project": ProjectResource(),
         "dvc": DvcResource(),
         "mlflow": MlflowResource(),
-        "launcher": TrainingLauncher(),
+        # Local subprocess by default; MDPO_LAUNCHER_MODE=docker, MDPO_TRAIN_IMAGE, MDPO_GPUS, ... (docker/compose.yaml).
+        "launcher": TrainingLauncher(**launcher_kwargs(DeploymentSettings.from_env())),
         "judge": JudgeResource(),
     },
 )

@@ -34,6 +34,7 @@ PURE_MODULES = [
     "mdpo_pipeline.evaluation.registry",
     "mdpo_pipeline.evaluation.report",
     "mdpo_pipeline.evaluation.stage",
+    "mdpo_pipeline.deploy",
 ]
 
 

@@ -1,0 +1,443 @@
+"""The production deployment: settings from the environment, the files under docker/, and (slow) Dagster and
+MLflow against a real throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from mdpo_pipeline.deploy import (
+    DeploymentSettings,
+    EnvSecret,
+    dagster_instance_yaml,
+    ensure_database,
+    launcher_kwargs,
+    main,
+    mlflow_backend_uri,
+    render_dagster_yaml,
+    validate_compose,
+)
+from mdpo_pipeline.project import ConfigError
+from tests.conftest import REPO
+from tests.pg import pg_server  # noqa: F401  (a fixture)
+
+COMPOSE = REPO / "docker" / "compose.yaml"
+ENV_EXAMPLE = REPO / "docker" / ".env.example"
+SECRET = "hunter2:@/%s3cret"
+
+FULL_ENV = {
+    "MDPO_PG_HOST": "db.internal", "MDPO_PG_PORT": "6543", "MDPO_PG_USER": "pipeline", "MDPO_PG_PASSWORD": SECRET,
+    "MDPO_PG_DB": "dagster_prod", "MDPO_MLFLOW_DB": "mlflow_prod", "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "MDPO_MAX_CONCURRENT_RUNS": "2", "MDPO_LAUNCHER_MODE": "docker", "MDPO_TRAIN_IMAGE": "registry.local/train:1",
+    "MDPO_GPUS": "0,1", "MDPO_NUM_PROCESSES": "2", "MDPO_ACCELERATE_CONFIG": "docker/accelerate/deepspeed_zero2.yaml",
+    "MDPO_HOST_PROJECT_ROOT": "/srv/mdpo", "DOCKER_HOST": "unix:///var/run/docker.sock", "MDPO_BIND_HOST": "10.0.0.5",
+    "MDPO_WEBSERVER_PORT": "8080", "MDPO_MLFLOW_PORT": "8081",
+}
+
+
+def _compose() -> dict:
+    # A JSON round trip: YAML aliases would share one dict between services, and the tests mutate them.
+    return json.loads(json.dumps(yaml.safe_load(COMPOSE.read_text())))
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def test_defaults():
+    s = DeploymentSettings.from_env({})
+    assert s == DeploymentSettings()
+    assert (s.pg_host, s.pg_port, s.pg_user, s.pg_db, s.mlflow_db) == ("127.0.0.1", 5432, "mdpo", "dagster", "mlflow")
+    assert (s.bind_host, s.webserver_port, s.mlflow_port) == ("127.0.0.1", 3000, 5000)
+    assert s.launcher_mode == "local" and s.gpus is None and s.num_processes == 1 and s.max_concurrent_runs == 1
+    assert s.mlflow_tracking_uri is None and s.docker_host is None and s.host_project_root is None
+    assert not s.pg_password.is_set
+    with pytest.raises(ConfigError, match="MDPO_PG_PASSWORD is not set"):
+        mlflow_backend_uri(s)
+
+
+def test_every_field_has_a_variable_and_help():
+    help_ = DeploymentSettings.help()
+    assert len(help_) == len(DeploymentSettings.__dataclass_fields__)
+    assert set(FULL_ENV) == set(help_)
+    assert all(text and "\n" not in text for text in help_.values())
+
+
+def test_from_env_reads_every_variable_and_empty_means_default():
+    s = DeploymentSettings.from_env(FULL_ENV)
+    assert (s.pg_host, s.pg_port, s.pg_user) == ("db.internal", 6543, "pipeline")
+    assert (s.pg_db, s.mlflow_db) == ("dagster_prod", "mlflow_prod")
+    assert s.mlflow_tracking_uri == "http://mlflow:5000" and s.max_concurrent_runs == 2
+    assert (s.launcher_mode, s.train_image, s.gpus, s.num_processes) == ("docker", "registry.local/train:1", "0,1", 2)
+    assert s.accelerate_config == "docker/accelerate/deepspeed_zero2.yaml" and s.host_project_root == "/srv/mdpo"
+    assert s.docker_host == "unix:///var/run/docker.sock"
+    assert (s.bind_host, s.webserver_port, s.mlflow_port) == ("10.0.0.5", 8080, 8081)
+    # What compose passes for an unset `${VAR:-}`: empty, which keeps the default.
+    s = DeploymentSettings.from_env({"MDPO_GPUS": "", "MDPO_PG_PORT": " ", "MDPO_ACCELERATE_CONFIG": ""})
+    assert s.gpus is None and s.pg_port == 5432 and s.accelerate_config is None
+
+
+def test_password_is_masked_and_never_copied():
+    env = dict(FULL_ENV)
+    s = DeploymentSettings.from_env(env)
+    for text in (repr(s), str(s), repr(s.pg_password), str(s.pg_password)):
+        assert SECRET not in text
+    assert "MDPO_PG_PASSWORD=***" in repr(s)
+    assert SECRET.encode() not in pickle.dumps(s)
+    assert pickle.loads(pickle.dumps(s.pg_password)) == EnvSecret("MDPO_PG_PASSWORD")
+    for env_refs in (False, True):
+        assert SECRET not in yaml.safe_dump(dagster_instance_yaml(s, env_refs=env_refs))
+    assert SECRET not in repr(launcher_kwargs(s))
+    # Read when used, not when the settings were made.
+    env["MDPO_PG_PASSWORD"] = "rotated"
+    assert ":rotated@" in mlflow_backend_uri(s)
+
+
+def test_settings_command_masks_the_password(monkeypatch, capsys):
+    monkeypatch.setenv("MDPO_PG_PASSWORD", SECRET)
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert SECRET not in out and "MDPO_PG_PASSWORD=***" in out and "MDPO_PG_PORT=" in out
+
+
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("MDPO_PG_PORT", "postgres"), ("MDPO_PG_PORT", "0"), ("MDPO_PG_PORT", "70000"), ("MDPO_WEBSERVER_PORT", "x"),
+        ("MDPO_MLFLOW_PORT", "-1"), ("MDPO_NUM_PROCESSES", "two"), ("MDPO_NUM_PROCESSES", "0"),
+        ("MDPO_LAUNCHER_MODE", "k8s"), ("MDPO_GPUS", "gpu0"), ("MDPO_MAX_CONCURRENT_RUNS", "-2"),
+    ],
+)
+def test_bad_values_name_their_variable(var, value):
+    with pytest.raises(ConfigError, match=rf"^{var}="):
+        DeploymentSettings.from_env({var: value})
+
+
+def test_dagster_instance_yaml():
+    s = DeploymentSettings.from_env(FULL_ENV)
+    cfg = dagster_instance_yaml(s)
+    assert cfg["storage"]["postgres"]["postgres_db"] == {
+        "hostname": "db.internal", "port": 6543, "username": "pipeline",
+        "password": {"env": "MDPO_PG_PASSWORD"}, "db_name": "dagster_prod", "scheme": "postgresql+psycopg2",
+    }
+    assert cfg["run_queue"] == {"max_concurrent_runs": 2} and cfg["telemetry"] == {"enabled": False}
+    refs = dagster_instance_yaml(s, env_refs=True)
+    assert refs["storage"]["postgres"]["postgres_db"] == {
+        "hostname": {"env": "MDPO_PG_HOST"}, "port": {"env": "MDPO_PG_PORT"}, "username": {"env": "MDPO_PG_USER"},
+        "password": {"env": "MDPO_PG_PASSWORD"}, "db_name": {"env": "MDPO_PG_DB"}, "scheme": "postgresql+psycopg2",
+    }
+    # Both are valid instance configs for this Dagster.
+    from dagster._config import validate_config
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    for c in (cfg, refs):
+        result = validate_config(dagster_instance_config_schema(), c)
+        assert result.success, result.errors
+
+
+def test_committed_dagster_yaml_is_the_generated_one(tmp_path):
+    committed = REPO / "docker" / "dagster.yaml"
+    regenerate = "python -m mdpo_pipeline.deploy dagster-yaml --output docker/dagster.yaml"
+    assert committed.read_text() == render_dagster_yaml(), f"stale: {regenerate}"
+    assert main(["dagster-yaml", "--check", str(committed)]) == 0
+    stale = tmp_path / "dagster.yaml"
+    stale.write_text(committed.read_text().replace("MDPO_PG_DB", "PG_DB"))
+    assert main(["dagster-yaml", "--check", str(stale)]) == 1
+
+
+def test_mlflow_backend_uri_quotes_everything():
+    from sqlalchemy.engine import make_url
+
+    s = DeploymentSettings.from_env(FULL_ENV | {"MDPO_PG_USER": "ml user"})
+    url = make_url(mlflow_backend_uri(s))
+    assert url.drivername == "postgresql+psycopg2"
+    assert (url.username, url.password, url.database) == ("ml user", SECRET, "mlflow_prod")
+    assert (url.host, url.port) == ("db.internal", 6543)
+    no_password = DeploymentSettings.from_env({"MDPO_PG_PASSWORD": ""})
+    assert mlflow_backend_uri(no_password) == "postgresql+psycopg2://mdpo@127.0.0.1:5432/mlflow"
+
+
+def test_launcher_kwargs_make_the_training_launcher(tmp_path):
+    from mdpo_pipeline.defs.resources import TrainingLauncher
+    from mdpo_pipeline.project import Project
+
+    s = DeploymentSettings.from_env(FULL_ENV)
+    launcher = TrainingLauncher(**launcher_kwargs(s))
+    assert (launcher.mode, launcher.image) == ("docker", "registry.local/train:1")
+    assert launcher.docker_host == "unix:///var/run/docker.sock"
+    cs = launcher.container_settings(Project(tmp_path))
+    assert (cs.gpus, cs.num_processes, cs.host_project_root) == ("0,1", 2, "/srv/mdpo")
+    assert cs.accelerate_config == "docker/accelerate/deepspeed_zero2.yaml"
+    assert TrainingLauncher(**launcher_kwargs(DeploymentSettings())).mode == "local"
+
+
+@pytest.mark.parametrize("gpus", ["all", "0", "0,1,7", "gpu0", "0,", ",1", "0,,1", "ALL", "0 1"])
+def test_gpus_rule_matches_the_container_settings(gpus):
+    from mdpo_pipeline.launcher import ContainerSettings
+
+    def accepts(make) -> bool:
+        try:
+            make()
+            return True
+        except (ValueError, ConfigError):
+            return False
+
+    assert accepts(lambda: DeploymentSettings(gpus=gpus)) == accepts(lambda: ContainerSettings(gpus=gpus))
+
+
+# --- docker/ --------------------------------------------------------------------------------------------
+
+
+def test_compose_file_matches_the_settings():
+    assert validate_compose(_compose()) == []
+    assert main(["check-compose", str(COMPOSE)]) == 0
+
+
+def test_env_example_lists_every_compose_variable_with_placeholder_secrets():
+    text = COMPOSE.read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))  # $${...} is escaped: the container expands it
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")]
+    example = dict(line.split("=", 1) for line in lines)
+    assert used == set(example), f"only in compose: {used - set(example)}, only in .env.example: {set(example) - used}"
+    # Each settings variable is in .env.example or set by compose.yaml itself for the services that need it.
+    fixed_by_compose = {"MDPO_PG_HOST", "MDPO_PG_PORT", "MLFLOW_TRACKING_URI", "DOCKER_HOST"}
+    assert set(DeploymentSettings.help()) <= set(example) | fixed_by_compose
+    assert "change-me" in example["MDPO_PG_PASSWORD"] and example["OPENAI_API_KEY"] == ""
+    assert example["MDPO_BIND_HOST"] == "127.0.0.1"
+
+
+_DELETE = object()
+
+
+def _mutate(compose: dict, path: str, value) -> None:
+    """Set (or with _DELETE remove) ``services.<path>``, dotted, list items by index."""
+    *parents, last = path.split(".")
+    node = compose["services"]
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[int(last) if isinstance(node, list) else last] = value
+
+
+BROKEN = [
+    ("dagster-webserver.ports.0", "0.0.0.0:3000:3000",
+     "dagster-webserver: port '0.0.0.0:3000:3000' is published on 0.0.0.0"),
+    ("mlflow.ports.0", "5000:5000", "published on every interface"),
+    ("mlflow.ports.0", "${OTHER_HOST:-127.0.0.1}:5000:5000", "is published on ${OTHER_HOST"),
+    ("mlflow.ports.0", {"target": 5000, "published": 5000}, "published on every interface"),
+    ("dagster-daemon.environment.MDPO_PG_PASSWORD", _DELETE,
+     "dagster-daemon: environment variable MDPO_PG_PASSWORD is not set"),
+    ("mlflow.environment.MDPO_MLFLOW_DB", _DELETE, "mlflow: environment variable MDPO_MLFLOW_DB is not set"),
+    ("dagster-webserver.environment", ["MDPO_PG_HOST=postgres", "MDPO_PG_USER"],
+     "dagster-webserver: environment variable MDPO_PG_USER is not set"),
+    ("postgres.environment.POSTGRES_PASSWORD", SECRET, "postgres: POSTGRES_PASSWORD is written in the file"),
+    ("dagster-daemon.environment.MDPO_PG_USER", "other",
+     "dagster-daemon: MDPO_PG_USER='other' differs from postgres's POSTGRES_USER"),
+    ("mlflow.environment.MDPO_PG_HOST", "localhost", "mlflow: MDPO_PG_HOST='localhost' is not the postgres service"),
+    ("dagster-daemon.environment.MLFLOW_TRACKING_URI", "http://localhost:5000", "does not point at the mlflow service"),
+    ("dagster-daemon.environment.DAGSTER_HOME", "/tmp/home", "use different DAGSTER_HOME"),
+    ("dagster-daemon.volumes.1", "./other.yaml:/opt/dagster/home/dagster.yaml:ro", "mount different instance files"),
+    ("dagster-webserver.volumes", [], "dagster-webserver: mounts no dagster.yaml"),
+    ("dagster-daemon.volumes.3", "/tmp/x:/tmp/x", "dagster-daemon: the Docker socket is not mounted"),
+    ("dagster-daemon.volumes.2", "/elsewhere:/workspace", "must be MDPO_HOST_PROJECT_ROOT"),
+    ("train.profiles", _DELETE, "train: needs a `profiles:` entry"),
+    ("train.build.dockerfile", "docker/Dockerfile.pipeline", "train: must build docker/Dockerfile.train"),
+    ("train.image", "other:latest", "is not the one the launcher starts"),
+    ("postgres.healthcheck", _DELETE, "postgres: needs a healthcheck"),
+    ("mlflow.depends_on", ["postgres"], "mlflow: must depend on postgres with condition: service_healthy"),
+    ("dagster-daemon.depends_on.postgres.condition", "service_started", "dagster-daemon: must depend on postgres"),
+    ("mlflow", _DELETE, "service 'mlflow' is missing"),
+]
+
+
+@pytest.mark.parametrize("path, value, expected", BROKEN, ids=[f"{p}={v!r}"[:60] for p, v, _ in BROKEN])
+def test_broken_compose_is_reported(path, value, expected):
+    compose = _compose()
+    _mutate(compose, path, value)
+    problems = validate_compose(compose)
+    assert any(expected in p for p in problems), problems
+    assert not any(SECRET in p for p in problems)
+
+
+def test_bind_host_override_is_allowed_only_through_its_variable():
+    compose = _compose()
+    compose["services"]["mlflow"]["ports"] = ["${MDPO_BIND_HOST-127.0.0.1}:5000:5000", "127.0.0.1:5001:5001",
+                                              {"target": 5002, "published": 5002, "host_ip": "127.0.0.1"}]
+    assert validate_compose(compose) == []
+    compose["services"]["mlflow"]["ports"] = ["${MDPO_BIND_HOST:-0.0.0.0}:5000:5000"]
+    assert any("published on ${MDPO_BIND_HOST:-0.0.0.0}" in p for p in validate_compose(compose))
+
+
+def test_pipeline_dockerfile():
+    text = (REPO / "docker" / "Dockerfile.pipeline").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text and "FROM ${BASE_IMAGE}" in text
+    assert '"/opt/mdpo/src[pipeline]"' in text and "dagster-postgres==" in text and "psycopg2-binary==" in text
+    assert re.search(r"^USER mdpo$", text, re.MULTILINE)
+    # The compose build context is the checkout; everything the Dockerfile copies must pass its ignore file.
+    ignore = (REPO / "docker" / "Dockerfile.pipeline.dockerignore").read_text().split()
+    for src in re.findall(r"^COPY ([^\n]+) \S+$", text, re.MULTILINE):
+        for name in src.split():
+            assert f"!{name}" in ignore, name
+            assert (REPO / name).exists(), name
+
+
+# --- against a real PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeypatch):  # noqa: F811
+    import dagster as dg
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")  # the deployed file, as is
+    for key, value in pg_server.env(MDPO_MAX_CONCURRENT_RUNS="1").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    @dg.asset
+    def deploy_smoke() -> int:
+        return 42
+
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+        result = dg.materialize([deploy_smoke], instance=instance)
+        assert result.success
+        run_id = result.run_id
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        records = instance.fetch_materializations(dg.AssetKey("deploy_smoke"), limit=5).records
+        assert [r.run_id for r in records] == [run_id]
+        assert instance.all_instigator_state() == []  # schedule storage answers from Postgres too
+
+    conn = pg_server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
+            assert cur.fetchall() == [("SUCCESS",)]
+            cur.execute("SELECT dagster_event_type, count(*) FROM event_logs WHERE run_id = %s GROUP BY 1", (run_id,))
+            events = dict(cur.fetchall())
+            # Runs keep Dagster's legacy event names in the table (PIPELINE_SUCCESS for RUN_SUCCESS).
+            assert events["ASSET_MATERIALIZATION"] == 1 and events["PIPELINE_SUCCESS"] == 1
+            cur.execute("SELECT to_regclass('jobs'), to_regclass('instigators')")  # schedule storage tables
+            assert all(cur.fetchone())
+    finally:
+        conn.close()
+
+
+def _adapter(tmp_path):
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    return d
+
+
+@pytest.mark.slow
+def test_mlflow_run_and_registry_on_postgres(pg_server, tmp_path):  # noqa: F811
+    from mlflow import MlflowClient
+
+    from mdpo_pipeline.tracking import TrainingRecord, log_training_run
+
+    settings = DeploymentSettings.from_env(pg_server.env(MDPO_MLFLOW_DB="mlflow"))
+    assert ensure_database(settings, settings.mlflow_db) is True
+    assert ensure_database(settings, settings.mlflow_db) is False
+    uri = mlflow_backend_uri(settings)
+    record = TrainingRecord(
+        method="mdpo", base_model="shapeworld-tiny", adapter_dir=_adapter(tmp_path), config={"beta": 0.1},
+        log_history=[{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}],
+    )
+    run_id, version = log_training_run(record, uri, artifact_root=tmp_path / "mlartifacts", git_sha="deadbeef")
+    client = MlflowClient(uri)
+    client.set_registered_model_alias("shapeworld-tiny", "champion", version)
+
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [0.9, 0.7]
+    champion = client.get_model_version_by_alias("shapeworld-tiny", "champion")
+    assert (champion.version, champion.run_id, champion.tags["method"]) == (version, run_id, "mdpo")
+
+    conn = pg_server.connect("mlflow")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT step, value FROM metrics WHERE run_uuid = %s AND key = 'loss' ORDER BY step", (run_id,))
+            assert cur.fetchall() == [(1, 0.9), (2, 0.7)]
+            cur.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'shapeworld-tiny'")
+            assert cur.fetchall() == [("champion", int(version))]
+    finally:
+        conn.close()
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@pytest.mark.slow
+def test_mlflow_server_command_of_the_compose_file(pg_server, tmp_path):  # noqa: F811
+    """What the compose `mlflow` service runs: the database is created, the password stays out of argv."""
+    from mlflow import MlflowClient
+
+    from tests.pg import _free_port
+
+    mlflow_svc = _compose()["services"]["mlflow"]
+    allowed = re.fullmatch(r"\$\{\w+:-(.*)\}", mlflow_svc["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]).group(1)
+    port = _free_port()
+    env = {**os.environ, **pg_server.env(MDPO_MLFLOW_DB="mlflow_server"), "MLFLOW_SERVER_ALLOWED_HOSTS": allowed}
+    artifacts = (tmp_path / "mlartifacts").as_uri()
+    cmd = [sys.executable, "-m", "mdpo_pipeline.deploy", "mlflow-server", "--host", "127.0.0.1", "--port", str(port),
+           "--", "--no-serve-artifacts", "--default-artifact-root", artifacts, "--workers", "1"]
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=120)
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:  # what `ps` shows of the exec'ed server
+            assert pg_server.password.encode() not in fh.read()
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.create_experiment("deploy-smoke")
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "loss", 0.5, step=3)
+        client.set_terminated(run.info.run_id)
+        client.create_registered_model("smoke")
+        mv = client.create_model_version("smoke", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        client.set_registered_model_alias("smoke", "champion", mv.version)
+        assert client.get_model_version_by_alias("smoke", "champion").run_id == run.info.run_id
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = log.read_text()
+    assert "created database 'mlflow_server'" in output and pg_server.password not in output
+    conn = pg_server.connect("mlflow_server")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT value FROM metrics WHERE run_uuid = %s AND key = 'loss'", (run.info.run_id,))
+            assert cur.fetchall() == [(0.5,)]
+    finally:
+        conn.close()
