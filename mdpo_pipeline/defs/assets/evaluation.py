@@ -30,7 +30,7 @@ def benchmark_scores(
     proj = project.project()
     result = run_benchmark_scores(
         proj, context.partition_key, uri=mlflow.uri(proj), experiment=mlflow.experiment, judge=judge.settings(),
-        progress=False, log=context.log.info,
+        progress=True, log=context.log.info,
     )
     meta = summary_metadata(result["scores"])
     meta |= {"judge": result["judge"], "scores_path": dg.MetadataValue.path(result["path"])}
