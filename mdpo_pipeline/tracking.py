@@ -68,7 +68,8 @@ class TrainingRecord:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
+def experiment_id(client, name: str, artifact_root: Path | None) -> str:
+    """The id of experiment ``name``, created (artifacts under ``artifact_root``/name) when missing."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -90,7 +91,7 @@ def log_training_run(
     from mdpo_pipeline.core.plots import training_curves
 
     client = MlflowClient(uri)
-    exp_id = _experiment_id(client, experiment, artifact_root)
+    exp_id = experiment_id(client, experiment, artifact_root)
     tags = {"method": record.method, "base_model": record.base_model, "git_commit": git_sha}
     tags |= {f"data.{stage}": md5 for stage, md5 in record.data_versions.items()} | record.tags
     run = client.create_run(exp_id, run_name=record.method, tags=tags)

@@ -230,7 +230,7 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from mdpo_pipeline.tracking import _experiment_id, registered_model_name
+    from mdpo_pipeline.tracking import experiment_id, registered_model_name
 
     client = MlflowClient(uri)
     run_id = None
@@ -239,7 +239,7 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
             filter_string=f"name = '{registered_model_name(preset)}'") else None
         run_id = version.run_id if version else None
     if run_id is None:
-        exp_id = _experiment_id(client, experiment, project.root / "mlartifacts")
+        exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
         run_id = client.create_run(exp_id, run_name=f"{key}-eval", tags={"method": key, "base_model": preset}).info.run_id
         client.set_terminated(run_id, "FINISHED")
     metrics = [Metric(f"eval/{k}", float(v), 0, 0) for k, v in record["scores"].items() if v is not None]
@@ -302,10 +302,10 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     if uri:
         from mlflow import MlflowClient
 
-        from mdpo_pipeline.tracking import _experiment_id
+        from mdpo_pipeline.tracking import experiment_id
 
         client = MlflowClient(uri)
-        run = client.create_run(_experiment_id(client, experiment, project.root / "mlartifacts"),
+        run = client.create_run(experiment_id(client, experiment, project.root / "mlartifacts"),
                                 run_name="comparison_report", tags={"kind": "comparison_report", "base_model": preset})
         for name in ("comparison.md", "comparison.png", "comparison.json"):
             client.log_artifact(run.info.run_id, str(out / name), artifact_path="report")
