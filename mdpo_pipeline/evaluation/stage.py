@@ -317,7 +317,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     """Gate every scored adapter; the best one that passes becomes champion if it beats the current champion."""
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.evaluation.registry import apply_decision, current_champion, decide
+    from mdpo_pipeline.evaluation.registry import LOWER_IS_BETTER, apply_decision, current_champion, decide
     from mdpo_pipeline.stages import base_model_location
     from mdpo_pipeline.tracking import registered_model_name
 
@@ -330,8 +330,8 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     client = MlflowClient(uri)
     candidates = {k: v for k, v in models.items() if k != BASE}
     # Best first on the primary metric, so the champion is compared against the strongest passing candidate.
-    order = sorted(candidates, key=lambda k: candidates[k]["scores"][policy.primary] * (
-        1 if policy.better(0.0, 1.0) else -1))
+    order = sorted(candidates, key=lambda k: candidates[k]["scores"][policy.primary],
+                   reverse=policy.primary not in LOWER_IS_BETTER)
     old = current_champion(client, name)
     champion_scores = json.loads(old.tags["gate.decision"])["numbers"] if old and "gate.decision" in old.tags else None
     champion_name = old.tags.get("method") if old else None
@@ -341,7 +341,9 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
         version = _latest_version(client, name, key)
         if version is None:
             continue
-        current = {policy.primary: champion_scores[policy.primary]} if champion_scores else None
+        # The champion itself is judged against the base only: comparing it with itself would demote it.
+        is_champion = old is not None and str(version.version) == str(old.version)
+        current = {policy.primary: champion_scores[policy.primary]} if champion_scores and not is_champion else None
         decision = decide(key, candidates[key]["scores"], models[BASE]["scores"], policy, current, champion_name)
         apply_decision(client, name, version.version, decision)
         decisions.append(decision.as_dict() | {"version": version.version})
