@@ -83,3 +83,46 @@ def write_tiny_training_data(root: Path, n_pairs: int, image_size: int) -> dict[
     corrupt_images([(p.instruction_id, p.image) for p in pairs], image_root, root / "corrupted_images",
                    CorruptionConfig(workers=1))
     return {"pairs": root / "preference_pairs", "images": image_root, "corrupted": root / "corrupted_images"}
+
+
+def pipeline_resources(root: Path, launcher=None) -> dict:
+    """The Definitions' resources pointed at a throwaway checkout (local launcher with one thread by default)."""
+    from mdpo_pipeline.defs.resources import (
+        DvcResource,
+        JudgeResource,
+        MlflowResource,
+        ProjectResource,
+        TrainingLauncher,
+    )
+
+    return {
+        "project": ProjectResource(root=str(root)),
+        "dvc": DvcResource(executable=dvc_executable()),
+        "mlflow": MlflowResource(),
+        "launcher": launcher or TrainingLauncher(threads=1),
+        "judge": JudgeResource(),
+    }
+
+
+def fake_adapter(tmp_path: Path) -> Path:
+    """A directory shaped like a PEFT adapter (for logging/registry tests that never load it)."""
+    import json
+
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    return d
+
+
+def stop_process_group(proc, sig) -> None:
+    """Stop a server started in its own process group: ``sig`` first, SIGKILL after 30 s."""
+    import os
+    import signal
+
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

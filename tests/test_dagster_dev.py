@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process_group
+
 pytestmark = pytest.mark.slow
 
 QUERY = "{ assetNodes { assetKey { path } hasAssetChecks } }"
@@ -57,9 +59,4 @@ def test_dagster_dev_lists_the_data_assets(tmp_path):
         assert {"shapeworld", "raw_silkie", "preference_pairs", "corrupted_images"} <= set(found)
         assert found["raw_silkie"] and found["corrupted_images"]
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, signal.SIGINT)

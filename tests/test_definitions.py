@@ -27,7 +27,12 @@ def test_quality_gates_are_blocking_checks():
 
 
 def test_retraining_is_off_by_default_and_requests_one_run_per_model(monkeypatch):
-    from mdpo_pipeline.defs.automation import raw_data_sensor, retrain_after_refresh, retrain_partitions, retrain_schedule
+    from mdpo_pipeline.defs.automation import (
+        raw_data_sensor,
+        retrain_after_refresh,
+        retrain_partitions,
+        retrain_schedule,
+    )
 
     assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert raw_data_sensor.default_status == retrain_after_refresh.default_status == dg.DefaultSensorStatus.STOPPED

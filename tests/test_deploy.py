@@ -29,7 +29,7 @@ from mdpo_pipeline.deploy import (
     validate_compose,
 )
 from mdpo_pipeline.project import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, fake_adapter, stop_process_group
 from tests.pg import pg_server  # noqa: F401  (a fixture)
 
 COMPOSE = REPO / "docker" / "compose.yaml"
@@ -340,14 +340,6 @@ def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeyp
         conn.close()
 
 
-def _adapter(tmp_path):
-    d = tmp_path / "adapter"
-    d.mkdir()
-    (d / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
-    return d
-
-
 @pytest.mark.slow
 def test_mlflow_run_and_registry_on_postgres(pg_server, tmp_path):  # noqa: F811
     from mlflow import MlflowClient
@@ -359,7 +351,7 @@ def test_mlflow_run_and_registry_on_postgres(pg_server, tmp_path):  # noqa: F811
     assert ensure_database(settings, settings.mlflow_db) is False
     uri = mlflow_backend_uri(settings)
     record = TrainingRecord(
-        method="mdpo", base_model="shapeworld-tiny", adapter_dir=_adapter(tmp_path), config={"beta": 0.1},
+        method="mdpo", base_model="shapeworld-tiny", adapter_dir=fake_adapter(tmp_path), config={"beta": 0.1},
         log_history=[{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}],
     )
     run_id, version = log_training_run(record, uri, artifact_root=tmp_path / "mlartifacts", git_sha="deadbeef")
@@ -426,12 +418,7 @@ def test_mlflow_server_command_of_the_compose_file(pg_server, tmp_path):  # noqa
         client.set_registered_model_alias("smoke", "champion", mv.version)
         assert client.get_model_version_by_alias("smoke", "champion").run_id == run.info.run_id
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, signal.SIGTERM)
     output = log.read_text()
     assert "created database 'mlflow_server'" in output and pg_server.password not in output
     conn = pg_server.connect("mlflow_server")

@@ -182,13 +182,13 @@ def cpu_image() -> tuple[str, str]:
 @pytest.mark.docker
 def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_image, tmp_path, tiny_params, monkeypatch):
     import dagster as dg
-    import docker
     from mlflow import MlflowClient
 
+    import docker
     from mdpo_pipeline.defs.assets.data import data_assets
     from mdpo_pipeline.defs.assets.training import training_assets
-    from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-    from tests.conftest import dvc_executable, make_project
+    from mdpo_pipeline.defs.resources import TrainingLauncher
+    from tests.conftest import make_project, pipeline_resources
 
     host, tag = cpu_image
     params = tiny_params | {
@@ -200,12 +200,7 @@ def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_im
     root = make_project(tmp_path / "proj", params)
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    resources = {
-        "project": ProjectResource(root=str(root)),
-        "dvc": DvcResource(executable=dvc_executable()),
-        "mlflow": MlflowResource(),
-        "launcher": TrainingLauncher(mode="docker", image=tag, docker_host=host),
-    }
+    resources = pipeline_resources(root, TrainingLauncher(mode="docker", image=tag, docker_host=host))
     everything = [*data_assets, *training_assets]
     assert dg.materialize(everything, selection="not key:adapters", resources=resources).success
     result = dg.materialize(everything, selection="key:adapters", partition_key="mdpo", resources=resources)

@@ -12,14 +12,7 @@ from mlflow import MlflowClient
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
-from mdpo_pipeline.defs.resources import (
-    DvcResource,
-    JudgeResource,
-    MlflowResource,
-    ProjectResource,
-    TrainingLauncher,
-)
-from tests.conftest import dvc_executable, make_project
+from tests.conftest import make_project, pipeline_resources
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +38,7 @@ def project(tmp_path, tiny_params, monkeypatch):
 
 
 def test_scores_report_and_champion(project):
-    resources = {
-        "project": ProjectResource(root=str(project)),
-        "dvc": DvcResource(executable=dvc_executable()),
-        "mlflow": MlflowResource(),
-        "launcher": TrainingLauncher(threads=1),
-        "judge": JudgeResource(),
-    }
+    resources = pipeline_resources(project)
     everything = [*data_assets, *training_assets, *evaluation_assets, *evaluation_checks]
     upstream = "group:data or key:base_model or key:reference_logprobs"
     assert dg.materialize(everything, selection=upstream, resources=resources).success

@@ -1,6 +1,5 @@
 """MLflow logging and registry against a real sqlite backend."""
 
-import json
 
 from mlflow import MlflowClient
 
@@ -12,15 +11,7 @@ from mdpo_pipeline.tracking import (
     registered_model_name,
     tracking_uri,
 )
-
-
-def _adapter(tmp_path):
-    d = tmp_path / "adapter"
-    d.mkdir()
-    (d / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
-    return d
-
+from tests.conftest import fake_adapter
 
 HISTORY = [
     {"step": 1, "loss": 0.9, "rewards/chosen": 0.1, "rewards/margins": 0.2, "epoch": 0.5},
@@ -36,7 +27,7 @@ def test_run_params_metrics_artifacts_and_registry(tmp_path, monkeypatch):
     record = TrainingRecord(
         method="mdpo",
         base_model="shapeworld-tiny",
-        adapter_dir=_adapter(tmp_path),
+        adapter_dir=fake_adapter(tmp_path),
         config={"beta": 0.1, "lora": {"r": 8}, "sources": ["llava"]},
         log_history=HISTORY,
         data_versions={"preference_pairs": "abc.dir"},

@@ -12,9 +12,8 @@ from mlflow import MlflowClient
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.checks import data_checks
-from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
 from mdpo_pipeline.dvc import Dvc
-from tests.conftest import dvc_executable, make_project
+from tests.conftest import dvc_executable, make_project, pipeline_resources
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +34,7 @@ def project(tmp_path, tiny_params, monkeypatch):
 
 
 def test_adapters_are_trained_logged_and_registered(project):
-    resources = {
-        "project": ProjectResource(root=str(project)),
-        "dvc": DvcResource(executable=dvc_executable()),
-        "mlflow": MlflowResource(),
-        "launcher": TrainingLauncher(threads=1),
-    }
+    resources = pipeline_resources(project)
     everything = [*data_assets, *data_checks, *training_assets]
     assert dg.materialize(everything, selection="not key:adapters", resources=resources).success
     summary = json.loads((project / "data/reference_logprobs/summary.json").read_text())
