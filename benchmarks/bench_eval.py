@@ -34,7 +34,7 @@ def _model(path: str | None, image_size: int):
         import mdpo_pipeline.training.vision  # noqa: F401  (registers the tiny model's CNN tower)
 
         return LlavaForConditionalGeneration.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path), path
-    from mdpo_pipeline.training.models import build_tiny_llava
+    from mdpo_pipeline.training.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(image_size=image_size)
     return model.eval(), processor, "random-init tiny LLaVA"

@@ -27,7 +27,8 @@ from mdpo_pipeline.core.losses import mdpo_loss
 from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_vlfeedback
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import load_preference_dataset
-from mdpo_pipeline.training.models import build_tiny_llava, language_model_linear_names
+from mdpo_pipeline.training.models import language_model_linear_names
+from mdpo_pipeline.training.tiny import build_tiny_llava
 from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,

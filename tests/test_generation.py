@@ -14,7 +14,7 @@ from mdpo_pipeline.evaluation.generation import (
     read_generations,
     write_generations,
 )
-from mdpo_pipeline.training.models import build_tiny_llava
+from mdpo_pipeline.training.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,15 @@ from mdpo_pipeline.core.shapeworld import (
 )
 from mdpo_pipeline.training.models import (
     PRESETS,
+    ModelPreset,
     ModelUnavailable,
     RemoteCodeNotAllowed,
     apply_lora,
-    build_tiny_llava,
     language_model_linear_names,
     load_model_and_processor,
     save_model,
 )
+from mdpo_pipeline.training.tiny import build_tiny_llava
 
 PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]
 
@@ -159,16 +160,18 @@ def test_offline_real_model_names_the_id_and_how_to_supply_it(offline_env, name,
     assert "MDPO_MODEL_DIR" in msg and "path=" in msg
 
 
-def test_bunny_needs_explicit_remote_code_opt_in(offline_env):
-    assert PRESETS["bunny-v1.0-3b"].requires_remote_code
+def test_remote_code_needs_explicit_opt_in(offline_env):
+    """No shipped preset runs hub code; one that would must be refused unless the caller opts in."""
+    assert not any(p.requires_remote_code for p in PRESETS.values())
+    remote = ModelPreset("remote-vlm", "example/remote-vlm", "llava-1.5", requires_remote_code=True)
     with pytest.raises(RemoteCodeNotAllowed, match="allow_remote_code=True"):
-        load_model_and_processor("bunny-v1.0-3b")
-    with pytest.raises(ModelUnavailable, match="BAAI/Bunny-v1_0-3B"):  # opted in: fails only for lack of weights
-        load_model_and_processor("bunny-v1.0-3b", allow_remote_code=True)
+        load_model_and_processor(remote)
+    with pytest.raises(ModelUnavailable, match="example/remote-vlm"):  # opted in: fails only for lack of weights
+        load_model_and_processor(remote, allow_remote_code=True)
 
 
 def test_presets_carry_paper_and_tiny_defaults():
-    for name in ("llava-1.5-7b", "bunny-v1.0-3b", "qwen2.5-vl-3b"):
+    for name in ("llava-1.5-7b", "qwen2.5-vl-3b", "qwen2.5-vl-7b", "gemma-3-4b"):
         p = PRESETS[name]
         assert (p.lora_r, p.lora_alpha, p.lora_dropout, p.dtype) == (64, 128, 0.05, "bfloat16")
         t = p.training

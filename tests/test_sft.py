@@ -16,7 +16,7 @@ from mdpo_pipeline.core.shapeworld import (
     ShapeWorldConfig,
     generate_vlfeedback,
 )
-from mdpo_pipeline.training.models import build_tiny_llava
+from mdpo_pipeline.training.tiny import build_tiny_llava
 from mdpo_pipeline.training.sft import (
     SFTSettings,
     _batch,

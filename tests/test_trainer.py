@@ -15,7 +15,7 @@ from trl import DPOConfig
 from mdpo_pipeline.core.losses import METHODS
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
-from mdpo_pipeline.training.models import build_tiny_llava
+from mdpo_pipeline.training.tiny import build_tiny_llava
 from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,

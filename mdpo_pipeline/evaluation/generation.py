@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
+from mdpo_pipeline.training.chat import generation_prompt
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,12 @@ def load_eval_model(
     return model.eval(), processor
 
 
-def _chat_prompt(processor, question: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def encode_prompts(processor, texts: Sequence[str], images: Sequence[Image.Image]):
+    """Left-padded model inputs for prompt texts from ``chat.generation_prompt``, one image each.
+
+    ``add_special_tokens=False`` because the prompt text already holds the BOS the training rows hold."""
+    return processor(images=[[image] for image in images], text=list(texts), padding=True, padding_side="left",
+                     return_tensors="pt", add_special_tokens=False)
 
 
 @torch.no_grad()
@@ -69,7 +73,7 @@ def generate_answers(
     progress: bool = False,
 ) -> list[str]:
     """Greedy answers to ``prompts`` in their order; batches group prompts of similar length to save padding."""
-    texts = [_chat_prompt(processor, p.question) for p in prompts]
+    texts = [generation_prompt(processor, p.question) for p in prompts]
     lengths = [len(processor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     device = next(model.parameters()).device
@@ -85,8 +89,7 @@ def generate_answers(
         for i in batch:
             with Image.open(prompts[i].image) as im:
                 images.append(im.convert("RGB"))
-        inputs = processor(images=images, text=[texts[i] for i in batch], padding=True, padding_side="left",
-                           return_tensors="pt").to(device)
+        inputs = encode_prompts(processor, [texts[i] for i in batch], images).to(device)
         out = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, do_sample=False, use_cache=True,
                              pad_token_id=pad_id)
         decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -17,8 +17,10 @@ import pyarrow.parquet as pq
 import torch
 from transformers import ProcessorMixin
 from transformers.data.data_collator import DataCollatorMixin
-from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import flush_left
+
+from mdpo_pipeline.training.chat import preference_texts
 
 #: view -> (completion column, image column) of the dataset.
 VIEWS: dict[str, tuple[str, str]] = {
@@ -123,7 +125,7 @@ class DataCollatorForMDPO(DataCollatorMixin):
             "chosen": prepare_multimodal_messages(example["chosen"]),
             "rejected": prepare_multimodal_messages(example["rejected"]),
         }
-        return apply_chat_template(conversation, self.processor)
+        return preference_texts(self.processor, conversation)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [self._template(example) for example in examples]
@@ -136,7 +138,7 @@ class DataCollatorForMDPO(DataCollatorMixin):
                 if not self.withhold_image:
                     images.append([example[image_key]])
 
-        # add_special_tokens=False: the chat template already wrote BOS/EOS (TRL's collator does the same).
+        # add_special_tokens=False: preference_texts wrote BOS and the end-of-answer token exactly once.
         prompt_batch = self.processor(
             images=images or None,
             text=prompts,

@@ -1,156 +1,20 @@
-"""Model presets with real loading code, LoRA over the language model, and the tiny offline ShapeWorld LLaVA.
+"""Model presets with real loading code, and LoRA over the language model.
 
 Nothing here downloads: real checkpoints come from an explicit local path, ``$MDPO_MODEL_DIR/<name>`` or
-an already-populated Hugging Face cache, and the tiny model is built from configs and a word-level vocabulary.
+an already-populated Hugging Face cache. No ShapeWorld here: the tiny ShapeWorld model is built in ``tiny.py``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import (
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-    PreTrainedTokenizerFast,
-)
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from mdpo_pipeline.core.shapeworld import (
-    COLOURS,
-    DEFAULT_SOURCE_MIX,
-    OBJECT_HALBENCH_PROMPTS,
-    RELATIONS,
-    VOCABULARY,
-)
-from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, STYLE_MARKERS
-from mdpo_pipeline.core.shapeworld.world import BACKGROUNDS, SIZES
-from mdpo_pipeline.training.vision import ShapeWorldVisionConfig  # also registers the tower with AutoModel
-
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
-IMAGE_TOKEN = "<image>"
-
-#: Words of ShapeWorld's question, answer and caption templates that no public constant carries.
-FUNCTION_WORDS = """
-a about above account against all also am an and answer are around arrangement as at backdrop background
-balanced basic be below brief but can caption center clean closest colour colours completely composition
-contains contents could covering describe description detail detailed directly do does drawing drawn empty
-every everything explain faint feels flat following for from geometric give given great hard here how i image
-images in is it larger left like look many might next no not object objects of often on only or overall paper
-photo picture plain please plenty position provide recognition relative right same see shape shapes short
-shown shows simple size smaller softly space sure surface tell test texture textured than the there think
-this thorough thoroughly to top bottom used user assistant system visual what where which with write yes you
-zero one two three four five six seven
-"""
-PUNCTUATION = tuple(".,;:!?'\"-()")
-
-#: USER/ASSISTANT turns as in LLaVA-1.5 ("USER: <image>\n{question} ASSISTANT: {answer}</s>"), for string
-#: contents and for TRL's content lists of {"type": "image"} / {"type": "text", "text": ...} blocks.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}{{ 'USER: ' }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT: ' }}{%- endif -%}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for block in message['content'] -%}"
-    "{%- if block['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- elif block['type'] == 'text' -%}{{ block['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}{{ '</s>' }}{%- else -%}{{ ' ' }}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
-)
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def shapeworld_words(extra: Iterable[str] = ()) -> list[str]:
-    """The sorted word vocabulary of ShapeWorld text: object names, synonyms, plurals, attributes, templates."""
-    words = set(FUNCTION_WORDS.split()) | set(PUNCTUATION)
-    for name, entry in VOCABULARY.items():
-        for phrase in (name, *entry["synonyms"], *entry["plurals"].values()):
-            words.update(_words(phrase))
-    for text in (*COLOURS, *BACKGROUNDS, *SIZES, *RELATIONS, *STYLE_MARKERS, *DESCRIBE_PROMPTS,
-                 *OBJECT_HALBENCH_PROMPTS, *DEFAULT_SOURCE_MIX):
-        words.update(_words(text))
-    for text in extra:
-        words.update(_words(text))
-    return sorted(words)
-
-
-def build_tokenizer(words: Iterable[str] = ()) -> PreTrainedTokenizerFast:
-    """A lowercasing word-level tokenizer over the ShapeWorld vocabulary (plus ``words``) and the special tokens."""
-    vocab = {t: i for i, t in enumerate((*SPECIAL_TOKENS, *shapeworld_words(words)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    # Punctuation is split off one character at a time, so "moon." and "?)" never become unknown words.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-        model_max_length=512,
-        clean_up_tokenization_spaces=True,
-    )
-
-
-def build_tiny_llava(
-    out_dir: str | Path | None = None,
-    *,
-    image_size: int = 64,
-    vision_channels: tuple[int, ...] = (64, 96),
-    seed: int = 0,
-    words: Iterable[str] | None = None,
-) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A seeded tiny LLaVA (CNN tower + 2-layer Llama) and its processor, built offline; saved if ``out_dir``."""
-    vision = ShapeWorldVisionConfig(image_size=image_size, channels=vision_channels, hidden_size=128)
-    tokenizer = build_tokenizer(words or ())
-    # Named explicitly: the default CLIPImageProcessor needs torchvision, which has no CPU build here.
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=vision.patch_size,
-        vision_feature_select_strategy="full",  # a CNN has no CLS token to drop
-        num_additional_image_tokens=0,
-        chat_template=CHAT_TEMPLATE,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
-        image_seq_length=vision.num_tokens, vision_feature_layer=-1, vision_feature_select_strategy="full",
-    )
-    # A forked RNG keeps the init a pure function of ``seed`` without disturbing the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = (
-        tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
-    )
-    if out_dir is not None:
-        save_model(model, processor, out_dir)
-    return model, processor
-
+from mdpo_pipeline.training.chat import check_chat_template
+from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
 
 def save_model(model, processor, out_dir: str | Path) -> Path:
     """Save model weights (safetensors) and processor into ``out_dir``."""
@@ -169,10 +33,8 @@ def save_model(model, processor, out_dir: str | Path) -> Path:
 MODEL_DIR_ENV = "MDPO_MODEL_DIR"
 
 #: Module-path components that are NOT the language model: vision towers and projectors of the supported
-#: families (LLaVA, Qwen2.5-VL, Bunny) and the output head, which LoRA must leave alone (FACTS §2).
-NON_LANGUAGE_PARTS = frozenset(
-    {"vision_tower", "vision_model", "visual", "multi_modal_projector", "mm_projector", "lm_head"}
-)
+#: families (LLaVA, Qwen2.5-VL, Gemma 3) and the output head, which LoRA must leave alone (FACTS §2).
+NON_LANGUAGE_PARTS = frozenset({"vision_tower", "vision_model", "visual", "multi_modal_projector", "lm_head"})
 
 
 class ModelUnavailable(RuntimeError):
@@ -221,38 +83,47 @@ class ModelPreset:
 
     name: str
     hf_id: str | None  #: hub id; None for models the pipeline builds itself
-    model_class: str  #: transformers class name
-    processor_class: str = "AutoProcessor"
+    family: str  #: a VLM family of ``families.FAMILIES``, or "shapeworld" for the tiny model built here
     dtype: str = "bfloat16"  #: weights dtype on GPU; CPU loads use float32
-    requires_remote_code: bool = False
-    image_backend: str | None = None  #: force an image-processor backend ("pil") for identical pixels everywhere
+    requires_remote_code: bool = False  #: loading runs the checkpoint's own Python code (trust_remote_code)
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
     training: TrainingDefaults = field(default_factory=lambda: PAPER_TRAINING)
     note: str = ""
 
+    @property
+    def model_class(self) -> str:
+        """The transformers class the weights load into."""
+        return "LlavaForConditionalGeneration" if self.family == SHAPEWORLD_FAMILY else get_family(self.family).model_class
 
+
+SHAPEWORLD_FAMILY = "shapeworld"
+
+#: Presets whose family has a tiny offline checkpoint test (tests/test_families.py) proving every pipeline step.
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in (
         ModelPreset(
-            "shapeworld-tiny", None, "LlavaForConditionalGeneration", dtype="float32", image_backend="pil",
-            lora_r=8, lora_alpha=16, training=TINY_TRAINING,
+            "shapeworld-tiny", None, SHAPEWORLD_FAMILY, dtype="float32", lora_r=8, lora_alpha=16,
+            training=TINY_TRAINING,
             note="the tiny LLaVA after ShapeWorld SFT, written by mdpo_pipeline.training.sft.train_base_model",
         ),
         ModelPreset(
-            "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "LlavaForConditionalGeneration",
-            note="CLIP ViT-L/336 + Vicuna-7B, the Hugging Face port of LLaVA-v1.5-7B",
+            "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava-1.5",
+            note="CLIP ViT-L/336 + Vicuna-7B, the Hugging Face port of LLaVA-v1.5-7B (the paper's model)",
         ),
         ModelPreset(
-            "bunny-v1.0-3b", "BAAI/Bunny-v1_0-3B", "AutoModelForCausalLM", processor_class="AutoTokenizer",
-            requires_remote_code=True,
-            note="SigLIP-384 + Phi-2; images go through model.process_images (its remote code), not a processor",
+            "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl",
+            note="not in the paper: a current 3B VLM with dynamic image resolution",
         ),
         ModelPreset(
-            "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2_5_VLForConditionalGeneration",
-            note="not in the paper: a current 3B VLM with native transformers support",
+            "qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl",
+            note="not in the paper: Qwen2.5-VL at the paper's LLaVA size",
+        ),
+        ModelPreset(
+            "gemma-3-4b", "google/gemma-3-4b-it", "gemma-3",
+            note="not in the paper: Gemma 3 (SigLIP tower, bidirectional attention over image tokens)",
         ),
     )
 }
@@ -331,6 +202,47 @@ def _quantization_config(quantization: str | None):
     )
 
 
+def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
+    """Stop before loading when ``path`` lacks a processor file or holds another family than ``preset``'s."""
+    if preset.family == SHAPEWORLD_FAMILY:
+        return
+    tokenizer_files = ("tokenizer.json", "tokenizer.model")
+    if not any((path / name).is_file() for name in tokenizer_files):
+        raise CheckpointError(
+            f"{preset.name}: {path} has no tokenizer ({' or '.join(tokenizer_files)}): copy the whole hub snapshot "
+            f"of {preset.hf_id}, processor files included, not only the weights"
+        )
+    image_files = ("preprocessor_config.json", "processor_config.json")
+    if not any((path / name).is_file() for name in image_files):
+        raise CheckpointError(
+            f"{preset.name}: {path} has no image processor settings ({' or '.join(image_files)}): copy the whole "
+            f"hub snapshot of {preset.hf_id}"
+        )
+    found = family_of(path)
+    if found != preset.family:
+        what = f"a {found} checkpoint" if found else "a checkpoint of no supported family"
+        raise CheckpointError(
+            f"base_model.preset {preset.name!r} expects a {preset.family} checkpoint, but {path}/config.json "
+            f"describes {what}; supported families: {sorted(FAMILIES)} (presets: "
+            f"{sorted(p.name for p in PRESETS.values() if p.family != SHAPEWORLD_FAMILY)})"
+        )
+
+
+def load_processor(preset: str | ModelPreset, source: str | os.PathLike, **kwargs):
+    """The preset's processor from ``source`` with PIL image processing (identical pixels everywhere, no
+    torchvision), its chat template checked to render an image turn."""
+    preset = get_preset(preset)
+    if preset.family == SHAPEWORLD_FAMILY:
+        import mdpo_pipeline.training.vision  # noqa: F401  registers the CNN tower with the Auto classes
+
+        cls = transformers.LlavaProcessor
+    else:
+        cls = processor_class(get_family(preset.family))
+    processor = cls.from_pretrained(source, backend="pil", **kwargs)
+    check_chat_template(processor, where=f"{preset.name} at {source}")
+    return processor
+
+
 def load_model_and_processor(
     preset: str | ModelPreset,
     path: str | os.PathLike | None = None,
@@ -347,9 +259,15 @@ def load_model_and_processor(
             "Review that code, then pass allow_remote_code=True to load it"
         )
     source = resolve_model_path(preset, path)
+    if Path(source).is_dir():
+        check_checkpoint_dir(Path(source), preset)
+    remote = {"trust_remote_code": True} if preset.requires_remote_code else {}
+    # The processor first: a checkpoint without usable processor files fails before gigabytes of weights load.
+    processor = load_processor(preset, source, **remote)
+    if preset.family == SHAPEWORLD_FAMILY:
+        import mdpo_pipeline.training.vision  # noqa: F401  registers the CNN tower with the Auto classes
     bnb = _quantization_config(quantization)
     dtype = getattr(torch, preset.dtype) if torch.cuda.is_available() else torch.float32
-    remote = {"trust_remote_code": True} if preset.requires_remote_code else {}
     model = getattr(transformers, preset.model_class).from_pretrained(
         source,
         dtype=dtype,
@@ -358,8 +276,6 @@ def load_model_and_processor(
         device_map=device_map if device_map is not None or bnb is None else "auto",
         **remote,
     )
-    backend = {"backend": preset.image_backend} if preset.image_backend else {}
-    processor = getattr(transformers, preset.processor_class).from_pretrained(source, **remote, **backend)
     return model, processor
 
 

@@ -28,7 +28,8 @@ from mdpo_pipeline.core.shapeworld import (
 )
 from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
 from mdpo_pipeline.core.shapeworld.world import SIZES, article
-from mdpo_pipeline.training.models import build_tiny_llava, save_model
+from mdpo_pipeline.training.models import save_model
+from mdpo_pipeline.training.tiny import build_tiny_llava
 
 EVAL_PROMPT = DESCRIBE_PROMPTS[0]  # "Describe this image."
 _PARTNERS: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,369 @@
+"""The real VLM families the pipeline trains, and how to build each one's tiny random-initialised checkpoint.
+
+A family is data: the transformers model and processor classes, the chat template and special tokens of the
+hub release, and what its processor needs to load without torchvision. Everything that differs between
+families is here, so the collator, the reference cache and generation run one code path for all of them.
+
+``build_checkpoint`` writes what the hub would give (config.json, safetensors, processor and tokenizer files,
+generation_config.json) for a random-initialised model of the real class: the offline stand-in for real
+weights, used by the tests, the benchmarks and ``mdpo checkpoint``. No ShapeWorld here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+#: Files a loadable checkpoint directory must hold besides the weights (what `processor.save_pretrained` writes).
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class CheckpointError(ValueError):
+    """A model directory or processor that cannot be used, naming the file or setting and what to do."""
+
+
+# --- chat templates as the hub releases ship them -------------------------------------------------
+
+#: llava-hf/llava-1.5-7b-hf's template: USER/ASSISTANT turns, images first; the answer ends with a space and no
+#: end-of-sequence token, so the collator has to append one (see ``end_of_answer``).
+LLAVA_15_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+#: Qwen/Qwen2.5-VL-*-Instruct's template (ChatML with a default system turn and vision markers).
+QWEN25_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: google/gemma-3-*-it's template: the template itself writes <bos>; turns end with <end_of_turn>.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}{%- endif -%}"
+    "{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}"
+    "{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- elif message['content'] is iterable -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}{%- endfor -%}"
+    "{%- else -%}{{ raise_exception(\"Invalid content type\") }}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One VLM family: its transformers classes, tokens and template, and its tiny/mid architecture sizes."""
+
+    name: str
+    model_class: str  #: transformers model class
+    processor_class: str  #: transformers processor class
+    image_processor_class: str  #: the PIL-backend image processor (no torchvision needed)
+    special_tokens: tuple[str, ...]  #: added tokens, in id order after the byte-level vocabulary
+    tokens: dict[str, str]  #: bos/eos/pad/unk roles → token (missing role: the family has none)
+    stop_tokens: tuple[str, ...]  #: generation_config.eos_token_id of the release (end of an answer)
+    add_bos: bool  #: whether the tokenizer prepends <bos> on its own (Llama/Gemma yes, Qwen no)
+    chat_template: str
+    hf_example: str  #: a hub id of the family, for messages and the README
+    why: str = ""
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "llava-1.5", "LlavaForConditionalGeneration", "LlavaProcessor", "CLIPImageProcessorPil",
+            special_tokens=("<unk>", "<s>", "</s>", "<pad>", "<image>"),
+            tokens={"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+            stop_tokens=("</s>",), add_bos=True, chat_template=LLAVA_15_TEMPLATE,
+            hf_example="llava-hf/llava-1.5-7b-hf", why="the paper's LLaVA-v1.5-7B, as ported to transformers",
+        ),
+        Family(
+            "qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil",
+            special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                            "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"),
+            tokens={"eos": "<|im_end|>", "pad": "<|endoftext|>"},
+            stop_tokens=("<|im_end|>", "<|endoftext|>"), add_bos=False, chat_template=QWEN25_VL_TEMPLATE,
+            hf_example="Qwen/Qwen2.5-VL-7B-Instruct", why="dynamic resolution (image_grid_thw), M-RoPE",
+        ),
+        Family(
+            "gemma-3", "Gemma3ForConditionalGeneration", "Gemma3Processor", "Gemma3ImageProcessorPil",
+            special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
+                            "<start_of_image>", "<end_of_image>", "<image_soft_token>"),
+            tokens={"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"},
+            stop_tokens=("<eos>", "<end_of_turn>"), add_bos=True, chat_template=GEMMA3_TEMPLATE,
+            hf_example="google/gemma-3-4b-it",
+            why="a current open family with bidirectional attention over image tokens (token_type_ids), SigLIP "
+                "tower, a template that writes <bos> itself",
+        ),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    """The family registered under ``name``, or an error listing the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise CheckpointError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+# --- the tokenizer ---------------------------------------------------------------------------------
+
+#: Generic English the byte-level BPE learns its merges from when no corpus is given.
+_DEFAULT_CORPUS = (
+    "The image shows a small red circle on the left and a large blue square on the right of the picture.",
+    "Describe this image in detail. What objects are there, and where are they relative to each other?",
+    "There is a person standing next to a table with a cup, a plate and a bottle on it.",
+    "Yes, there is a dog in the image. No, there is no cat. The colours are green, yellow and white.",
+    "Provide a thorough description of the given image, including the background and the objects.",
+)
+
+
+def build_tokenizer(family: Family, corpus: Iterable[str] = (), vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (merges learnt from ``corpus``) with the family's special tokens and roles."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(family.special_tokens), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([*_DEFAULT_CORPUS, *corpus], trainer=trainer)
+    bos = family.tokens.get("bos")
+    if family.add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    roles = {f"{role}_token": token for role, token in family.tokens.items()}
+    extra: dict[str, str] = {}
+    if family.name == "llava-1.5":
+        extra = {"image_token": "<image>"}
+    elif family.name == "qwen2.5-vl":
+        extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "vision_bos_token": "<|vision_start|>",
+                 "vision_eos_token": "<|vision_end|>"}
+    elif family.name == "gemma-3":
+        extra = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, extra_special_tokens=extra, model_max_length=4096, clean_up_tokenization_spaces=False,
+        **roles,
+    )
+
+
+# --- architectures ---------------------------------------------------------------------------------
+
+#: Architecture sizes: "tiny" for tests (seconds on CPU), "mid" for the CPU benchmarks, "7b" for the GPU run.
+SIZES = ("tiny", "mid", "7b")
+
+
+def _text_dims(size: str) -> dict[str, int]:
+    return {
+        "tiny": {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2},
+        "mid": {"hidden": 512, "intermediate": 1376, "layers": 8, "heads": 8, "kv_heads": 8},
+        "7b": {"hidden": 4096, "intermediate": 11008, "layers": 32, "heads": 32, "kv_heads": 32},
+    }[size]
+
+
+def _llava(tokenizer, size: str, image_size: int | None):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    t = _text_dims(size)
+    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1024, 24, 16, 4096)}[size]
+    image_size = image_size or {"tiny": 56, "mid": 112, "7b": 336}[size]
+    vision = CLIPVisionConfig(hidden_size=vis[0], num_hidden_layers=vis[1], num_attention_heads=vis[2],
+                              intermediate_size=vis[3], image_size=image_size, patch_size=14, projection_dim=vis[0])
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=t["hidden"], intermediate_size=t["intermediate"],
+                       num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
+                       num_key_value_heads=t["kv_heads"], max_position_embeddings=4096,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id)
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    # feature layer -2 and the CLS token dropped ("default"), as llava-hf/llava-1.5-7b-hf.
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         image_seq_length=(image_size // 14) ** 2, projector_hidden_act="gelu")
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=FAMILIES["llava-1.5"].chat_template)
+    return config, processor
+
+
+def _qwen25_vl(tokenizer, size: str, image_size: int | None):
+    from transformers import Qwen2_5_VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    t = _text_dims(size)
+    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1280, 32, 16, 3420)}[size]
+    head_dim = t["hidden"] // t["heads"]
+    # M-RoPE splits each head's rotary half into (temporal, height, width) sections; Qwen2.5-VL-7B: 16, 24, 24.
+    half = head_dim // 2
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in FAMILIES["qwen2.5-vl"].special_tokens}
+    config = Qwen2_5_VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": t["hidden"], "intermediate_size": t["intermediate"],
+                     "num_hidden_layers": t["layers"], "num_attention_heads": t["heads"],
+                     "num_key_value_heads": t["kv_heads"], "max_position_embeddings": 4096,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": section},
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": vis[1], "hidden_size": vis[0], "num_heads": vis[2], "intermediate_size": vis[3],
+                       "out_hidden_size": t["hidden"], "patch_size": 14, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [vis[1] - 1]},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    # Qwen resizes each image to a multiple of 28 px within [min, max] pixels (dynamic resolution); the release
+    # allows up to 12.8M pixels, the tiny model keeps images small so a step takes milliseconds.
+    side = image_size or {"tiny": 56, "mid": 112, "7b": 448}[size]
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 28 * 28, "longest_edge": (side * 2) ** 2}, patch_size=14, merge_size=2,
+        temporal_patch_size=2,
+    )
+    processor = processor_class(FAMILIES["qwen2.5-vl"])(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=FAMILIES["qwen2.5-vl"].chat_template
+    )
+    return config, processor
+
+
+def _gemma3(tokenizer, size: str, image_size: int | None):
+    from transformers import Gemma3Config, Gemma3Processor, SiglipVisionConfig
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    t = _text_dims(size)
+    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1152, 27, 16, 4304)}[size]
+    image_size = image_size or {"tiny": 56, "mid": 112, "7b": 896}[size]
+    patch = 14
+    tokens_per_side = {"tiny": 2, "mid": 4, "7b": 16}[size]  # the release pools 64×64 patches to 16×16 = 256 tokens
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in FAMILIES["gemma-3"].special_tokens}
+    head_dim = t["hidden"] // t["heads"]
+    config = Gemma3Config(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": t["hidden"], "intermediate_size": t["intermediate"],
+                     "num_hidden_layers": t["layers"], "num_attention_heads": t["heads"],
+                     "num_key_value_heads": t["kv_heads"], "head_dim": head_dim, "query_pre_attn_scalar": head_dim,
+                     "max_position_embeddings": 4096, "sliding_window": 512,
+                     "pad_token_id": ids["<pad>"], "bos_token_id": ids["<bos>"], "eos_token_id": ids["<eos>"]},
+        vision_config=SiglipVisionConfig(hidden_size=vis[0], num_hidden_layers=vis[1], num_attention_heads=vis[2],
+                                         intermediate_size=vis[3], image_size=image_size, patch_size=patch,
+                                         vision_use_head=False),
+        mm_tokens_per_image=tokens_per_side**2, boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"],
+    )
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                chat_template=FAMILIES["gemma-3"].chat_template, image_seq_length=tokens_per_side**2)
+    return config, processor
+
+
+_BUILDERS = {"llava-1.5": _llava, "qwen2.5-vl": _qwen25_vl, "gemma-3": _gemma3}
+
+
+def build_checkpoint(
+    family: str,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    size: str = "tiny",
+    seed: int = 0,
+    corpus: Iterable[str] = (),
+    image_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+):
+    """A seeded random-initialised model of ``family``'s real class and its real processor; saved in the hub's
+    layout when ``out_dir`` is given. Returns (model, processor)."""
+    if size not in SIZES:
+        raise CheckpointError(f"size must be one of {SIZES}, got {size!r}")
+    fam = get_family(family)
+    tokenizer = build_tokenizer(fam, corpus)
+    config, processor = _BUILDERS[fam.name](tokenizer, size, image_size)
+    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+        torch.manual_seed(seed)
+        model = getattr(transformers, fam.model_class)(config).to(dtype)
+    gen = model.generation_config
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in fam.stop_tokens]
+    if out_dir is not None:
+        out = Path(out_dir)
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+        (out / "mdpo_family.json").write_text(json.dumps({"family": fam.name, "size": size, "seed": seed}) + "\n")
+    return model, processor
+
+
+def _torchvision_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def processor_class(family: Family) -> type:
+    """The family's processor class; without torchvision, the same class minus its video processor.
+
+    Qwen-style processors declare a video processor that needs torchvision, which has no CPU build here and is
+    not needed for images: the image-only class keeps the real class's name, so what it saves is what the real
+    class would save and loads back with it wherever torchvision is installed."""
+    cls = getattr(transformers, family.processor_class)
+    if "video_processor" not in cls.get_attributes() or _torchvision_available():
+        return cls
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": __name__, "__doc__": cls.__doc__})
+
+
+def family_of(model_dir: str | os.PathLike) -> str | None:
+    """The family of a checkpoint directory, from its config.json's model class (None when not a known family)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    for fam in FAMILIES.values():
+        if fam.model_class in architectures:
+            return fam.name
+    return None
+
+
+def describe(model) -> dict[str, Any]:
+    """Parameter counts of a model: total and the language model's share."""
+    total = sum(p.numel() for p in model.parameters())
+    return {"parameters": total}
