@@ -32,14 +32,34 @@ def _pipes():
     return open_dagster_pipes()
 
 
+def _die_with_agent() -> None:
+    """Under torchrun, be killed with the launcher agent that started this rank rather than outlive it.
+
+    torchrun starts each rank in a session of its own, so killing the launcher's process group (SIGKILL,
+    OOM killer) would otherwise leave the ranks training on, racing a restarted run for the same checkpoints."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    agent = os.getppid()  # not compared with 1: in a container the agent itself is PID 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Died in between: no signal will come. (Died even earlier: this rank cannot join, the store lives in the agent.)
+    if os.getppid() != agent:
+        os._exit(1)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from mdpo_pipeline.training.run import TrainRunConfig, run_training
 
+    _die_with_agent()
     with _pipes() as pipes:
         summary = run_training(TrainRunConfig.from_json(args.config))
         if pipes is not None:
             pipes.report_custom_message({k: summary[k] for k in ("method", "global_step", "train_loss", "device")})
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if os.environ.get("RANK", "0") == "0":  # the other ranks' summaries are rank 0's, and not the one written
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 
 
@@ -51,6 +71,18 @@ def _cmd_image(args: argparse.Namespace) -> int:
     root = Project.discover().root if args.root is None else Path(args.root)
     tag = args.tag or (CPU_TAG if args.offline else DEFAULT_TAG)
     print(build_training_image(root, tag, base_image=args.base_image, offline=args.offline))
+    return 0
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, describe
+
+    try:
+        model, _ = build_checkpoint(args.family, args.out, size=args.size, seed=args.seed, image_size=args.image_size)
+    except CheckpointError as e:
+        print(f"mdpo checkpoint: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"family": args.family, "size": args.size, "path": args.out, **describe(model)}))
     return 0
 
 
@@ -66,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one adapter from a run config (what the launcher runs)")
     train.add_argument("--config", required=True, help="run config JSON (mdpo_pipeline.training.run.TrainRunConfig)")
     train.set_defaults(func=_cmd_train)
+    ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family in the hub's "
+                          "layout (an offline stand-in for real weights: tests, benchmarks, trying the pipeline)")
+    # Names are checked by build_checkpoint (which lists the known ones): importing transformers here would slow
+    # down every `mdpo data` call that dvc makes.
+    ckpt.add_argument("family", help="llava-1.5, qwen2.5-vl or gemma-3 (training.families.FAMILIES)")
+    ckpt.add_argument("--out", required=True, help="directory to write (config.json, safetensors, processor files)")
+    ckpt.add_argument("--size", default="tiny", help="tiny: tests; mid: CPU benchmarks; 7b: the real size (GPU)")
+    ckpt.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    ckpt.add_argument("--image-size", type=int, help="input image side in pixels (default: the size's own)")
+    ckpt.set_defaults(func=_cmd_checkpoint)
     image = sub.add_parser("image", help="build the training image (docker/Dockerfile.train)")
     image.add_argument("--offline", action="store_true",
                        help="no registry: a local Debian base (debootstrap) and wheels downloaded on this host; CPU only")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -39,23 +40,82 @@ def launch_local(
 ) -> dict[str, Any]:
     """Run ``mdpo train`` in a subprocess with this interpreter (``accelerate launch`` for several processes);
     return the adapter's summary.json."""
+    proc = start_local(cfg, env=env, num_processes=num_processes, accelerate_config=accelerate_config)
+    tail: deque[str] = deque(maxlen=40)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            # Progress bars redraw with \r; only whole lines are worth a log entry.
+            text = line.rstrip().rsplit("\r", 1)[-1]
+            if text:
+                tail.append(text)
+                log(text)
+    except BaseException:
+        # Its own session no longer hears the terminal's Ctrl-C: a cancelled launch stops the run itself.
+        stop_local(proc)
+        raise
+    if proc.wait() != 0:
+        raise TrainingFailed(f"`{' '.join(proc.args)}` exited {proc.returncode}:\n" + "\n".join(tail))
+    return read_summary(cfg)
+
+
+def start_local(
+    cfg: TrainRunConfig,
+    env: dict[str, str] | None = None,
+    num_processes: int = 1,
+    accelerate_config: str | None = None,
+    stdout: int | None = subprocess.PIPE,
+) -> subprocess.Popen:
+    """Write the run config and start its training process (output merged into ``stdout``) in a new session."""
+    check_num_processes(num_processes)
     path = run_config_path(cfg)
     write_json(asdict(cfg), path)
-    cmd = local_command(str(path), num_processes, accelerate_config)
-    tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        # Progress bars redraw with \r; only whole lines are worth a log entry.
-        text = line.rstrip().rsplit("\r", 1)[-1]
-        if text:
-            tail.append(text)
-            log(text)
-    if proc.wait() != 0:
-        raise TrainingFailed(f"`{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail))
-    return read_summary(cfg)
+    cmd = local_command(str(path), num_processes, accelerate_config, free_port=True)
+    child_env = {**os.environ, **(env or {})}
+    if num_processes > 1 and cfg.threads and "OMP_NUM_THREADS" not in child_env:
+        child_env["OMP_NUM_THREADS"] = str(cfg.threads)  # else torchrun sets 1 and warns about it
+    # A session of its own: the launcher and every rank below it can be stopped with one killpg.
+    return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True, env=child_env,
+                            start_new_session=True)
+
+
+def stop_local(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a run started by ``start_local``: SIGTERM to its process group, SIGKILL after ``grace_s``."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def available_devices() -> tuple[int, str]:
+    """How many training processes this machine can hold, and what it counts: CUDA devices, else CPU cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), "CUDA devices"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores, "CPU cores (no CUDA device)"
+
+
+def check_num_processes(num_processes: int) -> None:
+    """Refuse, before anything starts, more processes than devices (one rank per GPU, or per CPU core)."""
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if num_processes == 1:
+        return
+    available, kind = available_devices()
+    if num_processes > available:
+        raise ValueError(
+            f"num_processes={num_processes} but this machine has {available} {kind}: set num_processes "
+            f"(TrainingLauncher.num_processes, launch_local(num_processes=...)) to at most {available}, "
+            "or run where there are more devices"
+        )
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -63,8 +123,10 @@ def launch_local(
 TRAIN_MODULE = ("-m", "mdpo_pipeline.cli", "train", "--config")
 
 
-def accelerate_args(num_processes: int, accelerate_config: str | None) -> list[str]:
-    """``accelerate launch`` options for ``num_processes`` workers, or [] when one plain process will do."""
+def accelerate_args(num_processes: int, accelerate_config: str | None, free_port: bool = False) -> list[str]:
+    """``accelerate launch`` options for ``num_processes`` workers, or [] when one plain process will do.
+
+    ``free_port`` lets accelerate pick an unused rendezvous port, so runs on one host do not collide."""
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if num_processes == 1 and not accelerate_config:
@@ -73,13 +135,20 @@ def accelerate_args(num_processes: int, accelerate_config: str | None) -> list[s
     if accelerate_config:
         args += ["--config_file", accelerate_config]
     elif num_processes > 1:
+        # Despite the name, this is accelerate's only way to start N local ranks (torchrun) without MPI; on a
+        # machine without CUDA each rank's Accelerator (TrainingArguments.use_cpu) joins with gloo on the CPU.
+        # `--cpu` is no substitute: it starts a single process whatever --num_processes says.
         args += ["--multi_gpu"]
+    if free_port and num_processes > 1:
+        args += ["--main_process_port", "0"]
     return args
 
 
-def local_command(config_path: str, num_processes: int = 1, accelerate_config: str | None = None) -> list[str]:
+def local_command(
+    config_path: str, num_processes: int = 1, accelerate_config: str | None = None, free_port: bool = False
+) -> list[str]:
     """The training command for this interpreter: ``python -m mdpo_pipeline.cli train`` or ``accelerate launch`` of it."""
-    extra = accelerate_args(num_processes, accelerate_config)
+    extra = accelerate_args(num_processes, accelerate_config, free_port)
     if not extra:
         return [sys.executable, *TRAIN_MODULE, config_path]
     return [sys.executable, "-m", "accelerate.commands.launch", *extra, *TRAIN_MODULE, config_path]

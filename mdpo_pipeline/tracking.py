@@ -129,3 +129,23 @@ def log_training_run(
         name, source=f"runs:/{run_id}/adapter", run_id=run_id, tags={"method": record.method}
     )
     return run_id, version.version
+
+
+def load_registered_adapter(name: str, version: str, tracking_uri: str, base_model_path: str | None = None):
+    """(PeftModel, processor): a registered adapter version (a number, or an alias such as "champion") applied to
+    the base model it was trained on (``base_model_path`` overrides where that base model's weights are)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from peft import PeftModel
+
+    from mdpo_pipeline.training.models import load_model_and_processor
+
+    client = MlflowClient(tracking_uri)
+    mv = client.get_model_version(name, version) if str(version).isdigit() else client.get_model_version_by_alias(
+        name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, tracking_uri=tracking_uri))
+    cfg = json.loads((local / "run_config.json").read_text())
+    model, processor = load_model_and_processor(cfg["base_model"], base_model_path or cfg["base_model_path"],
+                                                allow_remote_code=cfg.get("allow_remote_code", False))
+    return PeftModel.from_pretrained(model, str(local)), processor
+

@@ -238,3 +238,14 @@ def test_checkpoint_of_another_or_unknown_family_is_refused(checkpoints, tmp_pat
 def test_unknown_family_name_lists_the_known_ones():
     with pytest.raises(CheckpointError, match="unknown model family 'idefics3'; known: .*qwen2.5-vl"):
         build_checkpoint("idefics3")
+
+
+def test_processor_fingerprint_ignores_how_it_was_loaded(checkpoints):
+    """The orchestrator and the training process load with different hub settings (local_files_only follows
+    HF_HUB_OFFLINE); the reference cache's fingerprint must not see that."""
+    from mdpo_pipeline.training.models import load_processor
+    from mdpo_pipeline.training.reference import processor_sha256
+
+    online = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=False)
+    offline = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=True)
+    assert processor_sha256(online) == processor_sha256(offline)

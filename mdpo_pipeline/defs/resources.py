@@ -77,7 +77,10 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     mode: str = Field(default="local", description="'local': a subprocess with this interpreter; 'docker': a container.")
     threads: int | None = Field(default=None, description="torch CPU threads of the training process.")
-    num_processes: int = Field(default=1, description="Training processes (one per GPU); > 1 uses `accelerate launch`.")
+    num_processes: int = Field(
+        default=1,
+        description="Training processes (one per GPU; locally without CUDA, per CPU core, gloo); > 1 uses `accelerate launch`.",
+    )
     accelerate_config: str | None = Field(
         default=None, description="accelerate config file, relative to the project (e.g. docker/accelerate/zero2.yaml)."
     )

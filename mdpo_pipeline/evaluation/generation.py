@@ -45,10 +45,13 @@ class Prompt:
 def load_eval_model(
     preset: str, base_path: str | None, adapter_dir: str | os.PathLike | None = None, *, allow_remote_code: bool = False
 ):
-    """The base model (with the adapter merged in, when given) in eval mode, and its processor."""
+    """The base model (with the adapter merged in, when given) in eval mode, its processor, and the sha256 of the
+    base model's own weights (the identity every score of this base carries)."""
     from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.reference import weights_sha256
 
     model, processor = load_model_and_processor(preset, base_path, allow_remote_code=allow_remote_code)
+    base_sha = weights_sha256(model)
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -56,7 +59,7 @@ def load_eval_model(
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     if torch.cuda.is_available():
         model = model.to("cuda")
-    return model.eval(), processor
+    return model.eval(), processor, base_sha
 
 
 def encode_prompts(processor, texts: Sequence[str], images: Sequence[Image.Image]):

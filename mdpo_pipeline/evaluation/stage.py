@@ -53,14 +53,45 @@ def model_dir(project: Project, key: str) -> Path:
     return project.root / EVAL_DIR / key
 
 
-def adapter_dir(project: Project, key: str) -> Path | None:
-    """The adapter of model partition ``key`` (None for the base model); an error if it was never trained."""
+def adapter_dir(project: Project, key: str, preset: str | None = None) -> Path | None:
+    """The adapter of model partition ``key`` (None for the base model); an error if it was never trained, or was
+    trained on another base model preset than ``preset``."""
     if key == BASE:
         return None
     path = project.root / "artifacts" / "adapters" / key
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"no adapter for {key!r} at {path}: materialize adapters[{key}] first")
+    run_config = path / "run_config.json"
+    trained_on = json.loads(run_config.read_text()).get("base_model") if run_config.is_file() else None
+    if preset is not None and trained_on not in (None, preset):
+        raise ConfigError(
+            f"adapters[{key}] at {path} was trained on base model {trained_on!r}, the base model now is {preset!r}: "
+            f"rematerialize adapters[{key}] before scoring it"
+        )
     return path
+
+
+def base_identity(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(preset, sha256 of the base weights) a scores.json was computed on; (None, None) for records from before
+    scores carried it."""
+    base = record.get("base_model") or {}
+    return base.get("preset"), base.get("weights_sha256")
+
+
+def _describe_base(identity: tuple[str | None, str | None]) -> str:
+    preset, sha = identity
+    return "an unrecorded base model" if preset is None else f"base model {preset} (weights {sha[:12]})"
+
+
+def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -> None:
+    """Refuse, naming both, to compare model ``key`` with base scores computed on another base model."""
+    mine, theirs = base_identity(record), base_identity(base)
+    if mine != theirs or mine == (None, None):
+        raise ConfigError(
+            f"{key} was scored on {_describe_base(mine)}, the base scores on {_describe_base(theirs)}: scores of "
+            f"different base models are not compared; rematerialize benchmark_scores[{BASE}] and "
+            f"benchmark_scores[{key}] for the current base model"
+        )
 
 
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
@@ -160,10 +191,10 @@ def run_benchmark_scores(
     settings = eval_settings(project)
     gen = GenerationSettings(**settings["generation"])
     preset, base_path = base_model_location(project)
-    adapter = adapter_dir(project, key)
-    model, processor = load_eval_model(preset, base_path, adapter,
-                                       allow_remote_code=base_model_settings(project)["allow_remote_code"])
-    model_sha = weights_sha256(model)
+    adapter = adapter_dir(project, key, preset)
+    model, processor, base_sha = load_eval_model(preset, base_path, adapter,
+                                                 allow_remote_code=base_model_settings(project)["allow_remote_code"])
+    model_sha = weights_sha256(model) if adapter else base_sha
     out = model_dir(project, key)
 
     ohb = _object_halbench(project, settings)
@@ -205,6 +236,7 @@ def run_benchmark_scores(
     flat |= {"mmhal_score": mm.score, "mmhal_hallucination_rate": mm.hallucination_rate}
     record = {
         "model": key, "preset": preset, "adapter": str(adapter) if adapter else None, "weights_sha256": model_sha,
+        "base_model": {"preset": preset, "weights_sha256": base_sha},
         "scores": flat, "judge": judge_label,
         "object_halbench": chair.as_dict(), "amber": amb.as_dict(), "mmhal": mm.as_dict(),
         "generation": settings["generation"], "max_items": settings["max_items"],
@@ -271,15 +303,27 @@ def gate_partition(project: Project, key: str):
         raise ConfigError(f"{key} has no scores yet: materialize benchmark_scores[{key}]")
     if base is None:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
+    same_base_or_raise(key, mine, base)
     return decide(key, mine["scores"], base["scores"], gate_policy(project))
 
 
-def scored_models(project: Project) -> dict[str, dict[str, Any]]:
-    """{model key: scores.json} for every scored model, base first."""
+def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """({model key: scores.json}, {key: why it is left out}): every model scored on the same base model as the
+    base partition, base first; models scored on another base model are left out with the reason."""
     root = project.root / EVAL_DIR
     keys = sorted(p.name for p in root.iterdir() if (p / "scores.json").is_file()) if root.is_dir() else []
     keys.sort(key=lambda k: k != BASE)
-    return {k: read_scores(project, k) for k in keys}
+    models = {k: read_scores(project, k) for k in keys}
+    if BASE not in models:
+        return models, {}
+    left_out = {}
+    for key in [k for k in models if k != BASE]:
+        try:
+            same_base_or_raise(key, models[key], models[BASE])
+        except ConfigError as e:
+            left_out[key] = str(e)
+            del models[key]
+    return models, left_out
 
 
 def run_comparison_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
@@ -287,13 +331,16 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
     from mdpo_pipeline.stages import base_model_location
 
-    models = scored_models(project)
+    models, left_out = scored_models(project)
     if not models:
         raise ConfigError("no model has benchmark scores yet: materialize benchmark_scores first")
     preset, _ = base_model_location(project)
     table = comparison_table({k: v["scores"] for k, v in models.items()}, preset)
     judges = sorted({v["judge"] for v in models.values()})
     markdown = table.markdown(judge_note="MMHal judge: " + "; ".join(judges))
+    if left_out:
+        markdown += "\n\nLeft out (scored on another base model):\n" + "\n".join(
+            f"- {k}: {why}" for k, why in left_out.items())
     out = project.root / EVAL_DIR
     (out / "comparison.md").write_text(markdown + "\n")
     chart = comparison_chart(table, out / "comparison.png")
@@ -310,7 +357,8 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
         for name in ("comparison.md", "comparison.png", "comparison.json"):
             client.log_artifact(run.info.run_id, str(out / name), artifact_path="report")
         client.set_terminated(run.info.run_id, "FINISHED")
-    return {"markdown": markdown, "chart": str(chart), "rows": table.rows, "path": str(out / "comparison.md")}
+    return {"markdown": markdown, "chart": str(chart), "rows": table.rows, "path": str(out / "comparison.md"),
+            "left_out": left_out}
 
 
 def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
@@ -322,7 +370,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     from mdpo_pipeline.tracking import registered_model_name
 
     policy = gate_policy(project)
-    models = scored_models(project)
+    models, left_out = scored_models(project)
     if BASE not in models:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
     preset, _ = base_model_location(project)
@@ -335,6 +383,10 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     old = current_champion(client, name)
     champion_scores = json.loads(old.tags["gate.decision"])["numbers"] if old and "gate.decision" in old.tags else None
     champion_name = old.tags.get("method") if old else None
+    base_sha = base_identity(models[BASE])[1]
+    if champion_scores is not None and champion_scores.get("base_weights_sha256") != base_sha:
+        # A champion scored on another base model has no comparable numbers: the best candidate now replaces it.
+        champion_scores = None
     before = old.version if old else None
     decisions = []
     for key in order:
@@ -345,10 +397,12 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
         is_champion = old is not None and str(version.version) == str(old.version)
         current = {policy.primary: champion_scores[policy.primary]} if champion_scores and not is_champion else None
         decision = decide(key, candidates[key]["scores"], models[BASE]["scores"], policy, current, champion_name)
+        decision.numbers["base_weights_sha256"] = base_sha
         apply_decision(client, name, version.version, decision)
         decisions.append(decision.as_dict() | {"version": version.version})
         if decision.promote:
             champion_scores, champion_name = decision.numbers, key
     new = current_champion(client, name)
-    return {"decisions": decisions, "champion_before": before, "champion_after": new.version if new else None,
+    return {"decisions": decisions, "left_out": left_out, "champion_before": before,
+            "champion_after": new.version if new else None,
             "champion_method": new.tags.get("method") if new else None, "model": name}

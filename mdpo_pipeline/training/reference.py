@@ -103,7 +103,17 @@ def processor_sha256(processor: ProcessorMixin) -> str:
     return h.hexdigest()
 
 
+#: How a processor was loaded, not what it computes: saved into tokenizer_config.json by from_pretrained's kwargs
+#: (``local_files_only`` follows HF_HUB_OFFLINE, which differs between the orchestrator and the training process).
+_LOADING_KEYS = ("local_files_only", "cache_dir", "revision", "token", "_commit_hash", "force_download")
+
+
 def _processor_file_bytes(path: Path) -> bytes:
+    if path.name == "tokenizer_config.json":
+        config = json.loads(path.read_text())
+        for key in _LOADING_KEYS:
+            config.pop(key, None)
+        return canonical_json(config).encode()
     if path.name != "tokenizer.json":
         return path.read_bytes()
     # The Rust tokenizer keeps the padding/truncation of its last call (a left-padded generation, a collator's

@@ -31,7 +31,7 @@ class TrainRunConfig:
     output_dir: str  # the finished adapter lands here, whole or not at all
     base_model: str = "shapeworld-tiny"  # model preset name
     base_model_path: str | None = None  # local weights; None: $MDPO_MODEL_DIR/<preset> or the offline hub cache
-    allow_remote_code: bool = False  # presets that run hub code (Bunny) refuse to load without this
+    allow_remote_code: bool = False  # a preset that runs hub code refuses to load without this
     quantization: str | None = None  # "4bit" for QLoRA on a GPU
     reference_cache: str | None = None  # reference_logprobs parquet; None computes the reference live
     seed: int = 0  # model init, data order and dropout
@@ -106,11 +106,26 @@ def _mdpo_args(cfg: TrainRunConfig, preset, cuda: bool):
     )
 
 
+def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint that was saved to the end (a kill can land in the middle of writing one)."""
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not checkpoint_dir.is_dir():
+        return None
+    steps = []
+    for path in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name.rsplit("-", 1)[1]
+        # trainer_state.json is the last file the Trainer writes into a checkpoint.
+        if step.isdigit() and (path / TRAINER_STATE_NAME).is_file():
+            steps.append((int(step), path))
+    return str(max(steps, key=lambda s: s[0])[1]) if steps else None
+
+
 def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from mdpo_pipeline.training.data import load_preference_dataset
     from peft import prepare_model_for_kbit_training
@@ -140,7 +155,7 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     trainer = MDPOTrainer(
         model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
     )
-    last = get_last_checkpoint(str(cfg.checkpoint_dir)) if cfg.resume and cfg.checkpoint_dir.is_dir() else None
+    last = _last_complete_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
@@ -155,16 +170,25 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
         "seconds": seconds,
         "pairs": len(dataset),
         "device": "cuda" if cuda else "cpu",
+        "num_processes": trainer.accelerator.num_processes,
         "final": {k: v for k, v in logged[-1].items() if isinstance(v, int | float)} if logged else {},
     }
-    with atomic_dir(cfg.output_dir) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        write_json(asdict(cfg), tmp / "run_config.json")
-        write_json(history, tmp / "log_history.json")
-        write_json(summary, tmp / "summary.json")
-    missing = [f for f in ADAPTER_FILES if not (Path(cfg.output_dir) / f).is_file()]
-    if missing:
-        raise RuntimeError(f"{cfg.output_dir}: adapter incomplete, missing {missing}")
-    # Finished: the checkpoints would otherwise make the next run with this output_dir "resume" a done run.
-    shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+    # Under `accelerate launch` every rank gets here with the same weights (DDP keeps them in step); one
+    # writer is enough and two would race on the rename. The log and the loss are already global means.
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        with atomic_dir(cfg.output_dir) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            write_json(asdict(cfg), tmp / "run_config.json")
+            write_json(history, tmp / "log_history.json")
+            write_json(summary, tmp / "summary.json")
+        missing = [f for f in ADAPTER_FILES if not (Path(cfg.output_dir) / f).is_file()]
+        if missing:
+            raise RuntimeError(f"{cfg.output_dir}: adapter incomplete, missing {missing}")
+    # No rank exits before the adapter exists, and no rank is still writing its last checkpoint's RNG
+    # state when rank 0 removes the checkpoints.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # Finished: the checkpoints would otherwise make the next run with this output_dir "resume" a done run.
+        shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
     return summary

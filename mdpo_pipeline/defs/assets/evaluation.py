@@ -65,6 +65,7 @@ def comparison_report(project: ProjectResource, mlflow: MlflowResource) -> dg.Ma
         "table": dg.MetadataValue.md(result["markdown"]),
         "chart": md_image(result["chart"], alt="benchmark comparison"),
         "models": len(result["rows"]),
+        "left_out": dg.MetadataValue.md("\n".join(f"- {k}: {why}" for k, why in result["left_out"].items()) or "none"),
         "path": dg.MetadataValue.path(result["path"]),
     })
 
@@ -86,6 +87,7 @@ def champion(project: ProjectResource, mlflow: MlflowResource) -> dg.Materialize
         "champion_before": str(result["champion_before"]),
         "champion_method": str(result.get("champion_method")),
         "decisions": dg.MetadataValue.md("\n".join(lines)),
+        "left_out": dg.MetadataValue.md("\n".join(f"- {k}: {why}" for k, why in result["left_out"].items()) or "none"),
     })
 
 
