@@ -81,7 +81,7 @@ def _examples() -> list[dict]:
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_checkpoint_has_the_hub_layout_and_loads_without_torchvision(checkpoints, family):
+def test_checkpoint_has_the_hub_layout_and_loads_without_torchvision(checkpoints, family, tmp_path):
     fam = FAMILIES[family]
     path = checkpoints[family]
     files = {p.name for p in path.iterdir()}
@@ -100,6 +100,11 @@ def test_checkpoint_has_the_hub_layout_and_loads_without_torchvision(checkpoints
     assert set(fam.special_tokens) <= set(processor.tokenizer.get_vocab())
     stops = model.generation_config.eos_token_id
     assert sorted(stops) == sorted(processor.tokenizer.convert_tokens_to_ids(list(fam.stop_tokens)))
+    from mdpo_pipeline.training.models import load_processor
+    from mdpo_pipeline.training.reference import processor_sha256
+
+    processor.save_pretrained(tmp_path / "saved")  # and saves, and loads back the same, without torchvision
+    assert processor_sha256(load_processor(PRESET_OF[family], tmp_path / "saved")) == processor_sha256(processor)
     if family == "llava-1.5":  # the llava-hf port: feature layer -2, CLS dropped
         assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
         assert model.config.vision_config.model_type == "clip_vision_model"
@@ -249,3 +254,17 @@ def test_processor_fingerprint_ignores_how_it_was_loaded(checkpoints):
     online = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=False)
     offline = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=True)
     assert processor_sha256(online) == processor_sha256(offline)
+
+
+def test_gpu_image_installs_torchvision_built_for_the_pinned_torch():
+    """The GPU families' processors need torchvision on a GPU box; it must match constraints.txt's torch (a
+    mismatched torchvision fails to import: 'operator torchvision::nms does not exist')."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    dockerfile = (repo / "docker/Dockerfile.train").read_text()
+    (packages,) = re.findall(r'ARG GPU_PACKAGES="([^"]*)"', dockerfile)
+    (vision,) = re.findall(r"torchvision==0\.(\d+)\.\*", packages)
+    (torch_minor,) = re.findall(r"^torch==2\.(\d+)\.", (repo / "constraints.txt").read_text(), re.M)
+    assert int(vision) == int(torch_minor) + 15, "torchvision 0.(N+15) pairs with torch 2.N"
+    assert '$GPU_PACKAGES' in dockerfile and "bitsandbytes" in packages
