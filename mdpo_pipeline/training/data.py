@@ -179,3 +179,33 @@ class DataCollatorForMDPO(DataCollatorMixin):
                 [example[REFERENCE_COLUMNS[view]] for view in self.views for example in examples], dtype=torch.float32
             )
         return output
+
+
+def prompt_lengths(dataset: datasets.Dataset, processor: ProcessorMixin, withhold_image: bool = False) -> list[int]:
+    """Tokens of each row's prompt as the collator builds it, image tokens included (one processor call per row)."""
+    collator = DataCollatorForMDPO(processor, views=("chosen",), withhold_image=withhold_image)
+    lengths = []
+    for row in dataset:
+        batch = collator([row])
+        lengths.append(int(((batch["completion_mask"][0] == 0) & (batch["attention_mask"][0] == 1)).sum()))
+    return lengths
+
+
+def fit_max_length(
+    dataset: datasets.Dataset, processor: ProcessorMixin, max_length: int | None, withhold_image: bool = False
+) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
+    """(rows whose prompt leaves at least one answer token within ``max_length``, the others with their reason).
+
+    Truncation cuts from the end, so such a row would train on no answer token at all: a silent zero in the loss.
+    Its prompt is not cut instead, because the prompt holds the image tokens, which must stay whole."""
+    if max_length is None:
+        return dataset, []
+    lengths = prompt_lengths(dataset, processor, withhold_image)
+    keep = [i for i, n in enumerate(lengths) if n < max_length]
+    dropped = [
+        {"pair_id": dataset[i]["pair_id"], "reason": "prompt_exceeds_max_length",
+         "detail": f"prompt has {n} tokens (image tokens included), max_length is {max_length}: no answer token fits"}
+        for i, n in enumerate(lengths) if n >= max_length
+    ]
+    return (dataset if not dropped else dataset.select(keep)), dropped
+

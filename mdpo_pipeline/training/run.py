@@ -127,7 +127,7 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     import torch
     from transformers import set_seed
 
-    from mdpo_pipeline.training.data import load_preference_dataset
+    from mdpo_pipeline.training.data import fit_max_length, load_preference_dataset
     from peft import prepare_model_for_kbit_training
 
     from mdpo_pipeline.training.models import get_preset, load_model_and_processor, lora_config
@@ -150,6 +150,10 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
         from mdpo_pipeline.training.reference import verify_reference_cache
 
         verify_reference_cache(cfg.reference_cache, model, processor, dataset, args.max_length)
+    read = len(dataset)
+    dataset, too_long = fit_max_length(dataset, processor, args.max_length, withhold_image=args.withhold_image)
+    if not len(dataset):
+        raise ValueError(f"no pair fits max_length={args.max_length}: every prompt leaves no room for an answer")
     # TRL wraps the model itself: handed a PEFT model it would also copy the adapter as a "ref" adapter.
     peft_config = lora_config(model, preset, r=cfg.lora_r, alpha=cfg.lora_alpha)
     trainer = MDPOTrainer(
@@ -169,6 +173,8 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
         "train_loss": output.training_loss,
         "seconds": seconds,
         "pairs": len(dataset),
+        "pairs_read": read,
+        "pairs_dropped": {"prompt_exceeds_max_length": len(too_long)},
         "device": "cuda" if cuda else "cpu",
         "num_processes": trainer.accelerator.num_processes,
         "final": {k: v for k, v in logged[-1].items() if isinstance(v, int | float)} if logged else {},
@@ -182,6 +188,7 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
             write_json(asdict(cfg), tmp / "run_config.json")
             write_json(history, tmp / "log_history.json")
             write_json(summary, tmp / "summary.json")
+            write_json(too_long, tmp / "dropped_pairs.json")
         missing = [f for f in ADAPTER_FILES if not (Path(cfg.output_dir) / f).is_file()]
         if missing:
             raise RuntimeError(f"{cfg.output_dir}: adapter incomplete, missing {missing}")

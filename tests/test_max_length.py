@@ -1,0 +1,35 @@
+"""A prompt so long that max_length leaves no answer token is never trained on silently: the pair is dropped
+with its reason and counted (kept + dropped = read); every kept row keeps at least one answer token."""
+
+from __future__ import annotations
+
+from mdpo_pipeline.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
+from mdpo_pipeline.training.tiny import build_tiny_llava
+from tests.conftest import write_tiny_training_data
+
+
+def test_pairs_whose_prompt_fills_max_length_are_dropped_and_counted(tmp_path):
+    _, processor = build_tiny_llava(image_size=32)
+    data = write_tiny_training_data(tmp_path, n_pairs=6, image_size=32)
+    dataset = load_preference_dataset(data["pairs"], data["images"], data["corrupted"])
+    long_question = "describe the image " * 20
+
+    def lengthen(row, i):
+        if i == 2:
+            row["prompt"] = [{**row["prompt"][0], "content": [{"type": "image"}, {"type": "text", "text": long_question}]}]
+        return row
+
+    dataset = dataset.map(lengthen, with_indices=True)
+    lengths = prompt_lengths(dataset, processor)
+    assert lengths[2] > 60 > max(lengths[:2] + lengths[3:])
+    kept, dropped = fit_max_length(dataset, processor, max_length=60)
+    assert len(kept) + len(dropped) == len(dataset) == 6
+    assert [d["pair_id"] for d in dropped] == [dataset[2]["pair_id"]]
+    assert dropped[0]["reason"] == "prompt_exceeds_max_length" and "max_length is 60" in dropped[0]["detail"]
+    batch = DataCollatorForMDPO(processor, max_length=60)([kept[i] for i in range(len(kept))])
+    assert (batch["completion_mask"].sum(dim=1) > 0).all()
+    # Without the filter the long row would have trained on nothing.
+    unfiltered = DataCollatorForMDPO(processor, max_length=60)([dataset[2]])
+    assert int(unfiltered["completion_mask"].sum()) == 0
+
+    assert fit_max_length(dataset, processor, max_length=None) == (dataset, [])
