@@ -33,7 +33,7 @@ from mdpo_pipeline.core.shapeworld import (
     synonym_lines,
 )
 
-TINY = dict(n_instructions=40, image_size=32, amber_generative=10, amber_discriminative=40, object_halbench=6)
+TINY = dict(n_instructions=40, image_size=32, amber_generative=10, amber_discriminative=40, object_halbench=6, pope=5)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -125,7 +125,7 @@ def test_generation_is_byte_identical_across_runs(tmp_path):
         generate_vlfeedback(cfg, tmp_path / name / "vlfeedback")
         generate_benchmarks(cfg, tmp_path / name / "benchmarks")
     first, second = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert sum(k.endswith(".jpg") for k in first) == 40 + 10 + 6 + 96
+    assert sum(k.endswith(".jpg") for k in first) == 40 + 10 + 6 + 96 + 5
     assert first == second
     generate_vlfeedback(replace(cfg, seed=1), tmp_path / "c")
     assert (tmp_path / "c" / "vlfeedback_80k.jsonl").read_bytes() != first["vlfeedback/vlfeedback_80k.jsonl"]

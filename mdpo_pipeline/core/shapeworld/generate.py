@@ -102,6 +102,7 @@ class ShapeWorldConfig:
     amber_discriminative: int = 600  #: AMBER yes/no items over those images
     object_halbench: int = 150  #: Object HalBench images
     mmhal: int = 96  #: MMHal-Bench records (a multiple of its 8 question types)
+    pope: int = 100  #: POPE images; each gets yes and no questions in each of its three splits
 
     def __post_init__(self):
         _count("seed", self.seed, 0)
@@ -125,6 +126,7 @@ class ShapeWorldConfig:
         _count("amber_discriminative", self.amber_discriminative, 0)
         _count("object_halbench", self.object_halbench, 1)
         _count("mmhal", self.mmhal, 8)
+        _count("pope", self.pope, 1)
         if self.mmhal % 8:
             raise ValueError(f"mmhal must be a multiple of 8 (its 8 question types repeat in order), got {self.mmhal}")
 
@@ -512,18 +514,64 @@ def _write_mmhal(cfg: ShapeWorldConfig, root: Path, progress: bool) -> dict:
     return {"records": len(records), "by_type": dict(sorted(Counter(r["question_type"] for r in records).items()))}
 
 
+#: POPE's question template ("Is there a {object} in the image?"), with the article English wants.
+POPE_QUESTION = "Is there {} {} in the image?"
+
+
+def _pope_absent(split: str, scene: Scene, k: int, rng: random.Random, popularity: list[str]) -> list[str]:
+    """k absent categories as each POPE split draws them: at random, the most frequent ones, or the ones most
+    likely to be hallucinated beside those present (co-occurrence partners, then look-alikes)."""
+    partners, looks, rest = absent_candidates(scene)
+    absent = [c for c in CATEGORIES if c not in scene.categories]
+    if split == "random":
+        return rng.sample(absent, k)
+    if split == "popular":
+        return [c for c in popularity if c in absent][:k]
+    ranked = partners + looks + [c for c in popularity if c in rest]
+    return ranked[:k]
+
+
+def _write_pope(cfg: ShapeWorldConfig, root: Path, progress: bool) -> dict:
+    """POPE's three splits over ``cfg.pope`` images, in the official file layout (``shapeworld_pope_{split}.json``)."""
+    scenes = []
+    with atomic_dir(root) as tmp:
+        (tmp / "images").mkdir()
+        for i in _progress(range(cfg.pope), progress, "pope"):
+            scene = sample_scene(_rng(cfg, "pope", i), cfg)
+            name = f"shapeworld_pope_{i:06d}.jpg"
+            save_jpeg(render_scene(scene, cfg.image_size), tmp / "images" / name)
+            scenes.append((name, scene))
+        # "Popular" in POPE means frequent in the dataset's annotations: here, in these very scenes.
+        counts = Counter(c for _, scene in scenes for c in scene.categories)
+        popularity = sorted(CATEGORIES, key=lambda c: (-counts[c], c))
+        sizes = {}
+        for split in ("random", "popular", "adversarial"):
+            rows = []
+            for i, (name, scene) in enumerate(scenes):
+                rng = _rng(cfg, f"pope-{split}", i)
+                present = sorted(scene.categories)
+                absent = _pope_absent(split, scene, len(present), rng, popularity)
+                for category, label in [*((c, "yes") for c in present), *((c, "no") for c in absent)]:
+                    rows.append({"question_id": len(rows) + 1, "image": name, "text": POPE_QUESTION.format(article(category), category),
+                                 "label": label})
+            write_jsonl(rows, tmp / f"shapeworld_pope_{split}.json")
+            sizes[split] = len(rows)
+    return {"images": len(scenes), "questions": sizes}
+
+
 def generate_benchmarks(cfg: ShapeWorldConfig, out_dir: str | Path, progress: bool = False) -> dict:
-    """Write held-out AMBER, Object HalBench and MMHal-Bench splits plus synonyms.txt into ``out_dir``."""
+    """Write held-out AMBER, Object HalBench, MMHal-Bench and POPE splits plus synonyms.txt into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "amber": _write_amber(cfg, out / "amber", progress),
         "object_halbench": _write_object_halbench(cfg, out / "object_halbench", progress),
         "mmhal": _write_mmhal(cfg, out / "mmhal", progress),
+        "pope": _write_pope(cfg, out / "pope", progress),
     }
     lines = synonym_lines()
     with atomic_path(out / "synonyms.txt") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     summary["synonyms"] = len(lines)
-    summary["bytes"] = {name: sum(_sizes(out / name).values()) for name in ("amber", "object_halbench", "mmhal")}
+    summary["bytes"] = {name: sum(_sizes(out / name).values()) for name in ("amber", "object_halbench", "mmhal", "pope")}
     return summary
