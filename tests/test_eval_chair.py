@@ -211,7 +211,8 @@ def test_shapeworld_loader_errors(bench, tmp_path):
 
 
 def _write_coco(folder: Path) -> dict[str, Path]:
-    """Tiny files in the real layout: image 1 has a person and a dog; image 2 has no instances."""
+    """Tiny files in the real layout: image 1 has a person and a dog; image 2 has no instances; image 3 is a
+    train2014 image with a dog (both splits are read, as the official scorer reads them)."""
     folder.mkdir()
     images = [{"id": 1, "file_name": "COCO_val2014_000000000001.jpg"}, {"id": 2, "file_name": "x.jpg"}]
     categories = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 70, "name": "toilet"}]
@@ -222,8 +223,15 @@ def _write_coco(folder: Path) -> dict[str, Path]:
         {"id": 1, "image_id": 1, "caption": "A man throws a Frisbee to his puppy."},
         {"id": 2, "image_id": 2, "caption": "An empty room with a toilet seat."},
     ]}
+    train_images = [{"id": 3, "file_name": "COCO_train2014_000000000003.jpg"}]
+    train_instances = {"images": train_images, "categories": categories, "annotations": [
+        {"id": 3, "image_id": 3, "category_id": 18},
+    ]}
+    train_captions = {"images": train_images, "annotations": [{"id": 3, "image_id": 3, "caption": "A dog."}]}
     (folder / "instances_val2014.json").write_text(json.dumps(instances))
     (folder / "captions_val2014.json").write_text(json.dumps(captions))
+    (folder / "instances_train2014.json").write_text(json.dumps(train_instances))
+    (folder / "captions_train2014.json").write_text(json.dumps(train_captions))
     questions = folder / "obj_halbench_300_with_image.jsonl"
     rows = [
         {"org_idx": 0, "image_id": 1, "question": "Provide a thorough description of the given image.",
@@ -246,6 +254,19 @@ def test_coco_layout_loader(tmp_path):
     r = hb.score({1: "A woman and two dogs play with a frisbee.", 2: "A chair next to a toilet."})
     assert r.per_answer[1].hallucinated == ("chair",)
     assert (r.chair_s, r.chair_i) == (0.5, pytest.approx(1 / 5))  # 1 hallucinated of 3 + 2 mentions
+    assert r.mode == "offline" and r.official is None and r.as_dict()["mode"] == "offline"
+    assert [a.image_id for a in r.per_answer] == [1, 2]
+    assert hb.mode == "offline" and hb.image_dir is None  # scoring needs no images
+
+
+def test_coco_loader_reads_train2014_too(tmp_path):
+    """An image annotated only in train2014 gets its truth from there."""
+    files = _write_coco(tmp_path / "coco")
+    files["questions"].write_text(json.dumps({"image_id": 3, "question": "Describe."}) + "\n")
+    hb = load_object_halbench_coco(files["questions"], tmp_path / "coco", files["synonyms"])
+    assert hb.truth == {3: frozenset({"dog"})}
+    with pytest.raises(FileNotFoundError, match="images"):
+        hb.image_path(hb.items[0])
 
 
 def test_coco_layout_errors(tmp_path):
@@ -259,6 +280,18 @@ def test_coco_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="captions_val2014.json"):
         load_object_halbench_coco(files["questions"], tmp_path / "coco", files["synonyms"])
     (tmp_path / "captions.json").rename(tmp_path / "coco" / "captions_val2014.json")
+    (tmp_path / "coco" / "instances_train2014.json").rename(tmp_path / "instances.json")
+    with pytest.raises(FileNotFoundError, match=r"instances_train2014.json.*annotations_trainval2014"):
+        load_object_halbench_coco(files["questions"], tmp_path / "coco", files["synonyms"])
+    (tmp_path / "instances.json").rename(tmp_path / "coco" / "instances_train2014.json")
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*COCO 2014 annotations"):
+        load_object_halbench_coco(files["questions"], tmp_path / "nowhere", files["synonyms"])
+    with pytest.raises(FileNotFoundError, match="RLHF-V"):
+        load_object_halbench_coco(files["questions"], tmp_path / "coco", None)
+    with pytest.raises(FileNotFoundError, match="COCO 2014 annotations"):
+        load_object_halbench_coco(files["questions"], None, files["synonyms"])
+    with pytest.raises(ValueError, match="mode"):
+        load_object_halbench_coco(files["questions"], tmp_path / "coco", files["synonyms"], mode="fast")
     (tmp_path / "coco" / "instances_val2014.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_object_halbench_coco(files["questions"], tmp_path / "coco", files["synonyms"])

@@ -1,21 +1,35 @@
-"""MMHal-Bench: loading, the judge prompt, the rating parse rule, scoring, and the ShapeWorld rule judge."""
+"""MMHal-Bench: loading (the real 96 records too), the official judge prompt read from the user's copy of
+the judge script, the rating parse rule and scoring (checked against the script's own code), the judge
+identity kept with scores and cached judgments, and the ShapeWorld rule judge."""
 
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
+import hashlib
+import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from mdpo_pipeline.core.eval.mmhal import (
+    OWN_PROMPT,
     QUESTION_TYPES,
+    JudgePrompt,
     MMHalFormatError,
+    MMHalJudgeScriptError,
     MMHalRecord,
     ParsedRating,
-    ShapeWorldJudge,
     judge_prompt,
+    load_judge_prompt,
     load_mmhal,
     mmhal_scores,
     parse_rating,
+    read_official_template,
 )
 from mdpo_pipeline.core.shapeworld import (
     CATEGORIES,
@@ -23,15 +37,49 @@ from mdpo_pipeline.core.shapeworld import (
     ShapeWorldConfig,
     generate_benchmarks,
 )
+from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
+
+#: Real benchmark files and the official judge scripts (see its README's `real/` section); never copied here.
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+REAL_TEMPLATE = CONFORMANCE / "real" / "rlhf-v" / "eval" / "data" / "mmhal-bench_answer_template.json"
+JUDGE_SCRIPTS = {  # path -> the quote that opens and closes its `template` literal
+    CONFORMANCE / "real" / "llava-rlhf" / "Eval" / "eval_gpt_mmhal.py": "'''",
+    CONFORMANCE / "real" / "llava-rlhf" / "MMHal-Bench-eval" / "eval_gpt4.py": '"""',
+}
+JUDGE_SCRIPT = next(iter(JUDGE_SCRIPTS))
+#: The template's sha256 as the conformance README states it.
+OFFICIAL_SHA256 = "2c73d8c50f1740d000fae62cfeed103c2f7a5bcfa904b27e6e09900e7ce600cc"
+
+
+@pytest.fixture(scope="module")
+def conformance() -> Path:
+    """The shared conformance folder; the test is skipped, saying why, when it is absent."""
+    if not CONFORMANCE.is_dir():
+        why = f"shared conformance folder {CONFORMANCE} is absent: real MMHal files and judge script unavailable"
+        print(why)
+        pytest.skip(why)
+    return CONFORMANCE
+
+
+def _between_quotes(path: Path, quote: str) -> str:
+    """The raw source text between ``template = <quote>`` and the next closing quote."""
+    source = path.read_text(encoding="utf-8")
+    return source.split(f"template = {quote}", 1)[1].split(quote, 1)[0]
+
 
 SMALL = {"n_instructions": 8, "image_size": 32, "amber_generative": 4, "amber_discriminative": 8, "object_halbench": 2}
 
 
 @pytest.fixture(scope="module")
-def sw_records(tmp_path_factory) -> list[MMHalRecord]:
+def sw_bench(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     generate_benchmarks(ShapeWorldConfig(**SMALL), out)
-    return load_mmhal(out / "mmhal" / "response_template.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def sw_records(sw_bench) -> list[MMHalRecord]:
+    return load_mmhal(sw_bench / "mmhal" / "response_template.json")
 
 
 def _record(**overrides) -> dict:
@@ -96,6 +144,34 @@ def test_load_rejects_non_list_and_bad_json(tmp_path):
         load_mmhal(path)
 
 
+def test_load_real_template(conformance):
+    """The real MMHal-Bench file (RLHF-V's copy): 96 records, the 8 types in their repeating order, every field."""
+    records = load_mmhal(REAL_TEMPLATE)
+    rows = json.loads(REAL_TEMPLATE.read_text(encoding="utf-8"))
+    assert len(records) == len(rows) == 96
+    assert [r.question_type for r in records] == [QUESTION_TYPES[i % 8] for i in range(96)]
+    fields = {"question_type", "question_topic", "image_id", "image_src", "image_content", "question", "gt_answer",
+              "model_answer"}
+    for rec, row in zip(records, rows):
+        assert set(row) == fields
+        assert rec.as_dict() == row
+        assert rec.image_content and rec.question and rec.gt_answer and rec.image_src.startswith("https://")
+        assert rec.model_answer == ""
+    assert records[2].image_content == ("Vase", "Houseplant", "Stool", "Coffee table", "Flower")
+    assert records[0].image_file == "7206072054_c53d53b97d_o.jpg"
+
+
+def test_load_missing_file_names_it_and_its_source(tmp_path):
+    missing = tmp_path / "mmhal-bench" / "response_template.json"
+    with pytest.raises(FileNotFoundError) as info:
+        load_mmhal(missing)
+    for part in (f"{missing} not found", "Shengcao1006/MMHal-Bench", "mmhal-bench_answer_template.json"):
+        assert part in str(info.value)
+    # A folder without the file names the file it looked for.
+    with pytest.raises(FileNotFoundError, match="response_template.json not found"):
+        load_mmhal(tmp_path)
+
+
 def test_model_answer_is_optional(tmp_path):
     rec = _record()
     del rec["model_answer"]
@@ -132,6 +208,104 @@ def load_like(rec: dict) -> MMHalRecord:
     return MMHalRecord(**{**rec, "image_content": tuple(rec["image_content"])})
 
 
+def test_own_prompt_is_a_labelled_fallback(caplog):
+    prompt = load_judge_prompt(None)
+    assert prompt is OWN_PROMPT and prompt.kind == "own" and not prompt.official
+    assert "NOT the official MMHal prompt" in caplog.text
+    assert prompt.label.startswith(f"own prompt, NOT the official MMHal prompt (sha256 {prompt.sha256[:12]})")
+    sha = hashlib.sha256(prompt.template.encode()).hexdigest()
+    assert prompt.identity() == {"prompt": "own", "prompt_sha256": sha, "judge_script": None}
+    assert prompt.sha256 != OFFICIAL_SHA256
+    assert prompt.build(_record(), "x") == judge_prompt(_record(), "x")
+    with pytest.raises(ValueError, match="prompt kind 'paraphrase'"):
+        JudgePrompt("paraphrase", OWN_PROMPT.template)
+
+
+@pytest.mark.parametrize("script", list(JUDGE_SCRIPTS), ids=lambda p: p.name)
+def test_official_template_is_the_scripts_text_byte_for_byte(conformance, script):
+    text = read_official_template(script)
+    assert text.encode("utf-8") == _between_quotes(script, JUDGE_SCRIPTS[script]).encode("utf-8")
+    assert len(text) == 6631
+    assert [text.count(f"### Example {i}:") for i in range(1, 6)] == [1] * 5 and text.count("### Example") == 5
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == OFFICIAL_SHA256
+    prompt = load_judge_prompt(script)
+    assert (prompt.kind, prompt.official, prompt.template, prompt.source) == ("official", True, text, str(script))
+    assert prompt.identity() == {"prompt": "official", "prompt_sha256": OFFICIAL_SHA256, "judge_script": str(script)}
+    assert prompt.label == f"official MMHal-Bench judge prompt (sha256 {OFFICIAL_SHA256[:12]}, from {script})"
+
+
+def test_official_prompt_for_a_real_record(conformance):
+    record = load_mmhal(REAL_TEMPLATE)[2]
+    answer = "The stool on the left holds the vase with the red flower {and nothing else}."
+    raw = _between_quotes(JUDGE_SCRIPT, JUDGE_SCRIPTS[JUDGE_SCRIPT])
+    instructions = raw[: raw.index("### Image Contents\n{}")]
+    # Written by hand from the script's call template.format(', '.join(record['image_content']),
+    # record['question'], record['gt_answer'], record['model_answer']) with the graded answer last.
+    expected = instructions + (
+        "### Image Contents\n"
+        "Vase, Houseplant, Stool, Coffee table, Flower\n"
+        "\n"
+        "### Question\n"
+        "Which wooden stool has a vase with red flower on it?\n"
+        "\n"
+        "### Standard Human-Generated Answer\n"
+        "The left wooden stool has a vase with a red flower on it.\n"
+        "\n"
+        "### LMM Response to Evaluate\n"
+        "The stool on the left holds the vase with the red flower {and nothing else}.\n"
+    )
+    official = load_judge_prompt(JUDGE_SCRIPT)
+    assert official.build(record, answer) == expected
+    assert official.build(record.as_dict(), answer) == expected
+    # One image label: no separator at all.
+    one = load_mmhal(REAL_TEMPLATE)[0]
+    assert "### Image Contents\nFire hydrant\n\n### Question\n" in official.build(one, "x")
+
+
+def test_judge_script_errors_name_the_file_and_its_source(tmp_path):
+    missing = tmp_path / "LLaVA-RLHF" / "Eval" / "eval_gpt_mmhal.py"
+    with pytest.raises(MMHalJudgeScriptError) as info:
+        load_judge_prompt(missing)
+    for part in (f"{missing} not found", "llava-rlhf/LLaVA-RLHF", "Eval/eval_gpt_mmhal.py"):
+        assert part in str(info.value)
+    q3 = "'" * 3
+    cases = {
+        "no_template": ("prompt = 'a {} {} {} {}'\n", "has no module-level `template = "),
+        "only_in_main": ("if __name__ == '__main__':\n    template = 'a {} {} {} {}'\n", "has no module-level"),
+        "f_string": ("x = 1\ntemplate = f'{x} {{}}'\n", "line 2 binds `template` to something other than a string"),
+        "appended": ("template = 'a {} {} {} {}'\ntemplate += '{}'\n", "line 2 binds `template`"),
+        "syntax": (f"template = {q3}never closed\n", "is not Python source"),
+        "two_fields": ("template = 'only {} and {}'\n", "has 2 replacement field(s)"),
+        "named_field": ("template = '{name} {} {} {}'\n", "expected four plain {}"),
+        "bad_braces": ("template = 'a } {} {} {} {}'\n", "is not a format string"),
+    }
+    for name, (source, message) in cases.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        with pytest.raises(MMHalJudgeScriptError) as info:
+            load_judge_prompt(path)
+        assert message in str(info.value) and str(path) in str(info.value), (name, str(info.value))
+        assert "llava-rlhf/LLaVA-RLHF, Eval/eval_gpt_mmhal.py" in str(info.value), name
+
+
+def test_judge_script_is_read_not_run(tmp_path):
+    ran = tmp_path / "ran"
+    script = tmp_path / "eval_gpt_mmhal.py"
+    script.write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(ran)!r}).write_text('x')\n"
+        "template = 'old {} {} {} {}'\n"
+        "raise SystemExit(3)\n"
+        "template = ('C: {}\\n' 'Q: {}\\n'  # implicit concatenation is one literal\n"
+        "            'H: {}\\nR: {}\\n')\n"
+    )
+    prompt = load_judge_prompt(script)
+    assert not ran.exists()
+    # The last module-level binding counts, as when the script runs.
+    assert prompt.build(_record(image_content=["A", "B"]), "ans") == (
+        "C: A, B\nQ: What colour is the ellipse in the image?\nH: The ellipse is purple.\nR: ans\n")
+
+
 # --- parse rule ------------------------------------------------------------------------------------
 
 
@@ -155,6 +329,52 @@ def test_parse_rating(text, rating, parsed):
     got = parse_rating(text)
     assert (got.rating, got.parsed) == (rating, parsed)
     assert bool(got.problem) == (not parsed)
+
+
+#: Judge outputs that exercise every branch of the official parse rule.
+TRICKY_OUTPUTS = [
+    "The answer is accurate and detailed.\nRating: 6",
+    "Explanation: the colour is wrong.\nrating: 2",
+    "RATING: 5, very informative",
+    "Rating: 3. To repeat, rating: 3.",
+    "Rating: 10",  # "rating: 1" is a substring
+    "Rating:4",  # no space: no rating
+    "rating: 2 ... on reflection, rating: 4",  # two ratings
+    "- Rating: 6, very informative\n- Rating: 5\n- Rating: 4\n- Rating: 3\n- Rating: 2\n- Rating: 1\n- Rating: 0",
+    "",
+    "Rating: 0",
+    "I would give it a rating: 4 overall.",
+    "Rating: 1 (somewhat informative, with hallucination)",
+    "Rating: 7",
+]
+
+
+def _official_scoring(script: Path):
+    """The official script's parse-and-score code (its main block from ``scores = []`` on), compiled from the
+    user's copy for comparison; nothing of the script is imported or carried here."""
+    tree = ast.parse(script.read_bytes())
+    main = next(n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))
+    start = next(i for i, n in enumerate(main.body) if isinstance(n, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "scores" for t in n.targets))
+    return compile(ast.Module(body=main.body[start:], type_ignores=[]), str(script), "exec")
+
+
+@pytest.mark.parametrize("script", list(JUDGE_SCRIPTS), ids=lambda p: p.name)
+def test_parse_and_scores_match_the_official_code(conformance, script):
+    outputs = [TRICKY_OUTPUTS[(5 * i) % len(TRICKY_OUTPUTS)] for i in range(96)]
+    namespace = {"__builtins__": builtins,
+                 "responses": [{"choices": [{"message": {"content": t}}]} for t in outputs]}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(_official_scoring(script), namespace)
+    ratings = [parse_rating(t) for t in outputs]
+    assert [r.rating for r in ratings] == namespace["scores"]
+    ours = mmhal_scores(ratings, [QUESTION_TYPES[i % 8] for i in range(96)])
+    assert ours.score == sum(namespace["scores"]) / 96
+    assert ours.hallucination_rate == sum(namespace["hallucination"]) / 96
+    assert list(ours.per_type.values()) == [sum(v) / len(v) for v in namespace["scores_each"]]
+    assert ours.official_summary() == "\n".join(printed.getvalue().splitlines()[-3:])
+    assert ours.n_unparsed == printed.getvalue().count("Warning: multiple or zero scores found") > 0
 
 
 def test_parse_rating_reports_problem(caplog):
@@ -218,6 +438,23 @@ def test_scores_type_consistency():
         mmhal_scores([])
     with pytest.raises(ValueError, match="not one of"):
         mmhal_scores([1], ["colour"])
+
+
+def test_scores_keep_the_judge_identity():
+    judge = {"judge_model": "gpt-4-0613", "prompt": "official", "prompt_sha256": OFFICIAL_SHA256,
+             "judge_script": "/x/eval_gpt_mmhal.py"}
+    s = mmhal_scores([6, 2], judge=judge)
+    assert s.judge == judge and s.as_dict()["judge"] == judge
+    assert mmhal_scores([6, 2]).judge is None
+
+
+def test_official_summary_rounds_as_the_script_prints():
+    s = mmhal_scores([6, 5, 4, 3, 2, 1, 0, 6, 5])
+    assert s.official_summary() == (
+        "Average score: 3.56\nHallucination rate: 0.33\n"
+        "Average score for each question type: 5.5,5.0,4.0,3.0,2.0,1.0,0.0,6.0"
+    )
+    assert mmhal_scores([6]).official_summary().endswith(": 6.0,n/a,n/a,n/a,n/a,n/a,n/a,n/a")
 
 
 def test_parsed_rating_counts_as_unparsed_only_when_flagged():
@@ -321,3 +558,118 @@ def test_generated_split_loads_from_its_folder_with_every_image(tmp_path):
     records = load_mmhal(path)
     assert len(records) % 8 == 0 and len(records) > 0
     assert all((path / "images" / r.image_file).exists() for r in records)
+
+
+def test_mmhal_module_imports_no_shapeworld():
+    code = "import sys, mdpo_pipeline.core.eval.mmhal\nprint(sorted(m for m in sys.modules if 'shapeworld' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- the evaluation stage's MMHal step: prompt identity in scores, label and cache -------------------
+
+
+class FakeChatJudge:
+    """Stands in for the chat client: records the prompts and answers with a rating derived from each."""
+
+    model = "judge-test"
+    temperature = 0.0
+
+    def __init__(self):
+        self.prompts: list[str] = []
+
+    def complete(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return f"Explanation.\nRating: {len(prompt) % 7}"
+
+
+def _answer(i: int | str) -> str:
+    return f"Answer {i}: a red flower on the left stool."
+
+
+def _run_mmhal(root: Path, monkeypatch, mmhal: dict, judge_settings: dict | None = None):
+    """The stage's _mmhal with canned answers (no model) and, unless judge_settings is given, FakeChatJudge."""
+    from mdpo_pipeline.evaluation import stage
+    from mdpo_pipeline.project import Project
+
+    fake, generated = FakeChatJudge(), []
+
+    def answers(path, model, processor, prompts, *rest):
+        generated.append(len(prompts))
+        return {p.id: _answer(p.id) for p in prompts}
+
+    monkeypatch.setattr(stage, "_answers", answers)
+    if judge_settings is None:
+        monkeypatch.setattr(stage, "make_judge", lambda settings, shapeworld: (fake, "judge-test via http://test"))
+    settings = {"root": "benchmarks", "mmhal": mmhal, "max_items": {"mmhal": 16}}
+    out = root / "artifacts" / "eval" / "m"
+    try:
+        scores, label = stage._mmhal(Project(root), settings, None, None, None, "sha", out, judge_settings, False,
+                                     print)
+    finally:
+        _run_mmhal.generated = generated
+    return scores, label, fake
+
+
+def _cache_rows(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "artifacts/eval/judgments.jsonl").read_text().splitlines()]
+
+
+def test_mmhal_stage_keeps_the_official_prompt_identity(conformance, tmp_path, monkeypatch):
+    mmhal = {"path": str(REAL_TEMPLATE), "judge_script": str(JUDGE_SCRIPT)}
+    scores, label, fake = _run_mmhal(tmp_path, monkeypatch, mmhal)
+    identity = {"judge_model": "judge-test", "prompt": "official", "prompt_sha256": OFFICIAL_SHA256,
+                "judge_script": str(JUDGE_SCRIPT)}
+    assert scores.n == 16
+    assert scores.judge == identity and scores.as_dict()["judge"] == identity  # -> scores.json's mmhal section
+    assert label == (f"judge-test via http://test; official MMHal-Bench judge prompt (sha256 {OFFICIAL_SHA256[:12]}, "
+                     f"from {JUDGE_SCRIPT})")
+    official = load_judge_prompt(JUDGE_SCRIPT)
+    assert fake.prompts == [official.build(r, _answer(i)) for i, r in enumerate(load_mmhal(REAL_TEMPLATE)[:16])]
+    rows = _cache_rows(tmp_path)
+    assert len(rows) == 16 and {r["template_sha256"] for r in rows} == {OFFICIAL_SHA256}
+    assert {r["model"] for r in rows} == {"judge-test"}
+    # A rerun reuses every cached judgment.
+    again, _, fake2 = _run_mmhal(tmp_path, monkeypatch, mmhal)
+    assert fake2.prompts == [] and again == scores
+
+
+def test_mmhal_stage_labels_the_own_prompt(tmp_path, monkeypatch):
+    path = tmp_path / "mmhal-bench" / "response_template.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps([_record(question_type=t) for t in QUESTION_TYPES]))
+    scores, label, fake = _run_mmhal(tmp_path, monkeypatch, {"path": str(path.parent)})
+    assert scores.judge == {"judge_model": "judge-test", "prompt": "own", "prompt_sha256": OWN_PROMPT.sha256,
+                            "judge_script": None}
+    assert "; own prompt, NOT the official MMHal prompt (sha256 " in label
+    assert fake.prompts[0] == judge_prompt(_record(), _answer(0))
+    assert {r["template_sha256"] for r in _cache_rows(tmp_path)} == {OWN_PROMPT.sha256}
+
+
+def test_mmhal_stage_stops_on_a_bad_judge_script(tmp_path, monkeypatch):
+    from mdpo_pipeline.project import ConfigError
+
+    path = tmp_path / "response_template.json"
+    path.write_text(json.dumps([_record()]))
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "not_the_script.py").write_text("print('hello')\n")
+    for setting, problem in [("judge/eval_gpt_mmhal.py", "not found"), ("judge/not_the_script.py", "no module-level")]:
+        with pytest.raises(ConfigError) as info:
+            _run_mmhal(tmp_path, monkeypatch, {"path": str(path), "judge_script": setting})
+        message = str(info.value)
+        for part in ("params.yaml:benchmark_scores.mmhal.judge_script", f"{tmp_path / setting}", problem,
+                     "llava-rlhf/LLaVA-RLHF, Eval/eval_gpt_mmhal.py"):
+            assert part in message
+        assert _run_mmhal.generated == []  # stopped before generating any answer
+
+
+def test_mmhal_stage_rule_judge_identity(sw_bench, tmp_path, monkeypatch):
+    mmhal = {"path": str(sw_bench / "mmhal")}
+    scores, label, _ = _run_mmhal(tmp_path, monkeypatch, mmhal, judge_settings={"kind": "shapeworld"})
+    assert scores.judge == {"judge_model": "shapeworld-rules-v1", "prompt": "shapeworld-rule", "prompt_sha256": None,
+                            "judge_script": None}
+    assert "NOT comparable with GPT-4" in label and not (tmp_path / "artifacts/eval/judgments.jsonl").exists()
+    # A configured script is still checked, before any answer is generated.
+    with pytest.raises(ValueError, match="judge_script.*not found"):
+        _run_mmhal(tmp_path, monkeypatch, mmhal | {"judge_script": "nowhere.py"}, judge_settings={"kind": "shapeworld"})
+    assert _run_mmhal.generated == []

@@ -337,3 +337,27 @@ def test_parse_retry_after():
     assert parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+
+
+def test_cache_records_the_template_sha(server, sleeps, monkeypatch, tmp_path):
+    path = tmp_path / "cache.jsonl"
+    sha = hashlib.sha256(b"a judge template {} {} {} {}").hexdigest()
+    judge_all(make_client(server, sleeps, monkeypatch), PROMPTS[:2], JudgmentCache(path), template_sha256=sha)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["template_sha256"] for r in rows] == [sha, sha]
+    key = judgment_key("judge-test", PROMPTS[0], 0.0)
+    assert rows[0]["key"] == key  # the key is unchanged: the prompt already holds the template's text
+    cache = JudgmentCache(path)
+    assert cache.entry(key).template_sha256 == sha and cache.entry("0" * 64) is None
+    sent = len(server.state.requests)
+    assert judge_all(make_client(server, sleeps, monkeypatch), PROMPTS[:2], cache, template_sha256=sha) == [
+        reply_for(p) for p in PROMPTS[:2]]
+    assert len(server.state.requests) == sent
+    # Prompts that come from no template (the CHAIR object extractor's) store None.
+    judge_all(make_client(server, sleeps, monkeypatch), PROMPTS[2:3], cache)
+    assert json.loads(path.read_text().splitlines()[-1])["template_sha256"] is None
+    # Lines written before the field existed still load, without a sha.
+    old = {k: v for k, v in rows[0].items() if k != "template_sha256"}
+    path.write_text(json.dumps(old) + "\n")
+    reloaded = JudgmentCache(path)
+    assert len(reloaded) == 1 and reloaded.n_bad_lines == 0 and reloaded.entry(key).template_sha256 is None

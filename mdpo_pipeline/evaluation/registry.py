@@ -10,12 +10,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CHAMPION, PREVIOUS = "champion", "previous"
+from mdpo_pipeline.core.eval.metrics import lower_is_better
 
-#: Metrics where lower is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset(
-    {"chair_s", "chair_i", "amber_chair", "amber_hal", "amber_cog", "mmhal_hallucination_rate"}
-)
+CHAMPION, PREVIOUS = "champion", "previous"
 
 
 @dataclass(frozen=True)
@@ -27,9 +24,14 @@ class GatePolicy:
     max_coverage_drop: float = 0.05  #: allowed absolute drop of ``coverage`` vs the base model
     min_improvement: float = 0.0  #: required improvement of ``primary`` over the base model (absolute)
 
+    def __post_init__(self):
+        lower_is_better(self.primary)  # known, and with a direction to rank by
+        if lower_is_better(self.coverage):
+            raise ValueError(f"coverage must be a higher-is-better metric (e.g. recall), got {self.coverage!r}")
+
     def better(self, a: float, b: float, margin: float = 0.0) -> bool:
         """Whether ``a`` beats ``b`` on the primary metric by more than ``margin``."""
-        return a < b - margin if self.primary in LOWER_IS_BETTER else a > b + margin
+        return a < b - margin if lower_is_better(self.primary) else a > b + margin
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-#: (column title, our metric key, shown as percent, better direction) in the paper's Table 1 order.
-COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
-    ("MMHal ↑", "mmhal_score", False, "up"),
-    ("HalRate ↓", "mmhal_hallucination_rate", False, "down"),
-    ("CHAIR_s ↓", "chair_s", True, "down"),
-    ("CHAIR_i ↓", "chair_i", True, "down"),
-    ("AMBER CHAIR ↓", "amber_chair", True, "down"),
-    ("Cover ↑", "amber_cover", True, "up"),
-    ("Hal ↓", "amber_hal", True, "down"),
-    ("Cog ↓", "amber_cog", True, "down"),
+from mdpo_pipeline.core.eval.metrics import METRICS, PAPER_COLUMNS, TABLE_COLUMNS
+
+#: (column title, our metric key, shown as percent, better direction), from the metric definitions.
+COLUMNS: tuple[tuple[str, str, bool, str], ...] = tuple(
+    (METRICS[k].heading, k, METRICS[k].percent, "up" if METRICS[k].higher_is_better else "down") for k in TABLE_COLUMNS
 )
 #: Row order: the base model, the two main methods, then the ablations.
 ROW_ORDER = ("base", "dpo", "mdpo", "mdpo_no_conditional", "mdpo_no_anchor", "mdpo_anchor_all", "dpo_no_image")
@@ -44,21 +39,22 @@ class ComparisonTable:
     """Rows of (name, values in table units or None) in the paper's column order."""
 
     rows: list[tuple[str, list[float | None]]]
-    paper_rows: list[tuple[str, list[float]]]
+    paper_rows: list[tuple[str, list[float | None]]]
     base_model: str
 
     def markdown(self, judge_note: str | None = None) -> str:
         """The table as GitHub markdown, with the paper's rows below a separator when available."""
         head = "| model | " + " | ".join(c[0] for c in COLUMNS) + " |"
         lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
-        for name, values in self.rows:
-            cells = ["–" if v is None else f"{v:.2f}" if i < 2 else f"{v:.1f}" for i, v in enumerate(values)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows = [(name, values) for name, values in self.rows]
         if self.paper_rows:
-            lines.append(f"| *paper ({self.base_model})* |" + " |" * len(COLUMNS))
-            for name, values in self.paper_rows:
-                cells = [f"{v:.2f}" if i < 2 else f"{v:.1f}" for i, v in enumerate(values)]
-                lines.append(f"| paper {name} | " + " | ".join(cells) + " |")
+            rows.append((f"*paper ({self.base_model})*", [None] * len(COLUMNS)))
+            rows += [(f"paper {name}", values) for name, values in self.paper_rows]
+        for name, values in rows:
+            cells = ["–" if v is None else f"{v:.{METRICS[k].decimals}f}" for k, v in zip(TABLE_COLUMNS, values)]
+            if name.startswith("*paper"):
+                cells = [""] * len(COLUMNS)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         text = "\n".join(lines)
         if judge_note:
             text += f"\n\n{judge_note}"
@@ -68,14 +64,10 @@ class ComparisonTable:
 def comparison_table(scores: Mapping[str, Mapping[str, float | None]], base_model: str) -> ComparisonTable:
     """Build the table from {row name: flat scores}; rows in ROW_ORDER first, others after, by name."""
     names = [n for n in ROW_ORDER if n in scores] + sorted(n for n in scores if n not in ROW_ORDER)
-    rows = []
-    for name in names:
-        values: list[float | None] = []
-        for _, key, percent, _ in COLUMNS:
-            v = scores[name].get(key)
-            values.append(None if v is None else 100.0 * v if percent else float(v))
-        rows.append((name, values))
-    paper = [(n, list(v)) for n, v in PAPER_ROWS.get(base_model, {}).items()]
+    rows = [(name, [METRICS[k].display(scores[name].get(k)) for k in TABLE_COLUMNS]) for name in names]
+    # The paper reports Table 1's eight columns only; the columns beyond it stay empty in its rows.
+    padding = [None] * (len(TABLE_COLUMNS) - PAPER_COLUMNS)
+    paper = [(n, [*v, *padding]) for n, v in PAPER_ROWS.get(base_model, {}).items()]
     return ComparisonTable(rows=rows, paper_rows=paper, base_model=base_model)
 
 
@@ -87,7 +79,8 @@ def comparison_chart(table: ComparisonTable, out: str | Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6))
+    n_rows = -(-len(COLUMNS) // 5)
+    fig, axes = plt.subplots(n_rows, 5, figsize=(17, 3 * n_rows))
     names = [n for n, _ in table.rows]
     colours = plt.get_cmap("tab10").colors
     for j, (ax, (label, _, _, direction)) in enumerate(zip(axes.flat, COLUMNS)):
@@ -107,8 +100,8 @@ def comparison_chart(table: ComparisonTable, out: str | Path, title: str = "") -
 
 
 def best_by(scores: Mapping[str, Mapping[str, float | None]], key: str, names: Sequence[str]) -> str | None:
-    """The row among ``names`` with the best value of ``key`` (direction from COLUMNS; lower wins if unknown)."""
-    direction = next((c[3] for c in COLUMNS if c[1] == key), "down")
+    """The row among ``names`` with the best value of ``key`` (direction from METRICS; lower wins if unknown)."""
+    direction = "up" if METRICS.get(key) and METRICS[key].higher_is_better else "down"
     have = [(scores[n][key], n) for n in names if n in scores and scores[n].get(key) is not None]
     if not have:
         return None

@@ -115,11 +115,11 @@ def _answers(path: Path, model, processor, prompts, settings, model_sha: str, pr
 
 
 def make_judge(settings: dict[str, Any] | None, shapeworld: bool):
-    """(judge callable prompt→text or a record-aware rule judge, label, comparable-with-GPT-4 flag)."""
+    """(judge: a chat client taking prompts, or the record-aware ShapeWorld rule judge; its label)."""
     settings = settings or {"kind": "auto"}
     kind = settings.get("kind", "auto")
     if kind == "shapeworld" or (kind == "auto" and shapeworld):
-        from mdpo_pipeline.core.eval.mmhal import ShapeWorldJudge
+        from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
 
         judge = ShapeWorldJudge()
         return judge, f"{judge.model} (rule-based, knows the ShapeWorld truth; NOT comparable with GPT-4 scores)"
@@ -147,25 +147,56 @@ def _object_halbench(project: Project, settings: dict):
 
 
 def _mmhal(project: Project, settings: dict, model, processor, gen, model_sha, out: Path, judge_settings, progress, log):
-    from mdpo_pipeline.core.eval.mmhal import ShapeWorldJudge, judge_prompt, load_mmhal, mmhal_scores, parse_rating
+    """(MMHalScores whose ``judge`` names judge_model, prompt, prompt_sha256 and judge_script; the judge label).
+
+    The judge prompt is the official one read from ``benchmark_scores.mmhal.judge_script`` (the user's copy of
+    LLaVA-RLHF's Eval/eval_gpt_mmhal.py), else the own prompt, labelled as not the official one.
+    """
+    from mdpo_pipeline.core.eval.mmhal import (
+        MMHalJudgeScriptError,
+        load_judge_prompt,
+        load_mmhal,
+        mmhal_scores,
+        parse_rating,
+    )
+    from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
     from mdpo_pipeline.evaluation.generation import Prompt
 
+    cfg = settings["mmhal"]
     root = _bench_path(project, settings, "mmhal")
-    records = _capped(load_mmhal(root / "response_template.json"), settings, "mmhal")
-    image_dir = Path(settings["mmhal"].get("images") or root / "images")
-    prompts = [Prompt(str(i), str(image_dir / r.image_file), r.question) for i, r in enumerate(records)]
-    answers = _answers(out / "generations" / "mmhal.jsonl", model, processor, prompts, gen, model_sha, progress, log)
+    # ``path`` may name response_template.json itself (or RLHF-V's copy of it) rather than its folder.
+    template = root if root.is_file() else root / "response_template.json"
+    records = _capped(load_mmhal(template), settings, "mmhal")
     shapeworld = project.path(settings["root"]) == project.path(SHAPEWORLD_BENCHMARKS)
     judge, label = make_judge(judge_settings, shapeworld)
-    if isinstance(judge, ShapeWorldJudge):
+    rule_judge = isinstance(judge, ShapeWorldJudge)
+    script = project.path(cfg["judge_script"]) if cfg.get("judge_script") else None
+    prompt = None
+    # Read before generating so a bad path stops the run at once; a configured one is read even for
+    # the rule judge (which needs no prompt) so that a wrong setting never goes unnoticed.
+    if script is not None or not rule_judge:
+        try:
+            prompt = load_judge_prompt(script)
+        except MMHalJudgeScriptError as exc:
+            raise ConfigError(f"params.yaml:benchmark_scores.mmhal.judge_script: {exc}") from exc
+    image_dir = Path(cfg.get("images") or template.parent / "images")
+    prompts = [Prompt(str(i), str(image_dir / r.image_file), r.question) for i, r in enumerate(records)]
+    answers = _answers(out / "generations" / "mmhal.jsonl", model, processor, prompts, gen, model_sha, progress, log)
+    if rule_judge:
         texts = [judge.judge(r, answers[p.id]) for r, p in zip(records, prompts)]
+        identity = {"judge_model": judge.model, "prompt": judge.prompt_kind, "prompt_sha256": None,
+                    "judge_script": None}
     else:
         from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
 
         cache = JudgmentCache(project.root / EVAL_DIR / "judgments.jsonl")
-        texts = judge_all(judge, [judge_prompt(r, answers[p.id]) for r, p in zip(records, prompts)], cache, progress)
+        texts = judge_all(judge, [prompt.build(r, answers[p.id]) for r, p in zip(records, prompts)], cache, progress,
+                          template_sha256=prompt.sha256)
+        identity = {"judge_model": judge.model, **prompt.identity()}
+        label = f"{label}; {prompt.label}"
     ratings = [parse_rating(t) for t in texts]
-    scores = mmhal_scores(ratings, [r.question_type for r in records], require_order=len(records) % 8 == 0)
+    scores = mmhal_scores(ratings, [r.question_type for r in records], require_order=len(records) % 8 == 0,
+                          judge=identity)
     write_json([{"id": p.id, "question_type": r.question_type, "answer": answers[p.id], "judgment": t,
                  "rating": g.rating} for p, r, t, g in zip(prompts, records, texts, ratings)],
                out / "mmhal_judgments.json")
@@ -365,7 +396,8 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     """Gate every scored adapter; the best one that passes becomes champion if it beats the current champion."""
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.evaluation.registry import LOWER_IS_BETTER, apply_decision, current_champion, decide
+    from mdpo_pipeline.core.eval.metrics import lower_is_better
+    from mdpo_pipeline.evaluation.registry import apply_decision, current_champion, decide
     from mdpo_pipeline.stages import base_model_location
     from mdpo_pipeline.tracking import registered_model_name
 
@@ -379,7 +411,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     candidates = {k: v for k, v in models.items() if k != BASE}
     # Best first on the primary metric, so the champion is compared against the strongest passing candidate.
     order = sorted(candidates, key=lambda k: candidates[k]["scores"][policy.primary],
-                   reverse=policy.primary not in LOWER_IS_BETTER)
+                   reverse=not lower_is_better(policy.primary))
     old = current_champion(client, name)
     champion_scores = json.loads(old.tags["gate.decision"])["numbers"] if old and "gate.decision" in old.tags else None
     champion_name = old.tags.get("method") if old else None

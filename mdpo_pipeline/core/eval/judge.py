@@ -3,8 +3,10 @@
 The client retries 429, 5xx and connection failures with exponential backoff and jitter (honouring
 Retry-After) and fails at once on other 4xx. Every judgment is appended to a JSONL cache keyed by
 sha256(model, prompt, temperature) and fsynced before the next request, so a rerun never pays twice
-and a run that dies halfway resumes where it stopped. The API key is read from an environment
-variable and never appears in logs, exception messages or reprs.
+and a run that dies halfway resumes where it stopped. Each record also names the sha256 of the
+prompt template it was filled from (``template_sha256``), so judgments made with different prompts
+are told apart. The API key is read from an environment variable and never appears in logs,
+exception messages or reprs.
 """
 
 from __future__ import annotations
@@ -297,6 +299,8 @@ class CachedJudgment:
     temperature: float
     prompt: str
     response: str
+    #: sha256 of the prompt template ``prompt`` was filled from; None for untemplated prompts and old lines
+    template_sha256: str | None = None
 
     def as_dict(self) -> dict:
         """JSON form (one cache line)."""
@@ -352,10 +356,15 @@ class JudgmentCache:
         entry = self._entries.get(key)
         return entry.response if entry else None
 
-    def put(self, model: str, prompt: str, temperature: float, response: str) -> str:
+    def entry(self, key: str) -> CachedJudgment | None:
+        """The whole cached record for ``key`` (prompt, model, template sha256 ...), or None."""
+        return self._entries.get(key)
+
+    def put(self, model: str, prompt: str, temperature: float, response: str,
+            template_sha256: str | None = None) -> str:
         """Append one judgment durably and return its key."""
         key = judgment_key(model, prompt, temperature)
-        entry = CachedJudgment(key, model, float(temperature), prompt, response)
+        entry = CachedJudgment(key, model, float(temperature), prompt, response, template_sha256)
         line = ("\n" if self._needs_newline else "") + canonical_json(entry.as_dict()) + "\n"
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,9 +392,18 @@ def _progress(items: list, enabled: bool) -> Iterable:
 
 
 def judge_all(
-    client: ChatJudge, prompts: Iterable[str], cache: JudgmentCache | None = None, progress: bool = False
+    client: ChatJudge,
+    prompts: Iterable[str],
+    cache: JudgmentCache | None = None,
+    progress: bool = False,
+    *,
+    template_sha256: str | None = None,
 ) -> list[str]:
-    """The judge's reply to every prompt, in order; cached ones are reused and new ones cached at once."""
+    """The judge's reply to every prompt, in order; cached ones are reused and new ones cached at once.
+
+    ``template_sha256`` (the sha256 of the template the prompts were filled from) is stored with
+    each new judgment. It is not part of the key: the key's prompt already holds the template text.
+    """
     prompts = list(prompts)
     keys = [judgment_key(client.model, p, client.temperature) for p in prompts]
     replies: dict[str, str] = {}
@@ -411,6 +429,6 @@ def judge_all(
                 n_cached=done if cache is not None else 0, n_total=len(keys),
             ) from exc
         if cache is not None:
-            cache.put(client.model, prompts[first[k]], client.temperature, reply)
+            cache.put(client.model, prompts[first[k]], client.temperature, reply, template_sha256)
         replies[k] = reply
     return [replies[k] for k in keys]

@@ -1,29 +1,25 @@
 """MMHal-Bench: load the records, build the judge prompt, parse the judge's rating and score a run.
 
-Scoring follows the benchmark's own scorer (FACTS §5): a judge output counts only when exactly one
-distinct "rating: s" (s in 0..6) occurs in its lower-cased text, otherwise it scores 0; the score is
-the mean rating, the hallucination rate the share of ratings below 3, and per-type means group the
-records by question type. ``ShapeWorldJudge`` is a rule-based stand-in for the LLM judge on the
-synthetic ShapeWorld split; its numbers are not comparable with GPT-4-judged ones.
+The judge prompt is the official one: the ``template`` string of LLaVA-RLHF's GPT-4 judge script,
+read at run time from the user's copy of that script (GPL-3.0, so this project never carries its
+text) and filled exactly as the script fills it. Without a script, the project's own prompt is a
+labelled fallback whose scores are not comparable with published ones. Parsing and scoring are the
+script's own rules (FACTS §5): a judge output counts only when exactly one distinct "rating: s"
+(s in 0..6) occurs in its lower-cased text, otherwise it scores 0; the score is the mean rating, the
+hallucination rate the share of ratings below 3, and per-type means group record i as type i % 8.
+The rule-based judge for the synthetic ShapeWorld split is ``mdpo_pipeline.core.shapeworld.judge``.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import logging
-import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
-
-from mdpo_pipeline.core.shapeworld.world import (
-    BACKGROUNDS,
-    COLOURS,
-    OPPOSITE,
-    RELATIONS,
-    VOCABULARY,
-)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +30,29 @@ QUESTION_TYPES: tuple[str, ...] = (
 RATING_RANGE: tuple[int, ...] = tuple(range(7))
 HALLUCINATION_BELOW = 3  #: ratings 0–2 mean the answer hallucinates
 
+#: Where the official judge script comes from (named in errors about a missing or unusable copy).
+OFFICIAL_JUDGE_SCRIPT = (
+    "llava-rlhf/LLaVA-RLHF, Eval/eval_gpt_mmhal.py (named MMHal-Bench-eval/eval_gpt4.py before commit 830a083)"
+)
+#: Where the records come from (named in the error about a missing file).
+MMHAL_SOURCE = (
+    "MMHal-Bench's response_template.json (huggingface.co/datasets/Shengcao1006/MMHal-Bench; RLHF-V ships "
+    "the same 96 records as eval/data/mmhal-bench_answer_template.json)"
+)
+_FETCH_SCRIPT = f"supply your copy of the official MMHal-Bench judge script, {OFFICIAL_JUDGE_SCRIPT}"
+PROMPT_OFFICIAL = "official"
+PROMPT_OWN = "own"
+
 _STR_FIELDS = ("question_type", "question_topic", "image_id", "image_src", "question", "gt_answer")
 _REQUIRED = (*_STR_FIELDS, "image_content")
 
 
 class MMHalFormatError(ValueError):
     """A response_template.json record is missing a field or has one of the wrong type."""
+
+
+class MMHalJudgeScriptError(ValueError):
+    """The configured official judge script is missing or holds no usable ``template`` string."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ def load_mmhal(path: str | Path) -> list[MMHalRecord]:
     path = Path(path)
     if path.is_dir():
         path = path / "response_template.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"MMHal-Bench: {path} not found; supply {MMHAL_SOURCE}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -113,15 +128,19 @@ def load_mmhal(path: str | Path) -> list[MMHalRecord]:
     return records
 
 
-def _field(record: MMHalRecord | Mapping, name: str):
+def record_field(record: MMHalRecord | Mapping, name: str):
+    """A field of a record or of its dict form; an error naming the field when it is absent."""
     value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
     if value is None:
         raise MMHalFormatError(f"record lacks field {name}")
     return value
 
 
+# --- the judge prompt ------------------------------------------------------------------------------
+
 # Written for this project from the benchmark's rating scale; the section headers keep the
-# original prompt's layout (contents, question, human answer, response).
+# original prompt's layout (contents, question, human answer, response). Only a fallback: it is
+# not the official prompt, so scores judged with it are not comparable with published ones.
 _INSTRUCTIONS = """\
 You are grading the answer that a large multimodal model (LMM) gave to a question about an image. \
 You cannot see the image. Instead you are given the labels of the objects it contains and an answer \
@@ -143,20 +162,128 @@ rating in the form "Rating: s", choosing s from this scale:
 2: very informative, but with hallucination
 1: somewhat informative, with hallucination
 0: not informative, with hallucination"""
+_OWN_TEMPLATE = (
+    f"{_INSTRUCTIONS}\n\n### Image Contents\n{{}}\n\n### Question\n{{}}\n\n"
+    "### Standard Human-Generated Answer\n{}\n\n### LMM Response to Evaluate\n{}\n"
+)
+
+
+def _check_fields(template: str, where: str, hint: str = "") -> None:
+    """Refuse a template that the official ``template.format(a, b, c, d)`` call would not fill as intended."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise MMHalJudgeScriptError(f"{where}: the template is not a format string ({exc}){hint}") from None
+    if fields != [("", "", None)] * 4:
+        raise MMHalJudgeScriptError(
+            f"{where}: the template has {len(fields)} replacement field(s) {[f'{{{n}}}' for n, _, _ in fields]}, "
+            f"expected four plain {{}} (image contents, question, human answer, response){hint}"
+        )
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """A judge prompt template with four ``{}`` fields: image contents, question, human answer, response."""
+
+    kind: str  #: PROMPT_OFFICIAL or PROMPT_OWN
+    template: str
+    source: str | None = None  #: the judge script the official template was read from
+
+    def __post_init__(self):
+        if self.kind not in (PROMPT_OFFICIAL, PROMPT_OWN):
+            raise ValueError(f"prompt kind {self.kind!r}: use {PROMPT_OFFICIAL!r} or {PROMPT_OWN!r}")
+        if self.official:
+            _check_fields(self.template, f"MMHal judge script {self.source}", f"; {_FETCH_SCRIPT}")
+        else:
+            _check_fields(self.template, f"the {self.kind} prompt")
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the template text (UTF-8): which prompt judged a score."""
+        return hashlib.sha256(self.template.encode("utf-8")).hexdigest()
+
+    @property
+    def official(self) -> bool:
+        """True for the official MMHal-Bench prompt."""
+        return self.kind == PROMPT_OFFICIAL
+
+    def build(self, record: MMHalRecord | Mapping, answer: str) -> str:
+        """The prompt for one record and the answer to grade, filled exactly as the official script fills it."""
+        content = record_field(record, "image_content")
+        if isinstance(content, str):
+            content = [content]
+        # The official script fills the fields positionally with str.format, the image contents
+        # joined by ", ", then question, gt_answer and the answer being graded.
+        return self.template.format(
+            ", ".join(content), record_field(record, "question"), record_field(record, "gt_answer"), answer
+        )
+
+    @property
+    def label(self) -> str:
+        """What a score's judge label says about its prompt."""
+        if self.official:
+            return f"official MMHal-Bench judge prompt (sha256 {self.sha256[:12]}, from {self.source})"
+        return (
+            f"own prompt, NOT the official MMHal prompt (sha256 {self.sha256[:12]}); its scores are not "
+            "comparable with published MMHal-Bench numbers"
+        )
+
+    def identity(self) -> dict:
+        """The prompt's part of a score's judge record: ``prompt``, ``prompt_sha256``, ``judge_script``."""
+        return {"prompt": self.kind, "prompt_sha256": self.sha256, "judge_script": self.source}
+
+
+OWN_PROMPT = JudgePrompt(PROMPT_OWN, _OWN_TEMPLATE)
+
+
+def read_official_template(path: str | Path) -> str:
+    """The module-level ``template`` string of the official MMHal judge script, read with ``ast``, never run."""
+    path = Path(path)
+    fetch = _FETCH_SCRIPT
+    if not path.is_file():
+        raise MMHalJudgeScriptError(f"MMHal judge script {path} not found; {fetch}")
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError) as exc:
+        raise MMHalJudgeScriptError(f"MMHal judge script {path} is not Python source ({exc}); {fetch}") from None
+    # The script formats the module-level name after all top-level code ran, so the last binding counts.
+    value, line = None, None
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == "template" for t in targets):
+            continue
+        line = node.lineno
+        plain = not isinstance(node, ast.AugAssign) and isinstance(node.value, ast.Constant)
+        value = node.value.value if plain and isinstance(node.value.value, str) else None
+    if line is None:
+        raise MMHalJudgeScriptError(
+            f"MMHal judge script {path} has no module-level `template = '''...'''` string; {fetch}"
+        )
+    if value is None:
+        raise MMHalJudgeScriptError(
+            f"MMHal judge script {path}: line {line} binds `template` to something other than a string literal; {fetch}"
+        )
+    return value
+
+
+def load_judge_prompt(judge_script: str | Path | None) -> JudgePrompt:
+    """The official prompt read from ``judge_script``, or the own (fallback) prompt when it is None."""
+    if judge_script is None:
+        log.warning("no MMHal judge script configured: judging with the own prompt, NOT the official MMHal prompt; "
+                    "scores are not comparable with published ones")
+        return OWN_PROMPT
+    path = Path(judge_script)
+    return JudgePrompt(PROMPT_OFFICIAL, read_official_template(path), str(path))
 
 
 def judge_prompt(record: MMHalRecord | Mapping, answer: str) -> str:
-    """The text-only judge prompt for one record and the answer to grade."""
-    content = _field(record, "image_content")
-    if isinstance(content, str):
-        content = [content]
-    return (
-        f"{_INSTRUCTIONS}\n\n"
-        f"### Image Contents\n{', '.join(content)}\n\n"
-        f"### Question\n{_field(record, 'question')}\n\n"
-        f"### Standard Human-Generated Answer\n{_field(record, 'gt_answer')}\n\n"
-        f"### LMM Response to Evaluate\n{answer}\n"
-    )
+    """The own (fallback, not the official) judge prompt for one record and the answer to grade."""
+    return OWN_PROMPT.build(record, answer)
 
 
 # --- rating and scores -----------------------------------------------------------------------------
@@ -178,8 +305,9 @@ class ParsedRating:
 def parse_rating(text: str) -> ParsedRating:
     """Exactly one distinct "rating: s" (s in 0..6) in the lower-cased text, else rating 0, unparsed."""
     low = (text or "").lower()
-    # The benchmark's scorer tests each s as a substring, so a repeated identical rating counts
-    # once and "rating: 10" reads as 1; keeping that keeps scores comparable with published ones.
+    # The official judge script's rule, unchanged: it tests each s as a substring, so a repeated
+    # identical rating counts once, "rating: 10" reads as 1 and a judge that echoes the whole
+    # scale scores 0; keeping that keeps scores comparable with published ones.
     found = [s for s in RATING_RANGE if f"rating: {s}" in low]
     if len(found) == 1:
         return ParsedRating(found[0], True)
@@ -198,10 +326,21 @@ class MMHalScores:
     per_type: dict[str, float | None]  #: QUESTION_TYPES order; None for a type with no record
     per_type_n: dict[str, int]
     n_unparsed: int  #: judge outputs without exactly one rating, scored 0
+    #: who judged: judge_model, prompt ("official" | "own" | "shapeworld-rule"), prompt_sha256, judge_script
+    judge: dict | None = None
 
     def as_dict(self) -> dict:
         """JSON form."""
         return asdict(self)
+
+    def official_summary(self) -> str:
+        """The three lines the official judge script prints for these scores, rounded as it rounds."""
+        per_type = ",".join("n/a" if v is None else str(round(v, 2)) for v in self.per_type.values())
+        return (
+            f"Average score: {self.score:.2f}\n"
+            f"Hallucination rate: {self.hallucination_rate:.2f}\n"
+            f"Average score for each question type: {per_type}"
+        )
 
 
 def mmhal_scores(
@@ -209,13 +348,14 @@ def mmhal_scores(
     types: Sequence[str | None] | None = None,
     *,
     require_order: bool = True,
+    judge: Mapping | None = None,
 ) -> MMHalScores:
     """Score ratings; ``None`` or an unparsed ParsedRating counts as 0 and as unparsed.
 
     Record i is grouped by ``types[i]`` when given (the record's question_type), else by
     QUESTION_TYPES[i % 8] as the benchmark's scorer does. With ``require_order`` a given type that
     disagrees with i % 8 raises, since then the file's order (which the published per-type
-    numbers rely on) is not the benchmark's.
+    numbers rely on) is not the benchmark's. ``judge`` (who judged) is kept with the scores.
     """
     if not ratings:
         raise ValueError("no ratings to score")
@@ -255,341 +395,5 @@ def mmhal_scores(
         per_type={t: (sum(v) / len(v) if v else None) for t, v in groups.items()},
         per_type_n={t: len(v) for t, v in groups.items()},
         n_unparsed=n_unparsed,
+        judge=dict(judge) if judge is not None else None,
     )
-
-
-# --- ShapeWorld rule-based judge -------------------------------------------------------------------
-
-#: Every name the vocabulary knows (canonical, synonyms, their plurals) -> canonical category.
-_NAMES: dict[tuple[str, ...], str] = {
-    tuple(word.split(" ")): cat
-    for cat, entry in VOCABULARY.items()
-    for singular, pl in entry["plurals"].items()
-    for word in (singular, pl)
-}
-# Colour words an answer may use beyond ShapeWorld's palette: naming one is still a colour claim.
-_COLOUR_WORDS = frozenset(COLOURS) | {
-    "black", "pink", "brown", "grey", "violet", "magenta", "gold", "golden", "silver", "teal",
-    "turquoise", "navy", "lime", "maroon", "indigo", "lavender", "beige", "tan",
-}
-_BACKGROUND_NAMES: dict[tuple[str, ...], str] = {tuple(b.split(" ")): b for b in BACKGROUNDS}
-_BACKGROUND_WORDS = frozenset({"background", "backdrop", "surface", "texture", "textured", "canvas"})
-_SIZE_WORDS = frozenset({"small", "medium", "large", "big", "tiny", "little", "huge", "faint", "pale", "bright",
-                         "light", "solid", "flat", "sized", "filled", "dark"})
-_NEGATIONS = frozenset({"no", "not", "none", "never", "without", "neither", "nor", "cannot", "absent", "missing"})
-# A negated clause with one of these is uncertainty ("I'm not sure"), not a denial.
-_UNSURE = frozenset({"sure", "know", "certain", "tell", "determine", "clear", "unclear"})
-_NUMBERS = {w: n for n, w in enumerate(
-    ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))} | {"single": 1}
-_DIRECTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "left": (("left", "of"), ("to", "the", "left")),
-    "right": (("right", "of"), ("to", "the", "right")),
-    "above": (("above",), ("over",), ("on", "top", "of"), ("higher", "than")),
-    "below": (("below",), ("beneath",), ("under",), ("underneath",), ("lower", "than")),
-}
-_RELATION_DIRECTION = dict(zip(RELATIONS, ("left", "right", "above", "below")))
-_OPPOSITE_DIRECTION = {
-    _RELATION_DIRECTION[a]: _RELATION_DIRECTION[b] for a, b in OPPOSITE.items()
-}
-_LARGER = frozenset({"larger", "bigger", "greater", "largest", "biggest"})
-_SMALLER = frozenset({"smaller", "tinier", "less", "smallest", "littler"})
-_SAME = frozenset({"same", "similar", "equal", "equally", "identical"})
-_CLAUSE_SPLIT = re.compile(r"[.;:!?,\n]|\bbut\b|\bwhile\b|\bwhereas\b|\bhowever\b")
-_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+")
-
-
-@dataclass(frozen=True)
-class _Mention:
-    category: str
-    index: int  # token index in its clause
-    negated: bool
-    colour: str | None  # the colour word right before it ("a small red star" -> red)
-
-
-@dataclass(frozen=True)
-class _Clause:
-    tokens: tuple[str, ...]
-    mentions: tuple[_Mention, ...]
-    negated: bool  # holds a negation cue anywhere: its values (colours, numbers, ...) are not claims
-
-    @property
-    def categories(self) -> set[str]:
-        return {m.category for m in self.mentions}
-
-
-def _is_negation(token: str) -> bool:
-    return token in _NEGATIONS or token.endswith("n't")
-
-
-def _clauses(text: str) -> list[_Clause]:
-    """Split into clauses and find the object mentions, two-word names before one-word ones."""
-    out = []
-    for part in _CLAUSE_SPLIT.split(text.lower().replace("-", " ").replace("gray", "grey")):
-        tokens = tuple(_TOKEN.findall(part))
-        found: list[tuple[str, int]] = []
-        i = 0
-        while i < len(tokens):
-            if i + 1 < len(tokens) and (cat := _NAMES.get(tokens[i:i + 2])):
-                found.append((cat, i))
-                i += 2
-            elif cat := _NAMES.get(tokens[i:i + 1]):
-                found.append((cat, i))
-                i += 1
-            else:
-                i += 1
-        cues = [j for j, t in enumerate(tokens) if _is_negation(t)]
-        mentions = []
-        for cat, i in found:
-            # "no star" negates what follows the cue; "the star is not there" negates a lone mention.
-            negated = any(j < i for j in cues) or (len(found) == 1 and bool(cues))
-            j = i - 1
-            while j >= 0 and tokens[j] in _SIZE_WORDS:
-                j -= 1
-            colour = tokens[j] if j >= 0 and tokens[j] in _COLOUR_WORDS else None
-            mentions.append(_Mention(cat, i, negated, colour))
-        out.append(_Clause(tokens, tuple(mentions), bool(cues)))
-    return out
-
-
-def _affirmed(clauses: list[_Clause]) -> list[str]:
-    """Categories mentioned without negation, in order of first mention."""
-    return list(dict.fromkeys(m.category for c in clauses for m in c.mentions if not m.negated))
-
-
-def _values(clauses: list[_Clause], subject: str | None, pick) -> set:
-    """Values ``pick`` finds in affirmative clauses about ``subject``, else in clauses naming no object."""
-    about = [c for c in clauses if not c.negated and subject in c.categories]
-    if not about:
-        about = [c for c in clauses if not c.negated and not c.mentions]
-    return {v for c in about for v in pick(c)}
-
-
-def _colours(clause: _Clause) -> list[str]:
-    return [t for t in clause.tokens if t in _COLOUR_WORDS]
-
-
-def _numbers(clause: _Clause) -> list[int]:
-    return [int(t) if t.isdigit() else _NUMBERS[t] for t in clause.tokens if t.isdigit() or t in _NUMBERS]
-
-
-def _find(tokens: tuple[str, ...], phrase: tuple[str, ...]) -> int:
-    n = len(phrase)
-    return next((i for i in range(len(tokens) - n + 1) if tokens[i:i + n] == phrase), -1)
-
-
-def _directions(clause: _Clause, a: str, b: str) -> list[str]:
-    """Where ``a`` is relative to ``b`` by this clause: the subject is the last object named before the phrase."""
-    out = []
-    for direction, phrases in _DIRECTIONS.items():
-        for phrase in phrases:
-            at = _find(clause.tokens, phrase)
-            if at < 0:
-                continue
-            before = [m.category for m in clause.mentions if m.index < at]
-            subject = before[-1] if before else a
-            if subject == a:
-                out.append(direction)
-            elif subject == b:
-                out.append(_OPPOSITE_DIRECTION[direction])
-            break
-    return out
-
-
-def _larger(clause: _Clause, a: str, b: str) -> list[str]:
-    """Which of ``a`` and ``b`` this clause says is larger ("same" for equal sizes)."""
-    if any(t in _SAME for t in clause.tokens):
-        return ["same"]
-    for k, t in enumerate(clause.tokens):
-        if t in _LARGER or t in _SMALLER:
-            before = [m.category for m in clause.mentions if m.index < k and m.category in (a, b)]
-            after = [m.category for m in clause.mentions if m.index > k and m.category in (a, b)]
-            if before:
-                subject, bigger = before[-1], t in _LARGER
-            elif after:  # "the larger one is the circle"
-                subject, bigger = after[0], t in _LARGER
-            else:
-                return []
-            other = b if subject == a else a
-            return [subject if bigger else other]
-    return []
-
-
-def _backgrounds(clause: _Clause) -> list[str]:
-    found, i, toks = [], 0, clause.tokens
-    while i < len(toks):
-        if i + 1 < len(toks) and (name := _BACKGROUND_NAMES.get(toks[i:i + 2])):
-            found.append(name)
-            i += 2
-        elif name := _BACKGROUND_NAMES.get(toks[i:i + 1]):
-            found.append(name)
-            i += 1
-        else:
-            i += 1
-    if not found and not clause.mentions and _BACKGROUND_WORDS & set(toks):
-        found = [t for t in toks if t in _COLOUR_WORDS]
-    return found
-
-
-@dataclass(frozen=True)
-class ShapeWorldVerdict:
-    """The rule judge's reading of one answer and the rating it gives."""
-
-    rating: int
-    key: str  #: the answer's main claim: "correct", "partial", "wrong" or "missing"
-    grounded: bool  #: correct and complete: it names the object(s) asked about (and their colours)
-    hallucinated_objects: tuple[str, ...]  #: affirmed categories that are not in the image
-    wrong_details: tuple[str, ...]  #: details the reference contradicts: "red ellipse", "white background"
-    reason: str
-
-    @property
-    def hallucinates(self) -> bool:
-        """True for ratings 0–2."""
-        return self.rating < HALLUCINATION_BELOW
-
-    def as_dict(self) -> dict:
-        """JSON form."""
-        return {**asdict(self), "hallucinates": self.hallucinates}
-
-
-@dataclass(frozen=True)
-class ShapeWorldJudge:
-    """Rule-based MMHal judge for ShapeWorld records, reading the truth from image_content and gt_answer.
-
-    It applies the MMHal rating scale mechanically (an absent object or a contradicted main claim
-    means hallucination, 0–2; otherwise 6–3 by how complete the answer is). It is NOT a stand-in
-    for GPT-4: its numbers are not comparable with GPT-4-judged MMHal-Bench scores.
-    """
-
-    name: str = "shapeworld-rules-v1"
-    comparable_with_gpt4: ClassVar[bool] = False
-    note: ClassVar[str] = (
-        "rule-based ShapeWorld judge; its MMHal scores are NOT comparable with GPT-4-judged MMHal-Bench numbers"
-    )
-
-    @property
-    def model(self) -> str:
-        """Its identity where a judge model name is recorded (e.g. next to scores)."""
-        return self.name
-
-    def judge(self, record: MMHalRecord | Mapping, answer: str) -> str:
-        """A judge output for ``answer``: a one-line explanation, then "Rating: s"."""
-        v = self.verdict(record, answer)
-        return f"Explanation: {v.reason}\nRating: {v.rating}"
-
-    __call__ = judge
-
-    def verdict(self, record: MMHalRecord | Mapping, answer: str) -> ShapeWorldVerdict:
-        """Rate ``answer`` to ``record``'s question against the record's ground truth."""
-        qtype = _field(record, "question_type")
-        labels = _field(record, "image_content")
-        present = set()
-        for label in labels:
-            cat = _NAMES.get(tuple(label.lower().split(" ")))
-            if cat is None:
-                raise ValueError(f"not a ShapeWorld record: image_content label {label!r} is not a ShapeWorld object")
-            present.add(cat)
-        question = _clauses(_field(record, "question"))
-        asked = [m.category for c in question for m in c.mentions]
-        gt = _clauses(_field(record, "gt_answer"))
-        ans = _clauses(answer or "")
-
-        affirmed = _affirmed(ans)
-        hallucinated = tuple(c for c in affirmed if c not in present)
-        truth_colours: dict[str, set[str]] = {}
-        for c in gt:
-            for m in c.mentions:
-                if m.colour and not m.negated:
-                    truth_colours.setdefault(m.category, set()).add(m.colour)
-        if qtype == "attribute" and asked:
-            truth_colours.setdefault(asked[0], set()).update(_values(gt, asked[0], _colours))
-        answer_pairs = [(m.colour, m.category) for c in ans for m in c.mentions if m.colour and not m.negated]
-        wrong = [f"{col} {cat}" for col, cat in answer_pairs if cat in truth_colours and col not in truth_colours[cat]]
-        if qtype == "holistic":
-            # The reference description names the background too; a different one is a false detail.
-            truth_bg = {b for c in gt for b in _backgrounds(c)}
-            said_bg = {b for c in ans if not c.negated for b in _backgrounds(c)}
-            if truth_bg and said_bg and not truth_bg & said_bg:
-                wrong += [f"{b} background" for b in sorted(said_bg)]
-        wrong_details = tuple(dict.fromkeys(wrong))
-
-        key, grounded, what = self._key(qtype, asked, present, gt, ans, answer_pairs)
-        hallucinates = bool(hallucinated or wrong_details) or key == "wrong"
-        if hallucinates:
-            rating = {"correct": 2, "partial": 1}.get(key, 0)
-        else:
-            rating = {"correct": 6 if grounded else 5, "partial": 4}.get(key, 3)
-        bits = [f"{qtype} question: {what} is {key}"]
-        if hallucinated:
-            bits.append("names absent object(s): " + ", ".join(hallucinated))
-        if wrong_details:
-            bits.append("contradicts the reference: " + ", ".join(wrong_details))
-        if not hallucinates and key == "correct":
-            bits.append("complete" if grounded else "terse")
-        return ShapeWorldVerdict(rating, key, grounded, hallucinated, wrong_details, "; ".join(bits))
-
-    @staticmethod
-    def _key(qtype, asked, present, gt, ans, answer_pairs) -> tuple[str, bool, str]:
-        """(correct|partial|wrong|missing, grounded, what was checked) for the question's main claim."""
-        affirmed = _affirmed(ans)
-
-        def compare(truth: set, claimed: set) -> str:
-            if not claimed:
-                return "missing"
-            return "correct" if truth & claimed else "wrong"
-
-        if qtype == "adversarial":
-            absent = [c for c in asked if c not in present]
-            if not absent:
-                return "missing", False, "the denial"
-            target = absent[0]
-            if target in affirmed:
-                return "wrong", False, f"the denial of the {target}"
-            denied = any(m.category == target and m.negated for c in ans for m in c.mentions) or any(
-                c.negated and not c.mentions and not _UNSURE & set(c.tokens) for c in ans
-            )
-            named_present = any(c in present for c in affirmed)
-            if denied:
-                return "correct", named_present, f"the denial of the {target}"
-            # A colour given without denying the object answers as though it were there.
-            if any(_colours(c) for c in ans if not c.negated and not (c.categories & present)):
-                return "wrong", False, f"the denial of the {target}"
-            return "missing", False, f"the denial of the {target}"
-        if qtype == "holistic":
-            covered = [c for c in affirmed if c in present]
-            coloured = {cat for _, cat in answer_pairs}
-            if not covered:
-                return "missing", False, "the description"
-            if set(covered) == present:
-                return "correct", coloured >= present, "the description"
-            return "partial", False, f"the description ({len(covered)} of {len(present)} objects)"
-        if qtype == "other":
-            truth = _affirmed(gt)[:1]
-            if not truth:
-                return "missing", False, "the top object"
-            top = truth[0]
-            tc = {m.colour for c in gt for m in c.mentions if m.category == top and m.colour}
-            key = "missing" if not affirmed else ("correct" if affirmed[0] == top else "wrong")
-            grounded = any(cat == top and col in tc for col, cat in answer_pairs)
-            return key, grounded, "the top object"
-        if qtype == "environment":
-            truth = {b for c in gt for b in _backgrounds(c)}
-            claimed = {b for c in ans if not c.negated for b in _backgrounds(c)}
-            key = compare(truth, claimed)
-            if key == "wrong" and {b.split(" ")[-1] for b in truth} & {b.split(" ")[-1] for b in claimed}:
-                key = "partial"  # "grey" for "dark grey"
-            grounded = any(_BACKGROUND_WORDS & set(c.tokens) for c in ans)
-            return key, grounded, "the background"
-        if qtype in ("relation", "comparison"):
-            if len(asked) < 2:
-                return "missing", False, f"the {qtype}"
-            a, b = asked[0], asked[1]
-            pick = _directions if qtype == "relation" else _larger
-            truth = {v for c in gt if not c.negated for v in pick(c, a, b)}
-            claimed = {v for c in ans if not c.negated for v in pick(c, a, b)}
-            named = {a, b} <= set(affirmed)
-            return compare(truth, claimed), named, f"the {qtype} of the {a} and the {b}"
-        subject = asked[0] if asked else None
-        pick = _numbers if qtype == "counting" else _colours
-        what = f"the {'count' if qtype == 'counting' else 'colour'} of the {subject}"
-        key = compare(_values(gt, subject, pick), _values(ans, subject, pick))
-        return key, subject in affirmed, what
