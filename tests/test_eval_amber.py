@@ -1,13 +1,20 @@
-"""AMBER: hand-worked generative and yes/no scores, noun extraction, word-vector rescue, loaders and their errors."""
+"""AMBER: hand-worked generative and yes/no scores, noun extraction, word-vector rescue, loaders and their errors.
+
+Offline mode throughout, plus the official yes/no scoring (no NLTK data needed); official generative parity with
+the real AMBER files is in test_amber_official.py."""
 
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from mdpo_pipeline.core.eval import amber as amber_module
 from mdpo_pipeline.core.eval.amber import (
+    AMBER_SOURCE,
     amber_discriminative,
     amber_generative,
     amber_nouns,
@@ -30,6 +37,7 @@ ANNOTATIONS = [
     {"id": 6, "type": "discriminative-attribute-number", "truth": "no"},
     {"id": 7, "type": "discriminative-relation", "truth": "yes"},
     {"id": 8, "type": "discriminative-relation", "truth": "no"},
+    {"id": 9, "type": "relation", "truth": "no"},  # AMBER's release has 689 of these, all truth "no"
 ]
 GENERATIVE = {
     1: "Two puppies under the sky near a kitten.",
@@ -37,6 +45,7 @@ GENERATIVE = {
     3: "The vehicle is red.",
 }
 DISCRIMINATIVE = {4: "No, there is no cat.", 5: "yes", 6: "Maybe.", 7: "No.", 8: "NO"}
+OFFICIAL_YES_NO = {4: "No", 5: "Yes", 6: "no", 7: "No", 8: "No.", 9: "No"}
 
 
 def _write_amber(root: Path, annotations=ANNOTATIONS, relation=RELATION) -> Path:
@@ -236,3 +245,137 @@ def test_shapeworld_amber(bench):
     assert g.hal == 1.0 and g.cover == 1.0
     assert g.chair == pytest.approx(len(gen) / (g.n_truth + len(gen)))
     assert g.cog == pytest.approx(len(gen) / g.n_hallu)
+
+
+def test_relation_items_and_modes(amber):
+    """AMBER's `relation` items load and count under Relation; results say which mode made them; unknown modes and
+    offline-only options in official mode are refused."""
+    r = amber_scores({**GENERATIVE, **DISCRIMINATIVE, 9: "No"}, amber)
+    assert r.mode == "offline" and r.generative.mode == "offline" and r.discriminative.mode == "offline"
+    assert r.generative.official is None and r.discriminative.official is None
+    rel = r.discriminative.by_dimension["relation"]
+    assert (rel.n, rel.n_truth_no, rel.n_true_no) == (3, 2, 2) and "relation" in r.discriminative.by_type
+    flat = r.as_dict()
+    assert flat["mode"] == "offline" and flat["generative_similarity_rescue"].startswith("not applied")
+    with pytest.raises(ValueError, match="mode"):
+        amber_scores(GENERATIVE, amber, mode="exact")
+    with pytest.raises(ValueError, match="offline mode only"):
+        amber_generative(GENERATIVE, amber, mode="official", extract=lambda _: [])
+
+
+def test_official_discriminative_hand_worked(amber):
+    """Official yes/no scoring: only exactly "Yes"/"No" are answers ("no" and "No." are wrong and not "No").
+
+    id 4 existence truth no  "No"  -> correct, answered No      id 7 relation truth yes "No"  -> wrong, answered No
+    id 5 state     truth yes "Yes" -> correct                   id 8 relation truth no  "No." -> wrong
+    id 6 number    truth no  "no"  -> wrong                     id 9 relation truth no  "No"  -> correct, answered No
+
+    Every denominator starts at 0.001, values ×100 rounded to 1 decimal, F1 from the rounded P and R:
+    overall   Accuracy 3/6.001 = 50.0, Precision 2/3.001 = 66.6, Recall 2/4.001 = 50.0,
+              F1 = 2·.666·.5/(.666 + .5 + .0001) = 57.1
+    existence 1/1.001 = 99.9 for all four (a perfect score prints 99.9 with one item)
+    attribute Accuracy 1/(1.001 + 1.001 + 0.001) = 49.9 (state and number pooled), P = R = F1 = 0
+    relation  Accuracy 1/3.001 = 33.3, Precision 1/2.001 = 50.0, Recall 1/2.001 = 50.0, F1 = .25/.50005 = 50.0
+    """
+    r = amber_discriminative(OFFICIAL_YES_NO, amber, mode="official")
+    o = r.official
+    assert r.mode == "official"
+    assert o["overall"] == {"Accuracy": 50.0, "Precision": 66.6, "Recall": 50.0, "F1": 57.1}
+    assert o["existence"] == {"Accuracy": 99.9, "Precision": 99.9, "Recall": 99.9, "F1": 99.9}
+    assert o["attribute"] == {"Accuracy": 49.9, "Precision": 0.0, "Recall": 0.0, "F1": 0.0}
+    assert o["relation"] == {"Accuracy": 33.3, "Precision": 50.0, "Recall": 50.0, "F1": 50.0}
+    assert o["counts"]["asso_qa_correct_num"] == 3 and o["counts"]["qa_ans_no_num"] == 3
+    assert (r.overall.n, r.overall.n_correct, r.overall.n_answer_no, r.overall.n_unparseable) == (6, 3, 3, 2)
+    assert r.unparseable_ids == (6, 8)
+    by_id = {p.id: p for p in r.per_item}
+    assert (by_id[8].correct, by_id[8].answer_is_no, by_id[7].correct, by_id[7].answer_is_no) == (0, 0, 0, 1)
+    assert by_id[9].counters == {"qa_correct_num": 1, "asso_qa_correct_num": 1, "qa_no_num": 1, "asso_qa_no_num": 1,
+                                 "qa_correct_score": 1, "asso_qa_correct_score": 1, "qa_no_score": 1,
+                                 "asso_qa_no_score": 1, "qa_ans_no_num": 1, "asso_qa_ans_no_num": 1,
+                                 "qa_ans_no_score": 1, "asso_qa_ans_no_score": 1}
+    detail = r.as_dict(detail=True)
+    assert detail["official"] == o and len(detail["per_item"]) == 6
+    # Offline mode reads the same answers leniently: "no" and "No." count as "No".
+    assert amber_discriminative(OFFICIAL_YES_NO, amber).overall.n_unparseable == 0
+
+
+def test_images_checked_only_when_needed(tmp_path):
+    """Scoring needs data/ alone: a missing image/ folder is an error, naming it and where AMBER's images come
+    from, only when images are asked for."""
+    root = _write_amber(tmp_path / "a")
+    data = load_amber(root)
+    (data.image_dir / "AMBER_1.jpg").write_bytes(b"jpg")
+    assert data.has_images and data.image_path(1) == root / "image" / "AMBER_1.jpg"
+    with pytest.raises(FileNotFoundError, match="AMBER_2.jpg"):
+        data.image_path(data.queries[1])
+    with pytest.raises(KeyError):
+        data.image_path(99)
+    (root / "image" / "AMBER_1.jpg").unlink()
+    (root / "image").rmdir()
+    data = load_amber(root)
+    assert not data.has_images
+    assert amber_scores({**GENERATIVE, **DISCRIMINATIVE}, data).generative.n_answers == 3
+    for use in (lambda: data.image_dir, lambda: data.image_path(1), lambda: load_amber(root, require_images=True)):
+        with pytest.raises(FileNotFoundError) as err:
+            use()
+        assert str(root / "image") in str(err.value) and AMBER_SOURCE in str(err.value)
+    elsewhere = tmp_path / "images"
+    elsewhere.mkdir()
+    assert load_amber(root, image_dir=elsewhere, require_images=True).image_dir == elsewhere
+
+
+def test_missing_data_names_source(tmp_path):
+    """A missing data/ folder or data file names the path and AMBER's GitHub release."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        load_amber(empty)
+    assert str(empty / "data") in str(err.value) and AMBER_SOURCE in str(err.value)
+    for name in ("relation.json", "annotations.json", "safe_words.txt"):
+        root = _write_amber(tmp_path / name)
+        (root / "data" / name).unlink()
+        with pytest.raises(FileNotFoundError) as err:
+            load_amber(root)
+        assert str(root / "data" / name) in str(err.value) and AMBER_SOURCE in str(err.value)
+
+
+class _FakeDoc:
+    def __init__(self, text: str, table: dict):
+        self.text, self.table = text, table
+
+    def similarity(self, other: _FakeDoc) -> float:
+        return self.table.get(frozenset((self.text, other.text)), 1.0 if self.text == other.text else 0.0)
+
+
+@pytest.fixture()
+def fake_spacy(monkeypatch):
+    """A stand-in `spacy` module whose models are given by the test: {name: (n_vectors, similarity table)}."""
+    models: dict = {}
+
+    def load(name):
+        if name not in models:
+            raise OSError(f"[E050] Can't find model '{name}'.")
+        n_vectors, table = models[name]
+        nlp = lambda text: _FakeDoc(text, table)  # noqa: E731
+        nlp.vocab = types.SimpleNamespace(vectors=types.SimpleNamespace(shape=(n_vectors, 300 if n_vectors else 0)))
+        return nlp
+
+    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(load=load))
+    amber_module._spacy_vectors.cache_clear()
+    yield models
+    amber_module._spacy_vectors.cache_clear()
+
+
+def test_spacy_rescue_paths(amber, fake_spacy):
+    """The rescue loads a spaCy model with vectors by name and reports it; a model without vectors or one that
+    does not load is reported with the reason, and the scores stay those without the rescue."""
+    fake_spacy["lg"] = (100, {frozenset(("kitten", "puppy")): 0.9})
+    fake_spacy["sm"] = (0, {})
+    r = amber_generative(GENERATIVE, amber, vector_rescue=True, spacy_model="lg")
+    assert r.vector_rescue == "applied" and r.similarity_rescue == "applied (lg)"
+    assert r.chair == pytest.approx(1 / 5) and r.per_answer[0].rescued == ("kitten",)
+    for model, why in (("sm", "has no word vectors"), ("md", "does not load")):
+        r = amber_generative(GENERATIVE, amber, vector_rescue=True, spacy_model=model)
+        assert r.vector_rescue.startswith("unavailable") and why in r.vector_rescue
+        assert r.similarity_rescue.startswith("not applied") and why in r.similarity_rescue
+        assert r.chair == pytest.approx(2 / 5)
