@@ -50,13 +50,25 @@ def pairs_gate(pairs_path: Path, image_root: Path, expected_n: int) -> tuple[boo
     return (len(rows) > 0 and not problems), details
 
 
-def corruption_gate(manifest_path: Path, pairs_path: Path, out_dir: Path) -> tuple[bool, dict[str, Any]]:
-    """Pass when every sampled instruction has its corrupted image on disk, crops within their area bounds."""
+def corruption_gate(
+    manifest_path: Path, pairs_path: Path, out_dir: Path, max_quarantine_share: float = 0.05
+) -> tuple[bool, dict[str, Any]]:
+    """Pass when every sampled instruction has its corrupted image on disk or is quarantined (at most
+    max_quarantine_share of them), crops within their area bounds."""
     manifest = pq.read_table(manifest_path).to_pylist()
     wanted = set(pq.read_table(pairs_path, columns=["instruction_id"])["instruction_id"].to_pylist())
     have = {m["sample_id"] for m in manifest}
+    quarantine_path = out_dir / "quarantine.parquet"  # written only when a sample was quarantined
+    quarantined = (
+        set(pq.read_table(quarantine_path, columns=["sample_id"])["sample_id"].to_pylist())
+        if quarantine_path.is_file()
+        else set()
+    )
     problems: Counter[str] = Counter()
-    problems["missing_sample"] = len(wanted - have)
+    problems["missing_sample"] = len(wanted - have - quarantined)
+    share = len(quarantined & wanted) / len(wanted) if wanted else 0.0
+    if share > max_quarantine_share:
+        problems["quarantined_over_share"] = len(quarantined & wanted)
     areas = []
     for m in manifest:
         if not (out_dir / m["corrupted_image"]).is_file():
@@ -69,7 +81,12 @@ def corruption_gate(manifest_path: Path, pairs_path: Path, out_dir: Path) -> tup
             if not bounds[0] - _ROUNDING_SLACK <= a <= bounds[1] + _ROUNDING_SLACK:
                 problems["area_out_of_bounds"] += 1
     problems = Counter({k: v for k, v in problems.items() if v})
-    details: dict[str, Any] = {"n_images": len(manifest), "n_instructions": len(wanted)}
+    details: dict[str, Any] = {
+        "n_images": len(manifest),
+        "n_instructions": len(wanted),
+        "n_quarantined": len(quarantined),
+        "quarantined_share": round(share, 6),
+    }
     if areas:
         details |= {"area_min": round(min(areas), 4), "area_max": round(max(areas), 4)}
     details["problems"] = dict(problems) or "none"

@@ -5,12 +5,16 @@ import json
 import random
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
+
+from mdpo_pipeline import quality
 
 from mdpo_pipeline.core.corruption import (
     ASPECT_RANGE,
+    CROP_AREA_SLACK,
     CROP_SCALES,
     MANIFEST_SCHEMA,
     PREVIEW_CELL,
@@ -24,6 +28,7 @@ from mdpo_pipeline.core.corruption import (
     preview_grid,
     sample_crop,
 )
+from mdpo_pipeline.core.images import load_rgb
 
 SIZES = [(32, 32), (64, 48), (37, 101), (640, 480)]
 
@@ -71,6 +76,17 @@ def test_crop_box_within_area_and_aspect_bounds(strategy, size):
         areas.append(area)
     if size == (640, 480):  # large enough that rounding is negligible: the draws span the whole range
         assert min(areas) < lo + 0.1 * (hi - lo) and max(areas) > hi - 0.1 * (hi - lo)
+
+
+def test_drawn_crops_of_tiny_images_stay_within_the_bounds():
+    """Pixel rounding on a few-pixel image can overshoot the range: such draws are redrawn, never kept."""
+    for strategy, (lo, hi) in CROP_SCALES.items():
+        for width in range(1, 25):
+            for height in range(1, 25):
+                crop = sample_crop(width, height, (lo, hi), corruption_rng(f"{width}x{height}", strategy, 0))
+                _, _, w, h = crop["box"]
+                if not crop["fallback"]:
+                    assert lo - CROP_AREA_SLACK <= w * h / (width * height) <= hi + CROP_AREA_SLACK
 
 
 def test_crop_falls_back_to_a_central_crop_on_extreme_shapes():
@@ -175,17 +191,117 @@ def test_png_output_and_random_image_never_picks_itself(image_set, tmp_path):
         corrupt_images(samples[:1], root, tmp_path / "x", CorruptionConfig(strategy="random_image"))
 
 
-def test_failure_leaves_the_previous_set_intact(image_set, tmp_path):
+def test_failure_leaves_the_previous_set_intact(image_set, tmp_path, monkeypatch):
     root, samples = image_set
     out = tmp_path / "out"
     corrupt_images(samples, root, out, CorruptionConfig(workers=1))
     before = _files(out)
-    with pytest.raises(CorruptionError, match="max_image_pixels"):
+    # Every sample unreadable (here: over the pixel limit) is a wrong setting, not a data defect: stop.
+    with pytest.raises(CorruptionError, match=r"all 24 samples were quarantined \({'image_too_large': 24}\)"):
         corrupt_images(samples, root, out, CorruptionConfig(workers=1, seed=9, max_image_pixels=1000))
-    with pytest.raises(CorruptionError, match="missing"):
-        corrupt_images(samples + [("zz", "sub/missing.jpg")], root, out, CorruptionConfig(workers=1, seed=9))
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)  # failing to write output is never quarantined
+    with pytest.raises(CorruptionError, match="No space left"):
+        corrupt_images(samples, root, out, CorruptionConfig(workers=1, seed=9))
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "root"]  # no temp directories left behind
+
+
+def test_unreadable_images_are_quarantined_not_fatal(image_set, tmp_path):
+    root, samples = image_set
+    clean = corrupt_images(samples, root, tmp_path / "clean", CorruptionConfig(workers=1))
+    assert not clean.quarantine and not (tmp_path / "clean" / "quarantine.parquet").exists()
+    assert "n_quarantined" not in clean.summary  # a clean set's summary is what it always was
+
+    data = (root / "sub/000.jpg").read_bytes()
+    (root / "sub/trunc.jpg").write_bytes(data[: len(data) // 2])
+    (root / "sub/text.jpg").write_text("<html>404</html>")
+    bad = [("b-trunc", "sub/trunc.jpg"), ("b-text", "sub/text.jpg"), ("b-gone", "sub/gone.jpg")]
+    one = corrupt_images(samples + bad, root, tmp_path / "w1", CorruptionConfig(workers=1))
+    two = corrupt_images(samples + bad, root, tmp_path / "w2", CorruptionConfig(workers=2))
+    assert _files(tmp_path / "w1") == _files(tmp_path / "w2")
+    assert [(q["sample_id"], q["reason"]) for q in one.quarantine] == [
+        ("b-gone", "missing_image"), ("b-text", "not_an_image"), ("b-trunc", "undecodable_image")]
+    assert pq.read_table(tmp_path / "w1" / "quarantine.parquet").to_pylist() == one.quarantine
+    assert one.n_read == len(one.rows) + len(one.quarantine) == len(samples) + 3
+    s = one.summary
+    assert (s["n_read"], s["n_images"], s["n_quarantined"]) == (27, 24, 3)
+    assert s["quarantined_by_reason"] == {"missing_image": 1, "not_an_image": 1, "undecodable_image": 1}
+    assert s["files"]["quarantine"] == "quarantine.parquet"
+    # The good samples are untouched by the bad ones: same manifest rows and image bytes as the clean run.
+    assert one.rows == clean.rows
+    assert len(list((tmp_path / "w1" / "images").iterdir())) == len(samples)
+
+
+def _gate_problems(tmp_path, out, sample_ids):
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"instruction_id": sorted(sample_ids)}), pairs)
+    return quality.corruption_gate(out / "manifest.parquet", pairs, out)
+
+
+def test_crop_bounds_and_slack_are_the_gates():
+    assert CROP_SCALES == quality.CROP_AREA_BOUNDS and CROP_AREA_SLACK == quality._ROUNDING_SLACK
+
+
+@pytest.mark.parametrize("strategy", sorted(CROP_SCALES))
+def test_images_too_small_for_the_crop_range_are_quarantined(tmp_path, strategy):
+    """Every image either gets a crop the corruption gate accepts or is quarantined as crop_out_of_bounds."""
+    root = tmp_path / "root"
+    root.mkdir()
+    samples = []
+    for w in (1, 2, 3, 4, 6, 9, 16, 300):
+        for h in (1, 2, 3, 5, 8, 16):
+            _noise(w, h, w * 100 + h).save(root / f"{w}x{h}.png")
+            samples.append((f"{w}x{h}", f"{w}x{h}.png"))
+    res = corrupt_images(samples, root, tmp_path / "out", CorruptionConfig(strategy=strategy, workers=1))
+    quarantined = {q["sample_id"] for q in res.quarantine}
+    assert {q["reason"] for q in res.quarantine} == {"crop_out_of_bounds"}
+    # No box fits at all: a 2x2 image's smallest box keeps 25 %; at most 4:3, 21x16 px keep 7 % of 300x16.
+    impossible = {"crop_1_20": {"1x1", "2x2", "2x1"}, "crop_20_50": {"1x1", "300x16", "16x1"}}[strategy]
+    assert impossible <= quarantined and "16x16" not in quarantined and "9x8" not in quarantined
+    assert "too small or too elongated" in res.quarantine[0]["detail"]
+    passed, details = _gate_problems(tmp_path, tmp_path / "out", {r["sample_id"] for r in res.rows})
+    assert passed, details
+    # With the quarantined samples wanted too, the gate may object to their absence, never to a crop's area.
+    _, details = _gate_problems(tmp_path, tmp_path / "out", [s for s, _ in samples])
+    assert set(details["problems"]) <= {"missing_sample", "quarantined_over_share"}
+    # No crop at all in moco_v2's wide range is out of bounds, and random_image does not crop.
+    moco = corrupt_images(samples, root, tmp_path / "moco", CorruptionConfig(strategy="moco_v2", workers=1))
+    assert not moco.quarantine
+
+
+def test_random_image_draws_again_past_an_unreadable_other(image_set, tmp_path):
+    root, samples = image_set
+    (root / "sub/zz-broken.jpg").write_text("not an image")
+    res = corrupt_images(samples + [("zz", "sub/zz-broken.jpg")], root, tmp_path / "out",
+                         CorruptionConfig(strategy="random_image", workers=1))
+    assert [(q["sample_id"], q["reason"]) for q in res.quarantine] == [("zz", "not_an_image")]
+    assert all(json.loads(r["params"])["other_image"] != "sub/zz-broken.jpg" for r in res.rows)
+    assert len(res.rows) == len(samples)
+
+
+def test_exif_rotated_and_16_bit_sources_are_cropped_as_training_sees_them(tmp_path):
+    """The corrupted copy is a crop of the upright, scaled view: the same pixels training gets for the original."""
+    root = tmp_path / "root"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    _noise(40, 30, 1).save(root / "turned.jpg", quality=95, exif=exif)
+    Image.fromarray(np.full((30, 40), 257 * 100, np.uint16)).save(root / "deep.png")
+    samples = [("turned", "turned.jpg"), ("deep", "deep.png")]
+    res = corrupt_images(samples, root, tmp_path / "out", CorruptionConfig(workers=1, image_format="png"))
+    rows = {r["sample_id"]: r for r in res.rows}
+    assert (rows["turned"]["width"], rows["turned"]["height"]) == (30, 40)  # upright, as ingest records it
+    for sid, rel in samples:
+        expected, _ = corrupt(load_rgb(root / rel), "crop_1_20", corruption_rng(sid, "crop_1_20", 0))
+        with Image.open(tmp_path / "out" / rows[sid]["corrupted_image"]) as out:
+            assert out.tobytes() == expected.tobytes()
+            assert ExifTags.Base.Orientation not in out.getexif()  # never turned a second time
+    with Image.open(tmp_path / "out" / rows["deep"]["corrupted_image"]) as out:
+        assert set(np.asarray(out).ravel().tolist()) == {100}  # scaled, where PIL's convert would give 255
 
 
 def test_bad_samples_are_rejected(image_set, tmp_path):

@@ -8,12 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
 
 from mdpo_pipeline.core.images import (
     ImageError,
     PathEscapeError,
+    as_rgb,
     check_image,
     load_rgb,
     resolve_image_path,
@@ -174,3 +175,97 @@ def test_load_rgb_raises_with_reason(tmp_path):
     with pytest.raises(ImageError) as e:
         load_rgb(tmp_path / "a.jpg", max_pixels=100)
     assert e.value.reason is R.IMAGE_TOO_LARGE
+
+
+# ------------------------------------------------------------------------- as_rgb: one view for every stage
+
+
+def exif_jpeg(path, size=(40, 30), orientation=6):
+    """A noisy JPEG stored sideways: pixels `size`, EXIF saying how to turn them upright."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    noisy = (np.random.default_rng(2).random((size[1], size[0], 3)) * 255).astype("uint8")
+    Image.fromarray(noisy).save(path, quality=95, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation, upright", [(1, (40, 30)), (3, (40, 30)), (6, (30, 40)), (8, (30, 40))])
+def test_exif_orientation_applied_once_and_sizes_recorded_upright(tmp_path, orientation, upright):
+    path = exif_jpeg(tmp_path / "o.jpg", orientation=orientation)
+    for mode in ("full", "header"):
+        chk = check_image(path, mode=mode)
+        assert (chk.width, chk.height) == upright, mode
+    im = load_rgb(path)
+    assert im.size == upright
+    with Image.open(path) as raw:
+        raw = raw.convert("RGB")
+        assert im.tobytes() == ImageOps.exif_transpose(raw).tobytes()
+    assert as_rgb(im).tobytes() == im.tobytes()  # the tag is gone: a second pass is a no-op
+
+
+def test_training_decoder_then_as_rgb_equals_load_rgb(tmp_path):
+    """Training reads originals with datasets.Image(); followed by as_rgb it sees exactly what corruption crops."""
+    datasets = pytest.importorskip("datasets")
+    files = [exif_jpeg(tmp_path / "r.jpg", orientation=6)]
+    Image.fromarray(np.full((6, 5), 40000, np.uint16)).save(tmp_path / "g16.png")
+    pal = Image.new("P", (5, 4), 1)
+    pal.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    pal.putpixel((0, 0), 0)
+    pal.save(tmp_path / "p.png", transparency=0)
+    files += [tmp_path / "g16.png", tmp_path / "p.png"]
+    for path in files:
+        decoded = datasets.Image().decode_example({"path": str(path), "bytes": None})
+        assert as_rgb(decoded).tobytes() == load_rgb(path).tobytes(), path.name
+    # Orientation alone already agrees without as_rgb: datasets applies the EXIF turn itself.
+    decoded = datasets.Image().decode_example({"path": str(files[0]), "bytes": None})
+    assert decoded.convert("RGB").tobytes() == load_rgb(files[0]).tobytes()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_scaled_not_clipped(tmp_path, mode):
+    values = np.array([[0, 257, 257 * 100, 40000, 65535]], np.uint16)
+    im = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values.astype(np.int32))
+    assert im.mode == mode
+    path = tmp_path / ("g.png" if mode == "I;16" else "g.tif")  # PNG cannot hold 32-bit "I"
+    im.save(path)
+    with Image.open(path) as back:
+        assert back.mode == mode
+    out = np.asarray(load_rgb(path))
+    assert out.shape == (1, 5, 3) and (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    assert out[0, :, 0].tolist() == [0, 1, 100, 156, 255]  # 40000 / 257 = 155.6; PIL's convert gives 255
+    assert np.asarray(im.convert("RGB"))[0, 3, 0] == 255  # what clipping would have done
+
+
+def test_palette_and_alpha_composited_over_white(tmp_path):
+    pal = Image.new("P", (3, 1), 1)
+    pal.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    pal.putpixel((0, 0), 0)
+    pal.save(tmp_path / "t.png", transparency=0)  # index 0 transparent
+    assert np.asarray(load_rgb(tmp_path / "t.png"))[0].tolist() == [[255, 255, 255], [200, 100, 50], [200, 100, 50]]
+    pal.save(tmp_path / "o.png")  # no transparency: plain palette colours
+    assert np.asarray(load_rgb(tmp_path / "o.png"))[0, 0].tolist() == [10, 20, 30]
+    la = Image.fromarray(np.array([[[100, 0], [100, 255], [100, 128]]], np.uint8), "LA")
+    la.save(tmp_path / "la.png")
+    got = np.asarray(load_rgb(tmp_path / "la.png"))[0, :, 0].tolist()
+    assert got[:2] == [255, 100] and abs(got[2] - (100 * 128 + 255 * 127) / 255) <= 1
+
+
+def test_cmyk_jpeg_converts(tmp_path):
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    with Image.open(tmp_path / "c.jpg") as im:
+        assert im.mode == "CMYK"
+    assert check_image(tmp_path / "c.jpg").ok
+    r, g, b = load_rgb(tmp_path / "c.jpg").getpixel((4, 4))
+    assert r > 240 and g < 15 and b < 15  # pure red, not an inverted or clipped colour
+
+
+def test_float_images_are_an_unsupported_mode(tmp_path):
+    Image.new("F", (4, 4), 0.5).save(tmp_path / "f.tif")
+    for mode in ("full", "header"):
+        chk = check_image(tmp_path / "f.tif", mode=mode)
+        assert chk.reason is R.UNSUPPORTED_IMAGE_MODE and "'F'" in chk.detail
+    with pytest.raises(ImageError) as e:
+        load_rgb(tmp_path / "f.tif")
+    assert e.value.reason is R.UNSUPPORTED_IMAGE_MODE
+    with pytest.raises(ImageError):
+        as_rgb(Image.new("F", (2, 2)))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -480,3 +483,123 @@ def test_dead_workers_give_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_mod, "check_images", _die)  # pickled by reference: workers run _die too
     with pytest.raises(RuntimeError, match="workers=1"):
         run(make_vlf(tmp_path, [row(f"r{i}") for i in range(40)]), workers=2)
+
+
+# ------------------------------------------------------------------------ the `datasets` export, real rows
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+REAL_VLF = CONFORMANCE / "real" / "vlfeedback"
+
+
+def columnar(r, nested_annotations=False):
+    """A row as Hugging Face `datasets` writes it: `completions` one struct of lists."""
+    comps = r["completions"]
+    out = {k: [c.get(k) for c in comps] for k in ("annotations", "model", "response")}
+    if nested_annotations:  # annotations themselves column-wise, down to Rating / Rationale
+        out["annotations"] = {
+            a: {f: [c["annotations"].get(a, {}).get(f) for c in comps] for f in ("Rating", "Rationale")}
+            for a in ASPECTS
+        }
+    return r | {"completions": out}
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_datasets_export_with_columnar_completions(tmp_path, nested):
+    rows = [row("a"), row("b", ratings=((5, 5, 5), (4, "N/A", 4), (3, 3, 3))), row("c", ratings=((4, 4, 4),) * 3),
+            row("d", prompt=" ")]
+    d = make_vlf(tmp_path, rows)
+    from_jsonl = run(d)
+    (d / "vlfeedback_80k.jsonl").unlink()
+    pq.write_table(pa.Table.from_pylist([columnar(r, nested) for r in rows]), d / "train-00000-of-00001.parquet")
+    from_export = run(d)
+    assert from_export.instructions == from_jsonl.instructions and len(from_export.instructions) == 2
+    assert [(q.line, q.reason) for q in from_export.quarantine] == [(3, R.RATINGS_TIED), (4, R.EMPTY_PROMPT)]
+    assert from_export.completions_dropped == from_jsonl.completions_dropped == {R.NON_NUMERIC_RATING: 1}
+    # `datasets` can also write the same layout as JSON lines.
+    (d / "export.jsonl").write_text("".join(json.dumps(columnar(r, nested)) + "\n" for r in rows))
+    assert run(d).instructions == from_jsonl.instructions
+
+
+def test_columnar_completions_with_unequal_columns(tmp_path):
+    bad = columnar(row("b"))
+    bad["completions"]["response"].pop()
+    res = run(make_vlf(tmp_path, [row("a"), bad, row("c") | {"completions": {}}]))
+    assert [(q.line, q.reason) for q in res.quarantine] == [(2, R.BAD_FIELD_TYPE), (3, R.BAD_FIELD_TYPE)]
+    assert "unequal lengths (annotations 4, model 4, response 3)" in res.quarantine[0].detail
+
+
+def test_img_path_column_names_the_image(tmp_path):
+    d = make_vlf(tmp_path, [row("a"), row("b"), row("c"), row("e")])
+    (d / "other").mkdir()
+    Image.new("RGB", (8, 6)).save(d / "other" / "b.png")
+    lines = (d / "vlfeedback_80k.jsonl").read_text().splitlines()
+    extra = [{"img_path": "merged_images/a.jpg"}, {"img_path": "other/b.png"}, {"img_path": "../c.jpg"},
+             {"img_path": 7}]
+    (d / "vlfeedback_80k.jsonl").write_text("".join(json.dumps(json.loads(s) | e) + "\n" for s, e in zip(lines, extra)))
+    res = run(d)
+    assert [(i.id, i.image, i.width) for i in res.instructions] == [("a", "merged_images/a.jpg", 16),
+                                                                    ("b", "other/b.png", 8)]
+    assert [(q.id, q.reason) for q in res.quarantine] == [("c", R.PATH_ESCAPE), ("e", R.BAD_FIELD_TYPE)]
+
+
+@pytest.mark.skipif(not REAL_VLF.is_dir(), reason="no shared conformance data")
+@pytest.mark.parametrize("name", ["vlfeedback_80k.jsonl", "train-00000-of-00001.parquet"])
+def test_real_vlfeedback_rows_both_layouts(tmp_path, name):
+    """The real release layout (jsonl) and the real `datasets` export (parquet) give the same kept rows."""
+    if (REAL_VLF / "merged_images").is_dir():
+        res = run(REAL_VLF / name)
+    else:  # images absent: stand-ins for the ids, in tmp, never next to the shared data
+        (tmp_path / "merged_images").mkdir()
+        for i in ("svit-detail-90001", "llava-reasoning-90002", "lrv-instruction-90003", "m3it-coco-90004"):
+            Image.new("RGB", (96, 64), "gray").save(tmp_path / "merged_images" / f"{i}.jpg")
+        res = run(REAL_VLF / name, image_root=tmp_path)
+    assert (res.n_read, len(res.instructions)) == (4, 3)
+    assert [i.id for i in res.instructions] == ["svit-detail-90001", "llava-reasoning-90002", "m3it-coco-90004"]
+    assert [(q.id, q.reason) for q in res.quarantine] == [("lrv-instruction-90003", R.RATINGS_TIED)]
+    assert res.completions_dropped == {R.NON_NUMERIC_RATING: 1, R.EMPTY_RESPONSE: 1}
+    first = res.instructions[0]
+    assert (first.image, first.width, first.height) == ("merged_images/svit-detail-90001.jpg", 96, 64)
+    assert [c.model for c in first.completions] == ["gpt-4v", "qwen-vl-chat", "llava-v1.5-13b", "idefics-9b-instruct"]
+    assert run(REAL_VLF / name, image_check="none").instructions == [
+        dataclasses.replace(i, width=None, height=None) for i in res.instructions]
+
+
+# ---------------------------------------------------------------- images that pass ingest in any pixel format
+
+
+def test_image_modes_pass_or_are_quarantined_by_name(tmp_path):
+    d = make_vlf(tmp_path, [row(x) for x in ("rgb", "deep", "pal", "la", "cmyk", "turned", "float")])
+    imgs = d / "merged_images"
+    Image.fromarray(np.full((5, 7), 40000, np.uint16)).save(imgs / "deep.jpg", format="PNG")  # content decides
+    Image.new("P", (7, 5)).save(imgs / "pal.jpg", format="PNG", transparency=0)
+    Image.new("LA", (7, 5)).save(imgs / "la.jpg", format="PNG")
+    Image.new("CMYK", (7, 5)).save(imgs / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: turn a quarter to be upright
+    Image.new("RGB", (7, 5)).save(imgs / "turned.jpg", exif=exif)
+    Image.new("F", (7, 5)).save(imgs / "float.jpg", format="TIFF")
+    for check in ("full", "header"):
+        res = run(d, image_check=check)
+        assert [(i.id, i.width, i.height) for i in res.instructions] == [
+            ("rgb", 16, 16), ("deep", 7, 5), ("pal", 7, 5), ("la", 7, 5), ("cmyk", 7, 5), ("turned", 5, 7)]
+        assert [(q.id, q.reason) for q in res.quarantine] == [("float", R.UNSUPPORTED_IMAGE_MODE)]
+
+
+# ---------------------------------------------------------------------- the released mDPO file, as released
+
+
+def test_mdpo_release_layout_paths_relative_to_the_json(tmp_path):
+    """{root}/vlfeedback_llava_10k.json with img_path "images/x.jpg" and the images in {root}/images/."""
+    root = tmp_path / "mdpo"
+    root.mkdir()
+    path = make_mdpo(root, [pair(), pair("images/llava-2.jpg"), pair("../llava-1.jpg")])
+    path = path.rename(root / "vlfeedback_llava_10k.json")
+    res = run(path, format="mdpo_json")  # image_root defaults to the json's folder
+    assert [i.image for i in res.instructions] == ["images/llava-1.jpg", "images/llava-2.jpg"]
+    assert res.image_root == root.resolve() and [q.reason for q in res.quarantine] == [R.PATH_ESCAPE]
+    assert run(path, format="mdpo_json", image_root=root).instructions == res.instructions
+    # The old README pointed image_root at images/ itself: every path then doubles the folder, and says so.
+    doubled = run(path, format="mdpo_json", image_root=root / "images")
+    assert not doubled.instructions
+    assert [q.reason for q in doubled.quarantine] == [R.MISSING_IMAGE, R.MISSING_IMAGE, R.PATH_ESCAPE]
+    assert f"set image_root to {root.resolve()}" in doubled.quarantine[0].detail

@@ -33,3 +33,25 @@ def test_pairs_whose_prompt_fills_max_length_are_dropped_and_counted(tmp_path):
     assert int(unfiltered["completion_mask"].sum()) == 0
 
     assert fit_max_length(dataset, processor, max_length=None) == (dataset, [])
+
+
+def test_pairs_of_a_quarantined_corrupted_image_leave_the_training_set(tmp_path, caplog):
+    """corrupted_images quarantines an instruction whose image it cannot read or crop: training drops its pairs
+    (warning with the count) instead of stopping on the missing corrupted image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    data = write_tiny_training_data(tmp_path, n_pairs=4, image_size=32)
+    manifest = pq.read_table(data["corrupted"] / "manifest.parquet").to_pylist()
+    gone = manifest[1]["sample_id"]
+    pq.write_table(pa.Table.from_pylist([m for m in manifest if m["sample_id"] != gone]),
+                   data["corrupted"] / "manifest.parquet")
+    with pytest.raises(ValueError, match=f"no corrupted image for instructions {gone}"):
+        load_preference_dataset(data["pairs"], data["images"], data["corrupted"])
+    pq.write_table(pa.table({"sample_id": [gone], "reason": ["undecodable_image"]}),
+                   data["corrupted"] / "quarantine.parquet")
+    with caplog.at_level("WARNING"):
+        dataset = load_preference_dataset(data["pairs"], data["images"], data["corrupted"])
+    assert len(dataset) == 3 and all(not pid.startswith(gone) for pid in dataset["pair_id"])
+    assert "1 of 4 pairs dropped" in caplog.text

@@ -3,6 +3,16 @@
 The public mDPO code draws a new crop at every forward call, so policy and reference see different
 images. Here each corrupted image is drawn once from ``random.Random(stable_seed(seed, strategy, id))``
 and stored: policy, reference and every epoch see the same pixels, and a rerun gives the same bytes.
+
+Sources are read with ``images.load_rgb``, the view training sees (upright, 8-bit RGB). A sample is
+quarantined, not fatal, when its image cannot be read (missing, not an image, undecodable, too large, an
+unsupported pixel mode: the ingest reasons) or when a crop strategy cannot keep a share of its area within
+the strategy's bounds, ``CROP_SCALES`` widened by ``CROP_AREA_SLACK`` on each side (exactly what the
+corruption gate accepts): such an image is too small or too elongated for the crop range, and torchvision's
+central fallback would store a crop outside the range. Quarantined samples get no image and no manifest
+row; ``quarantine.parquet`` and the summary's ``n_read`` / ``n_quarantined`` / ``quarantined_by_reason`` list
+them, and are written only when there is at least one, so a clean set's files are unchanged. Failures to
+write output still abort the whole set.
 """
 
 from __future__ import annotations
@@ -16,9 +26,10 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,17 +38,21 @@ import pyarrow as pa
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
-from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS
+from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
 from mdpo_pipeline.core.parallel import available_cores, worker_context
+from mdpo_pipeline.core.schemas import QuarantineReason
 
 STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
 #: Kept-area bounds of the crop strategies (FACTS §1: the paper's default keeps 1-20 %).
 CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
+#: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same.
+CROP_AREA_SLACK = 0.02
 MOCO_CROP_SCALE = (0.2, 1.0)
 #: RandomResizedCrop's default aspect-ratio range, sampled log-uniformly.
 ASPECT_RANGE = (3 / 4, 4 / 3)
 _CROP_TRIES = 10
+_POOL_TRIES = 10  # random_image: draws of another image before giving up on unreadable ones
 
 #: image_format -> (PIL format, file extension, encoder options). Fixed options give deterministic bytes.
 FORMATS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -56,6 +71,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("source_image", pa.string()),  # relative to the image root
+        ("reason", pa.string()),  # a QuarantineReason value
+        ("detail", pa.string()),
     ]
 )
 
@@ -103,6 +127,12 @@ class CorruptionResult:
     summary: dict[str, Any]
     seconds: float
     workers: int
+    quarantine: list[dict[str, Any]] = field(default_factory=list)  # QUARANTINE_SCHEMA rows, by sample id
+
+    @property
+    def n_read(self) -> int:
+        """Samples given: each one either has a manifest row or is quarantined."""
+        return len(self.rows) + len(self.quarantine)
 
     @property
     def images_per_second(self) -> float:
@@ -118,14 +148,19 @@ def corruption_rng(sample_id: str, strategy: str, seed: int) -> random.Random:
 def sample_crop(
     width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = ASPECT_RANGE
 ) -> dict[str, Any]:
-    """A crop box with torchvision RandomResizedCrop.get_params semantics, including its central fallback."""
+    """A crop box with torchvision RandomResizedCrop.get_params semantics, including its central fallback.
+
+    One difference: a draw whose pixel rounding takes the kept area beyond ``scale`` ± CROP_AREA_SLACK (only
+    on images of a few pixels) is redrawn, like a box that does not fit, rather than used.
+    """
     area = width * height
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    lowest, highest = (scale[0] - CROP_AREA_SLACK) * area, (scale[1] + CROP_AREA_SLACK) * area
     for attempt in range(1, _CROP_TRIES + 1):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(log_lo, log_hi))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
+        if 0 < w <= width and 0 < h <= height and lowest <= w * h <= highest:
             x, y = rng.randint(0, width - w), rng.randint(0, height - h)
             return _box(x, y, w, h, area, attempt, fallback=False)
     # No draw fit (very elongated or tiny image): the largest central crop within the ratio range.
@@ -148,6 +183,14 @@ def _box(x: int, y: int, w: int, h: int, area: int, tries: int, fallback: bool) 
         "tries": tries,
         "fallback": fallback,
     }
+
+
+def crop_out_of_bounds(strategy: str, params: dict[str, Any]) -> bool:
+    """True when a crop strategy's recorded crop keeps a share of the area outside its bounds ± slack."""
+    if strategy not in CROP_SCALES:
+        return False
+    lo, hi = CROP_SCALES[strategy]
+    return not lo - CROP_AREA_SLACK <= params["area_fraction"] <= hi + CROP_AREA_SLACK
 
 
 def _resized_crop(img: Image.Image, crop: dict[str, Any]) -> Image.Image:
@@ -250,45 +293,65 @@ class _Job:
     pool: tuple[str, ...]  # sorted distinct source images, for random_image
 
 
-def _open_rgb(path: str, max_pixels: int) -> Image.Image:
-    with Image.open(path) as im:
-        if im.width * im.height > max_pixels:
-            raise ValueError(f"{im.width}x{im.height} exceeds max_image_pixels={max_pixels}")
-        im.load()
-        # Converting an RGB image would only copy it.
-        return im if im.mode == "RGB" else im.convert("RGB")
-
-
 def _pool_lookup(job: _Job, own: str) -> PoolLookup:
     own_idx = bisect.bisect_left(job.pool, own)
 
     def lookup(rng: random.Random) -> tuple[str, Image.Image]:
         # Draw among the n-1 others and step over our own slot: uniform and never the sample's own image.
-        j = rng.randrange(len(job.pool) - 1)
-        other = job.pool[j + (j >= own_idx)]
-        return other, _open_rgb(os.path.join(job.root, other), job.max_pixels)
+        # An unreadable other image is skipped by drawing again, so one bad file cannot take down the
+        # samples that happen to pick it; the draws stay a function of the seed and the files.
+        for _ in range(_POOL_TRIES):
+            j = rng.randrange(len(job.pool) - 1)
+            other = job.pool[j + (j >= own_idx)]
+            try:
+                return other, load_rgb(os.path.join(job.root, other), job.max_pixels)
+            except ImageError as e:
+                last = e
+        raise ImageError(last.reason, f"no readable other image in {_POOL_TRIES} draws; last: {last.detail}")
 
     return lookup
 
 
-def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, int, int, str]]:
+#: _process results: (sample_id, sha256, width, height, params) kept; (sample_id, reason, detail) quarantined.
+_Kept = tuple[str, str, int, int, str]
+_Quarantined = tuple[str, str, str]
+
+
+def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Kept], list[_Quarantined]]:
     """Decode, corrupt, encode and write each sample; return only small per-sample records."""
     fmt, _, options = FORMATS[job.image_format]
-    out = []
+    kept: list[_Kept] = []
+    quarantined: list[_Quarantined] = []
     for sample_id, rel, name in chunk:
         try:
-            img = _open_rgb(os.path.join(job.root, rel), job.max_pixels)
+            img = load_rgb(os.path.join(job.root, rel), job.max_pixels)
             lookup = _pool_lookup(job, rel) if job.strategy == "random_image" else None
             corrupted, params = corrupt(img, job.strategy, corruption_rng(sample_id, job.strategy, job.seed), lookup)
+        except ImageError as e:  # the input's fault: this sample only
+            quarantined.append((sample_id, e.reason.value, e.detail))
+            continue
+        except Exception as e:  # anything else is a bug or the machine: stop, naming the sample
+            raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
+        if crop_out_of_bounds(job.strategy, params):
+            lo, hi = CROP_SCALES[job.strategy]
+            _, _, w, h = params["box"]
+            detail = (
+                f"{img.width}x{img.height} image: the crop ({w}x{h}, fallback={params['fallback']}) keeps "
+                f"{params['area_fraction']:g} of the area, outside [{lo:g}, {hi:g}] ± {CROP_AREA_SLACK:g}: "
+                f"too small or too elongated for {job.strategy}"
+            )
+            quarantined.append((sample_id, QuarantineReason.CROP_OUT_OF_BOUNDS.value, detail))
+            continue
+        try:
             buf = io.BytesIO()
             corrupted.save(buf, fmt, **options)
             data = buf.getbuffer()
             with open(os.path.join(job.images_dir, name), "wb") as f:
                 f.write(data)
-        except Exception as e:  # decoders and encoders raise many types; name the sample whatever it was
+        except Exception as e:  # encoders and the file system raise many types; name the sample whatever it was
             raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
-        out.append((sample_id, hashlib.sha256(data).hexdigest(), *corrupted.size, canonical_json(params)))
-    return out
+        kept.append((sample_id, hashlib.sha256(data).hexdigest(), *corrupted.size, canonical_json(params)))
+    return kept, quarantined
 
 
 _WORKER_JOB: _Job | None = None
@@ -299,20 +362,25 @@ def _init_worker(job: _Job) -> None:
     _WORKER_JOB = job
 
 
-def _process_in_worker(chunk: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, int, int, str]]:
+def _process_in_worker(chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Kept], list[_Quarantined]]:
     assert _WORKER_JOB is not None, "worker used without _init_worker"
     return _process(_WORKER_JOB, chunk)
 
 
-def _run(job: _Job, tasks: list[tuple[str, str, str]], workers: int, progress: bool) -> list[tuple]:
+def _run(
+    job: _Job, tasks: list[tuple[str, str, str]], workers: int, progress: bool
+) -> tuple[list[_Kept], list[_Quarantined]]:
     # ~8 chunks per worker balance the load; the cap keeps the progress bar moving on large sets.
     size = max(8, min(256, math.ceil(len(tasks) / (workers * 8))))
     chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
-    results: list[tuple] = []
+    kept: list[_Kept] = []
+    quarantined: list[_Quarantined] = []
     with tqdm(total=len(tasks), unit="img", desc=f"corrupt {job.strategy}", disable=not progress) as bar:
         if workers <= 1 or len(chunks) == 1:
             for chunk in chunks:
-                results += _process(job, chunk)
+                k, q = _process(job, chunk)
+                kept += k
+                quarantined += q
                 bar.update(len(chunk))
         else:
             ctx = worker_context()
@@ -324,12 +392,14 @@ def _run(job: _Job, tasks: list[tuple[str, str, str]], workers: int, progress: b
                 futures = {pool.submit(_process_in_worker, chunk): len(chunk) for chunk in chunks}
                 try:
                     for fut in as_completed(futures):
-                        results += fut.result()
+                        k, q = fut.result()
+                        kept += k
+                        quarantined += q
                         bar.update(futures[fut])
                 except BaseException:
                     pool.shutdown(cancel_futures=True)  # fail now, not after every queued chunk has run
                     raise
-    return sorted(results)
+    return sorted(kept), sorted(quarantined)
 
 
 def _check_samples(samples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -373,12 +443,13 @@ def corrupt_images(
         (tmp / "images").mkdir()
         job = _Job(str(root), str(tmp / "images"), cfg.strategy, cfg.seed, cfg.image_format, cfg.max_image_pixels, pool)
         tasks = [(sid, rel, name) for (sid, rel), name in zip(items, names)]
-        done = _run(job, tasks, workers, progress)
+        kept, quarantined = _run(job, tasks, workers, progress)
+        task_of = {sid: (rel, name) for sid, rel, name in tasks}
         rows = [
             {
                 "sample_id": sid,
-                "source_image": rel,
-                "corrupted_image": f"images/{name}",
+                "source_image": task_of[sid][0],
+                "corrupted_image": f"images/{task_of[sid][1]}",
                 "strategy": cfg.strategy,
                 "seed": cfg.seed,
                 "params": params,
@@ -386,20 +457,41 @@ def corrupt_images(
                 "width": w,
                 "height": h,
             }
-            for (sid, rel, name), (_, sha, w, h, params) in zip(tasks, done, strict=True)
+            for sid, sha, w, h, params in kept
         ]
+        quarantine = [
+            {"sample_id": sid, "source_image": task_of[sid][0], "reason": reason, "detail": detail}
+            for sid, reason, detail in quarantined
+        ]
+        if len(rows) + len(quarantine) != len(tasks):
+            raise AssertionError(
+                f"corruption lost samples: {len(rows)} kept + {len(quarantine)} quarantined != {len(tasks)} read"
+            )
+        if not rows:
+            raise CorruptionError(
+                f"all {len(tasks)} samples were quarantined ({_by_reason(quarantine)}), e.g. "
+                f"{quarantine[0]['sample_id']!r}: {quarantine[0]['detail']}; is the image root {root} right?"
+            )
         write_parquet(rows, tmp / "manifest.parquet", MANIFEST_SCHEMA)
+        if quarantine:  # absent when empty: a clean set's files stay exactly what they were
+            write_parquet(quarantine, tmp / "quarantine.parquet", QUARANTINE_SCHEMA)
         preview_grid(rows, root, tmp, tmp / "preview.png")
-        summary = _summary(rows, cfg)
+        summary = _summary(rows, quarantine, cfg)
         write_json(summary, tmp / "summary.json")
-    return CorruptionResult(rows, summary, time.perf_counter() - start, workers)
+    return CorruptionResult(rows, summary, time.perf_counter() - start, workers, quarantine)
 
 
-def _summary(rows: list[dict[str, Any]], cfg: CorruptionConfig) -> dict[str, Any]:
+def _by_reason(quarantine: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(q["reason"] for q in quarantine)
+    order = {r.value: i for i, r in enumerate(QuarantineReason)}
+    return {r: counts[r] for r in sorted(counts, key=order.__getitem__)}
+
+
+def _summary(rows: list[dict[str, Any]], quarantine: list[dict[str, Any]], cfg: CorruptionConfig) -> dict[str, Any]:
     params = [json.loads(r["params"]) for r in rows]
     areas = [p["area_fraction"] for p in params if "area_fraction" in p]
     digest = hashlib.sha256("".join(f"{r['sample_id']}\t{r['sha256']}\n" for r in rows).encode()).hexdigest()
-    return {
+    summary = {
         "strategy": cfg.strategy,
         "seed": cfg.seed,
         "image_format": cfg.image_format,
@@ -411,6 +503,14 @@ def _summary(rows: list[dict[str, Any]], cfg: CorruptionConfig) -> dict[str, Any
         ),
         "files": {"images": "images/", "manifest": "manifest.parquet", "preview": "preview.png"},
     }
+    if quarantine:  # only then, so that a clean set's summary keeps its bytes
+        summary |= {
+            "n_read": len(rows) + len(quarantine),
+            "n_quarantined": len(quarantine),
+            "quarantined_by_reason": _by_reason(quarantine),
+        }
+        summary["files"]["quarantine"] = "quarantine.parquet"
+    return summary
 
 
 def _fit(im: Image.Image, cell: int) -> Image.Image:
@@ -439,8 +539,7 @@ def preview_grid(
     for col, row in enumerate(chosen):
         files = (Path(image_root) / row["source_image"], Path(corrupted_dir) / row["corrupted_image"])
         for r, file in enumerate(files):
-            with Image.open(file) as im:
-                tile = _fit(im.convert("RGB"), cell)
+            tile = _fit(load_rgb(file), cell)  # the original as corruption and training see it: upright
             sheet.paste(tile, (col * cell + (cell - tile.width) // 2, r * cell + (cell - tile.height) // 2))
         params = json.loads(row["params"])
         label = f"area {params['area_fraction']:.3f}" if "area_fraction" in params else row["strategy"]

@@ -1,4 +1,10 @@
-"""Safe image access: path containment under a data root, and validation that never decodes a bomb.
+"""Safe image access: path containment under a data root, validation that never decodes a bomb, and the
+one pixel view every stage uses.
+
+That view (``as_rgb``): EXIF orientation applied once (``ImageOps.exif_transpose`` removes the tag, so a second
+pass is a no-op: ``datasets.Image`` decoding, which training uses, already applies it), then 8-bit RGB, with
+16-bit samples scaled (65535 -> 255) rather than clipped and transparency composited over white, as
+transformers' ``convert_to_rgb`` does. Ingest records the upright size; corruption crops the upright pixels.
 
 PIL's process-wide knobs (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) are never
 touched: the pixel limit is checked here per call against the header size, before any pixel is decoded.
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mdpo_pipeline.core.schemas import QuarantineReason
 
@@ -21,6 +28,17 @@ from mdpo_pipeline.core.schemas import QuarantineReason
 DEFAULT_MAX_PIXELS = 89_478_485
 
 CheckMode = Literal["full", "header"]
+
+#: Modes a file can open as that have one defined 8-bit RGB view. Float ("F") is not among them: the file
+#: does not say whether its samples span 0-1, 0-255 or anything else.
+SUPPORTED_MODES = frozenset(
+    {"1", "L", "P", "RGB", "RGBA", "RGBX", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "I;16L", "I;16B",
+     "I;16N"}
+)
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # "I": how older PIL opens 16-bit PNGs
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+#: EXIF orientations that swap width and height (transpose and the two quarter turns).
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
 class ImageError(Exception):
@@ -95,7 +113,26 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
             QuarantineReason.IMAGE_TOO_LARGE,
             f"{path.name}: {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}",
         )
+    if im.mode not in SUPPORTED_MODES:
+        im.close()
+        raise ImageError(
+            QuarantineReason.UNSUPPORTED_IMAGE_MODE,
+            f"{path.name}: pixel mode {im.mode!r} has no defined 8-bit RGB view",
+        )
     return im
+
+
+def _orientation(im: Image.Image, name: str) -> int:
+    """The EXIF orientation (1 = upright), read without decoding pixels; ImageError if the EXIF is unreadable."""
+    # PIL's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixel data: read only
+    # what the header (or an earlier load) already found.
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as e:  # training's datasets.Image decoder reads it unguarded: it would fail there too
+        raise ImageError(QuarantineReason.UNDECODABLE_IMAGE, f"{name}: unreadable EXIF: {type(e).__name__}: {e}")
+    return value if isinstance(value, int) else 1
 
 
 def _decode(im: Image.Image, path: Path, fast_jpeg: bool) -> None:
@@ -123,6 +160,8 @@ def check_image(
             (w, h), fmt = im.size, im.format  # before draft() shrinks the size
             if mode == "full":
                 _decode(im, path, fast_jpeg=True)
+            if _orientation(im, path.name) in _SWAPS_AXES:  # record the size every stage sees: upright
+                w, h = h, w
             return ImageCheck(True, width=w, height=h, format=fmt)
     except ImageError as e:
         return ImageCheck(False, e.reason, e.detail)
@@ -133,9 +172,31 @@ def check_images(paths: list[Path], mode: CheckMode, max_pixels: int) -> list[Im
     return [check_image(p, mode, max_pixels) for p in paths]
 
 
+def as_rgb(im: Image.Image) -> Image.Image:
+    """The upright 8-bit RGB view of a decoded image (see the module docstring); ImageError if there is none."""
+    name = os.path.basename(getattr(im, "filename", "") or "") or "image"
+    if _orientation(im, name) != 1:
+        im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in _SIXTEEN_BIT:
+        # PIL's own convert clips 16-bit samples at 255 (nearly all white); scale the full range instead.
+        grey = np.rint(np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode not in SUPPORTED_MODES:
+        raise ImageError(QuarantineReason.UNSUPPORTED_IMAGE_MODE, f"{name}: pixel mode {mode!r} has no 8-bit RGB view")
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")  # also turns a palette's or a single colour's transparency into alpha
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image at full resolution as RGB, with the same safety checks; raise ImageError."""
+    """Open an image at full resolution as ``as_rgb`` sees it, with the same safety checks; raise ImageError."""
     path = Path(path)
     with _open_checked(path, max_pixels) as im:
         _decode(im, path, fast_jpeg=False)
-        return im.convert("RGB")  # always a new, file-independent image, so closing the file is safe
+        out = as_rgb(im)
+    # Leaving the with-block only closed the file; a memory-mapped decode would still read it, so detach that.
+    return im.copy() if out is im and getattr(im, "map", None) is not None else out

@@ -6,6 +6,12 @@ duplicate detection), never with the raw file. Text checks run in the calling pr
 the expensive part, run in worker processes over batches of rows, drained in input order. Checks run
 in a fixed order and a row gets the first reason that applies. Prompts and responses are stored with
 outer whitespace stripped.
+
+VLFeedback rows come in two layouts, both accepted from jsonl and parquet: the raw release's, where
+``completions`` is a list of {model, response, annotations}, and the Hugging Face ``datasets`` export's,
+where it is one struct of equal-length lists ({"model": [...], "response": [...], "annotations": [...]},
+nested structs of lists transposed the same way). The second is turned into the first before any check.
+An ``img_path`` column, when a row has one, names its image; else it is ``merged_images/{id}.jpg``.
 """
 
 from __future__ import annotations
@@ -78,7 +84,9 @@ class IngestConfig:
 
     format: str = "vlfeedback"  # "vlfeedback" (raw release), "mdpo_json" (released mDPO pairs) or "hub"
     path: str | Path | None = None  # data directory or file; for "hub", the directory to download into
-    image_root: str | Path | None = None  # image paths resolve under this; default: the data directory
+    # Image paths resolve under this. Default: the data directory, or for a data file its folder; for the
+    # released mDPO json that is where its img_path values ("images/llava-reasoning-3730.jpg") start from.
+    image_root: str | Path | None = None
     image_check: str = "full"  # "full": decode every image; "header": format and size only; "none": skip
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images are quarantined before decoding (bomb guard)
     # Source for mdpo_json rows without one: the released mDPO file is the LLaVA-sourced subset of
@@ -344,6 +352,40 @@ def _parse_completion(
     return Completion(model, response, ratings), defects
 
 
+class _Ragged(ValueError):
+    """Column-wise completions whose columns have different lengths."""
+
+
+def _as_column(value: object) -> list | None:
+    """A list as is, or a struct of equal-length lists (nested ones too) transposed to a list of structs."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, dict) or not value:
+        return None
+    # A null column (pyarrow writes one for a struct field absent from the row) is simply absent.
+    columns = {k: _as_column(v) for k, v in value.items() if v is not None}
+    if not columns or any(c is None for c in columns.values()):
+        return None
+    lengths = {k: len(c) for k, c in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise _Ragged(", ".join(f"{k} {n}" for k, n in lengths.items()))
+    n = next(iter(lengths.values()))
+    return [{k: c[i] for k, c in columns.items()} for i in range(n)]
+
+
+def _completion_rows(value: object, rid: str) -> list:
+    """``completions`` in the row layout, from either the row layout or the ``datasets`` column-wise one."""
+    try:
+        rows = _as_column(value)
+    except _Ragged as e:
+        raise _Reject(R.BAD_FIELD_TYPE, f"field 'completions' is column-wise with unequal lengths ({e})", rid)
+    if rows is None:
+        got = _type_name(value)
+        detail = f"field 'completions' is {got}, expected list (or a struct of equal-length lists)"
+        raise _Reject(R.BAD_FIELD_TYPE, detail, rid)
+    return rows
+
+
 def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Row:
     """Validate one VLFeedback row; unusable completions are dropped, and counted."""
     if not isinstance(obj, dict):
@@ -354,10 +396,10 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
         raise _Reject(R.MISSING_FIELD, "required field 'completions' is missing", rid)
     if not rid.strip():
         raise _Reject(R.MISSING_FIELD, "field 'id' is empty", rid)
-    comps_in = obj["completions"]
-    if not isinstance(comps_in, list):
-        got = _type_name(comps_in)
-        raise _Reject(R.BAD_FIELD_TYPE, f"field 'completions' is {got}, expected list", rid)
+    comps_in = _completion_rows(obj["completions"], rid)
+    img = obj.get("img_path")
+    if img is not None and not isinstance(img, str):
+        raise _Reject(R.BAD_FIELD_TYPE, f"field 'img_path' is {_type_name(img)}, expected string", rid)
     prompt = obj["prompt"].strip()
     if not prompt:
         raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' is empty or whitespace ({obj['prompt']!r})", rid)
@@ -385,9 +427,9 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
     if len(scores) == 1:
         detail = f"all {len(usable)} usable completions have mean rating {scores[0]:g}: no pair"
         raise _Reject(R.RATINGS_TIED, detail, rid)
+    image = _posix(img).as_posix() if img and img.strip() else f"{IMAGES_DIR}/{rid}.jpg"
     ins = Instruction(
-        id=rid, source=sources.get(rid, UNKNOWN), prompt=prompt, image=f"{IMAGES_DIR}/{rid}.jpg",
-        completions=tuple(usable),
+        id=rid, source=sources.get(rid, UNKNOWN), prompt=prompt, image=image, completions=tuple(usable),
     )
     return _Row(ins, (("id", rid),), dropped)
 
@@ -422,7 +464,8 @@ def _parse_mdpo(obj: object, ordinal: int, default_source: str) -> _Row:
 
     The pair is fixed by the file, not by ratings: completions are (chosen, rejected) with no ratings
     (so ``Completion.usable`` is False) and ``preferred=(0, 1)``. Downstream must take the pair from
-    ``preferred`` whenever it is set, never from ratings. Without an ``id`` the id is
+    ``preferred`` whenever it is set, never from ratings. ``img_path`` is relative to the image root, by
+    default the json's own folder (the release puts ``images/`` next to it). Without an ``id`` the id is
     "{image stem}#{ordinal}" (ordinal = 1-based position in the input), stable for the same file.
     """
     if not isinstance(obj, dict):
@@ -512,15 +555,21 @@ def _run(
     batch: list[tuple[_Rec, _Row, Path]] = []
     in_flight: deque[tuple[list[tuple[_Rec, _Row, Path]], Future]] = deque()
     n_read = 0
+    n_doubled = 0  # missing images found one folder up: image_root repeats the paths' first folder
 
     def finish(items: list[tuple[_Rec, _Row, Path]], checks: list[ImageCheck]) -> None:
+        nonlocal n_doubled
         for (rec, row, _), chk in zip(items, checks, strict=True):
             if chk.ok:
                 instructions.append(replace(row.ins, width=chk.width, height=chk.height))
                 dropped.update(row.dropped)
             else:
+                detail = chk.detail
+                if chk.reason is R.MISSING_IMAGE and (hint := _doubled_root_hint(image_root, row.ins.image)):
+                    detail += hint
+                    n_doubled += 1
                 quarantine.append(
-                    QuarantineRecord(rec.file, rec.line, row.ins.id, chk.reason, chk.detail, rec.raw_text())
+                    QuarantineRecord(rec.file, rec.line, row.ins.id, chk.reason, detail, rec.raw_text())
                 )
         bar.update(len(items))
 
@@ -573,10 +622,25 @@ def _run(
                 submit(limit=4 * workers)
         submit(limit=0)
 
+    if n_doubled:
+        log.warning("%d images missing under %s%s", n_doubled, image_root, _doubled_root_hint(image_root, None))
     # Text rejects were recorded before the image rejects of earlier rows: restore input order.
     order = {p.name: i for i, p in enumerate(files)}
     quarantine.sort(key=lambda q: (order[q.file], q.line))
     return IngestResult(instructions, quarantine, n_read, info, image_root, dropped)
+
+
+def _doubled_root_hint(image_root: Path, image: str | None) -> str:
+    """Explain a missing image whose path already starts with image_root's own folder name ("" otherwise)."""
+    if image is not None:
+        parts = PurePosixPath(image).parts
+        if len(parts) < 2 or parts[0] != image_root.name or not (image_root.parent / image).is_file():
+            return ""
+    return (
+        f" (image paths start with '{image_root.name}/', the image root's own folder: set image_root to "
+        f"{image_root.parent}, the folder they are relative to; for mdpo_json that is the default, "
+        "the json's folder)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- sources

@@ -34,6 +34,11 @@ class QuarantineReason(str, enum.Enum):
     RATINGS_TIED = "ratings_tied"
     IDENTICAL_PAIR = "identical_pair"  # a fixed (chosen, rejected) pair whose two answers are the same text
     RATING_OUT_OF_RANGE = "rating_out_of_range"  # a number outside VLFeedback's 1-5 scale
+    # A pixel format with no fixed 8-bit RGB meaning (e.g. float "F": its value range is not stored).
+    UNSUPPORTED_IMAGE_MODE = "unsupported_image_mode"
+    # Corruption only: no crop of the image keeps a share of its area within the strategy's bounds
+    # (the image is too small or too elongated for the crop range).
+    CROP_OUT_OF_BOUNDS = "crop_out_of_bounds"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ trainer splits the policy and the reference log-probs with one ``chunk``, as TRL
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import flush_left
 
+from mdpo_pipeline.core.images import as_rgb
 from mdpo_pipeline.training.chat import preference_texts
+
+log = logging.getLogger(__name__)
 
 #: view -> (completion column, image column) of the dataset.
 VIEWS: dict[str, tuple[str, str]] = {
@@ -60,10 +64,27 @@ def load_preference_dataset(
     instruction_of = dict(zip(index["pair_id"], index["instruction_id"]))
     manifest = pq.read_table(corrupted_dir / "manifest.parquet", columns=["sample_id", "corrupted_image"]).to_pydict()
     corrupted_of = dict(zip(manifest["sample_id"], manifest["corrupted_image"]))
+    # corrupted_images writes quarantine.parquet only when it quarantined a sample (unreadable image, or one too
+    # small for the crop range): those instructions have no corrupted image, so their pairs leave the set.
+    quarantine_file = corrupted_dir / "quarantine.parquet"
+    quarantined = (
+        set(pq.read_table(quarantine_file, columns=["sample_id"])["sample_id"].to_pylist())
+        if quarantine_file.is_file()
+        else set()
+    )
 
     unknown = [r["pair_id"] for r in records if r["pair_id"] not in instruction_of]
     if unknown:
         raise ValueError(f"pairs_trl.jsonl has pair ids missing from pairs.parquet: {_listed(unknown)}")
+    kept = [r for r in records if instruction_of[r["pair_id"]] not in quarantined]
+    if len(kept) < len(records):
+        log.warning(
+            "%d of %d pairs dropped: corrupted_images quarantined their instruction's image (%s)",
+            len(records) - len(kept), len(records), quarantine_file,
+        )
+        if not kept:
+            raise ValueError(f"every pair's instruction is quarantined in {quarantine_file}")
+        records = kept
     uncorrupted = sorted({instruction_of[r["pair_id"]] for r in records} - corrupted_of.keys())
     if uncorrupted:
         raise ValueError(
@@ -136,7 +157,9 @@ class DataCollatorForMDPO(DataCollatorMixin):
                 prompts.append(text["prompt"])
                 completions.append(text[completion_key])
                 if not self.withhold_image:
-                    images.append([example[image_key]])
+                    # The view corrupted_images cropped (16-bit scaled, alpha over white); orientation is
+                    # already applied by datasets.Image, and as_rgb does not apply it twice.
+                    images.append([as_rgb(example[image_key])])
 
         # add_special_tokens=False: preference_texts wrote BOS and the end-of-answer token exactly once.
         prompt_batch = self.processor(
