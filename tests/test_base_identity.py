@@ -64,3 +64,18 @@ def test_adapter_trained_on_another_preset_is_not_scored(project):
     assert adapter_dir(project, "dpo", "llava-1.5-7b") == path
     with pytest.raises(ConfigError, match=r"trained on base model 'llava-1.5-7b', the base model now is 'gemma-3-4b'"):
         adapter_dir(project, "dpo", "gemma-3-4b")
+
+
+def test_scores_made_with_another_judge_or_mode_are_not_compared(project):
+    _score(project, "base", "shapeworld-tiny", "a" * 64)
+    _score(project, "mdpo", "shapeworld-tiny", "a" * 64, chair_s=0.1)
+    for key, prompt in (("base", "official"), ("mdpo", "own")):
+        path = model_dir(project, key) / "scores.json"
+        record = json.loads(path.read_text())
+        record["benchmarks"] = {"mmhal": {"identity": {"judge_model": "gpt-4-0613", "prompt": prompt}, "n": 96},
+                                "pope": {"identity": {}, "n": 10}}
+        write_json(record, path)
+    with pytest.raises(ConfigError, match=r"mdpo's mmhal scores were made with .*'own'.*, the base's with .*'official'"):
+        gate_partition(project, "mdpo")
+    models, left_out = scored_models(project)
+    assert list(models) == ["base"] and "mmhal" in left_out["mdpo"]

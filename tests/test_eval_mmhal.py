@@ -588,27 +588,22 @@ def _answer(i: int | str) -> str:
 
 
 def _run_mmhal(root: Path, monkeypatch, mmhal: dict, judge_settings: dict | None = None):
-    """The stage's _mmhal with canned answers (no model) and, unless judge_settings is given, FakeChatJudge."""
-    from mdpo_pipeline.evaluation import stage
+    """The MMHal benchmark as the stage runs it (prepare, answer, score) with canned answers (no model) and,
+    unless judge_settings is given, FakeChatJudge."""
+    from mdpo_pipeline.evaluation import benchmarks
+    from mdpo_pipeline.evaluation.benchmarks import EvalContext, MMHal
     from mdpo_pipeline.project import Project
 
     fake, generated = FakeChatJudge(), []
-
-    def answers(path, model, processor, prompts, *rest):
-        generated.append(len(prompts))
-        return {p.id: _answer(p.id) for p in prompts}
-
-    monkeypatch.setattr(stage, "_answers", answers)
     if judge_settings is None:
-        monkeypatch.setattr(stage, "make_judge", lambda settings, shapeworld: (fake, "judge-test via http://test"))
+        monkeypatch.setattr(benchmarks, "make_judge", lambda settings, shapeworld: (fake, "judge-test via http://test"))
     settings = {"root": "benchmarks", "mmhal": mmhal, "max_items": {"mmhal": 16}}
-    out = root / "artifacts" / "eval" / "m"
-    try:
-        scores, label = stage._mmhal(Project(root), settings, None, None, None, "sha", out, judge_settings, False,
-                                     print)
-    finally:
-        _run_mmhal.generated = generated
-    return scores, label, fake
+    ctx = EvalContext(Project(root), settings, judge_settings)
+    _run_mmhal.generated = generated
+    state, prompts = MMHal().prepare(ctx)
+    generated.append(len(prompts))
+    scored = MMHal().score(ctx, state, {p.id: _answer(p.id) for p in prompts})
+    return scored.result, scored.label, fake
 
 
 def _cache_rows(root: Path) -> list[dict]:

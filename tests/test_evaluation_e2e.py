@@ -26,7 +26,7 @@ def project(tmp_path, tiny_params, monkeypatch):
         "training": {"seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2,
                      "threads": 1, "learning_rate": 1e-3},
         "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 12},
-                             "max_items": {"object_halbench": 12, "amber": 30, "mmhal": 16},
+                             "max_items": {"object_halbench": 12, "amber": 30, "mmhal": 16, "pope": 10},
                              # A 3-step adapter need not beat the base: let it pass here; the end of the
                              # test makes the gate impossible and checks that it blocks.
                              "gate": {"primary": "chair_s", "max_coverage_drop": 1.0, "min_improvement": -1.0}},
@@ -49,7 +49,9 @@ def test_scores_report_and_champion(project):
 
     scores = json.loads((project / "artifacts/eval/dpo/scores.json").read_text())
     assert {"chair_s", "chair_i", "recall", "amber_chair", "amber_cover", "amber_hal", "amber_cog", "amber_f1",
-            "mmhal_score", "mmhal_hallucination_rate"} <= set(scores["scores"])
+            "mmhal_score", "mmhal_hallucination_rate", "pope_f1", "pope_accuracy", "pope_yes_ratio"} <= set(scores["scores"])
+    assert set(scores["benchmarks"]) == {"object_halbench", "amber", "mmhal", "pope"}
+    assert scores["benchmarks"]["pope"]["n"] == 3 * 10 and set(scores["pope"]) == {"random", "popular", "adversarial", "all"}
     assert scores["object_halbench"]["n_answers"] == 12 and scores["mmhal"]["n"] == 16
     assert "NOT comparable with GPT-4" in scores["judge"]
     meta = results["dpo"].asset_materializations_for_node("benchmark_scores")[-1].metadata
@@ -65,7 +67,7 @@ def test_scores_report_and_champion(project):
     final = dg.materialize(everything, selection="key:comparison_report or key:champion", resources=resources)
     assert final.success
     report = (project / "artifacts/eval/comparison.md").read_text()
-    assert "| base |" in report and "| dpo |" in report and "CHAIR_s" in report
+    assert "| base |" in report and "| dpo |" in report and "CHAIR_s" in report and "POPE F1" in report
     assert (project / "artifacts/eval/comparison.png").stat().st_size > 10_000
     decided = client.get_model_version("shapeworld-tiny", version.version).tags
     decision = json.loads(decided["gate.decision"])

@@ -38,7 +38,7 @@ def project(tmp_path, tiny_params, monkeypatch, request):
         "training": {"seed": 0, "max_steps": 2, "per_device_batch_size": 4, "grad_accum": 1, "logging_steps": 1,
                      "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16},
         "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 6},
-                             "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8},
+                             "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4},
                              "gate": {"max_coverage_drop": 1.0, "min_improvement": -1.0}},
     }
     root = make_project(tmp_path / "proj", params)

@@ -13,20 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from mdpo_pipeline.core.io import write_json
+from mdpo_pipeline.evaluation.benchmarks import (
+    BENCHMARKS,
+    EVAL_DIR,
+    SHAPEWORLD_BENCHMARKS,
+    EvalContext,
+    benchmark,
+    check_metrics,
+)
 from mdpo_pipeline.project import ConfigError, Project
 
-EVAL_DIR = Path("artifacts") / "eval"
 BASE = "base"
-SHAPEWORLD_BENCHMARKS = "data/shapeworld/benchmarks"
 
 
 def eval_settings(project: Project) -> dict[str, Any]:
-    """params.yaml:benchmark_scores with defaults: benchmark locations, generation, item caps and the gate."""
+    """params.yaml:benchmark_scores with defaults: which benchmarks, where they are, generation, caps, the gate."""
     defaults: dict[str, Any] = {
         "root": SHAPEWORLD_BENCHMARKS,
-        "object_halbench": {},
-        "amber": {},
-        "mmhal": {},
+        "benchmarks": list(BENCHMARKS),
+        **{name: {} for name in BENCHMARKS},
         "generation": {},
         "max_items": {},
         "gate": {},
@@ -35,17 +40,13 @@ def eval_settings(project: Project) -> dict[str, Any]:
     unknown = sorted(set(section) - set(defaults))
     if unknown:
         raise ConfigError(f"params.yaml:benchmark_scores has unknown key(s) {unknown}; known: {sorted(defaults)}")
-    return defaults | section
-
-
-def _bench_path(project: Project, settings: dict, name: str, key: str = "path") -> Path:
-    explicit = settings[name].get(key)
-    return project.path(explicit) if explicit else project.path(settings["root"]) / name
-
-
-def _capped(items: list, settings: dict, name: str) -> list:
-    cap = settings["max_items"].get(name)
-    return items if cap is None else items[: int(cap)]
+    settings = defaults | section
+    for name in settings["benchmarks"]:
+        benchmark(name)  # an unknown name fails here, before any model loads
+    unknown_caps = sorted(set(settings["max_items"]) - set(BENCHMARKS))
+    if unknown_caps:
+        raise ConfigError(f"params.yaml:benchmark_scores.max_items has unknown benchmark(s) {unknown_caps}")
+    return settings
 
 
 def model_dir(project: Project, key: str) -> Path:
@@ -84,7 +85,8 @@ def _describe_base(identity: tuple[str | None, str | None]) -> str:
 
 
 def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -> None:
-    """Refuse, naming both, to compare model ``key`` with base scores computed on another base model."""
+    """Refuse, naming both, to compare model ``key`` with base scores computed on another base model, or scored
+    another way (mode, judge model, judge prompt)."""
     mine, theirs = base_identity(record), base_identity(base)
     if mine != theirs or mine == (None, None):
         raise ConfigError(
@@ -92,6 +94,15 @@ def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -
             f"different base models are not compared; rematerialize benchmark_scores[{BASE}] and "
             f"benchmark_scores[{key}] for the current base model"
         )
+    # Scores of one benchmark made with another scoring mode, judge model or judge prompt are not comparable.
+    ours, other = record.get("benchmarks") or {}, base.get("benchmarks") or {}
+    for name in sorted(set(ours) & set(other)):
+        if ours[name]["identity"] != other[name]["identity"]:
+            raise ConfigError(
+                f"{key}'s {name} scores were made with {ours[name]['identity']}, the base's with "
+                f"{other[name]['identity']}: rescore both the same way (rematerialize benchmark_scores[{BASE}] and "
+                f"benchmark_scores[{key}])"
+            )
 
 
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
@@ -114,95 +125,6 @@ def _answers(path: Path, model, processor, prompts, settings, model_sha: str, pr
     return {p.id: a for p, a in zip(prompts, answers)}
 
 
-def make_judge(settings: dict[str, Any] | None, shapeworld: bool):
-    """(judge: a chat client taking prompts, or the record-aware ShapeWorld rule judge; its label)."""
-    settings = settings or {"kind": "auto"}
-    kind = settings.get("kind", "auto")
-    if kind == "shapeworld" or (kind == "auto" and shapeworld):
-        from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
-
-        judge = ShapeWorldJudge()
-        return judge, f"{judge.model} (rule-based, knows the ShapeWorld truth; NOT comparable with GPT-4 scores)"
-    from mdpo_pipeline.core.eval.judge import ChatCompletionsClient, JudgeConfig
-
-    config = JudgeConfig.resolve(base_url=settings.get("base_url"), model=settings.get("model") or "gpt-4-0613",
-                                 api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"))
-    client = ChatCompletionsClient(config)
-    return client, f"{config.model} via {config.base_url}"
-
-
-def _object_halbench(project: Project, settings: dict):
-    """ShapeWorld's split (``path``), or the real one: RLHF-V's prompts, COCO val2014 annotations and images,
-    and CHAIR's synonyms.txt."""
-    from mdpo_pipeline.core.eval.chair import load_object_halbench, load_object_halbench_coco
-
-    cfg = settings["object_halbench"]
-    if "questions" not in cfg:
-        return load_object_halbench(_bench_path(project, settings, "object_halbench"))
-    missing = [k for k in ("coco_annotations", "synonyms", "images") if not cfg.get(k)]
-    if missing:
-        raise ConfigError(f"params.yaml:benchmark_scores.object_halbench needs {missing} with questions")
-    return load_object_halbench_coco(project.path(cfg["questions"]), project.path(cfg["coco_annotations"]),
-                                     project.path(cfg["synonyms"]), image_dir=project.path(cfg["images"]))
-
-
-def _mmhal(project: Project, settings: dict, model, processor, gen, model_sha, out: Path, judge_settings, progress, log):
-    """(MMHalScores whose ``judge`` names judge_model, prompt, prompt_sha256 and judge_script; the judge label).
-
-    The judge prompt is the official one read from ``benchmark_scores.mmhal.judge_script`` (the user's copy of
-    LLaVA-RLHF's Eval/eval_gpt_mmhal.py), else the own prompt, labelled as not the official one.
-    """
-    from mdpo_pipeline.core.eval.mmhal import (
-        MMHalJudgeScriptError,
-        load_judge_prompt,
-        load_mmhal,
-        mmhal_scores,
-        parse_rating,
-    )
-    from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
-    from mdpo_pipeline.evaluation.generation import Prompt
-
-    cfg = settings["mmhal"]
-    root = _bench_path(project, settings, "mmhal")
-    # ``path`` may name response_template.json itself (or RLHF-V's copy of it) rather than its folder.
-    template = root if root.is_file() else root / "response_template.json"
-    records = _capped(load_mmhal(template), settings, "mmhal")
-    shapeworld = project.path(settings["root"]) == project.path(SHAPEWORLD_BENCHMARKS)
-    judge, label = make_judge(judge_settings, shapeworld)
-    rule_judge = isinstance(judge, ShapeWorldJudge)
-    script = project.path(cfg["judge_script"]) if cfg.get("judge_script") else None
-    prompt = None
-    # Read before generating so a bad path stops the run at once; a configured one is read even for
-    # the rule judge (which needs no prompt) so that a wrong setting never goes unnoticed.
-    if script is not None or not rule_judge:
-        try:
-            prompt = load_judge_prompt(script)
-        except MMHalJudgeScriptError as exc:
-            raise ConfigError(f"params.yaml:benchmark_scores.mmhal.judge_script: {exc}") from exc
-    image_dir = Path(cfg.get("images") or template.parent / "images")
-    prompts = [Prompt(str(i), str(image_dir / r.image_file), r.question) for i, r in enumerate(records)]
-    answers = _answers(out / "generations" / "mmhal.jsonl", model, processor, prompts, gen, model_sha, progress, log)
-    if rule_judge:
-        texts = [judge.judge(r, answers[p.id]) for r, p in zip(records, prompts)]
-        identity = {"judge_model": judge.model, "prompt": judge.prompt_kind, "prompt_sha256": None,
-                    "judge_script": None}
-    else:
-        from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
-
-        cache = JudgmentCache(project.root / EVAL_DIR / "judgments.jsonl")
-        texts = judge_all(judge, [prompt.build(r, answers[p.id]) for r, p in zip(records, prompts)], cache, progress,
-                          template_sha256=prompt.sha256)
-        identity = {"judge_model": judge.model, **prompt.identity()}
-        label = f"{label}; {prompt.label}"
-    ratings = [parse_rating(t) for t in texts]
-    scores = mmhal_scores(ratings, [r.question_type for r in records], require_order=len(records) % 8 == 0,
-                          judge=identity)
-    write_json([{"id": p.id, "question_type": r.question_type, "answer": answers[p.id], "judgment": t,
-                 "rating": g.rating} for p, r, t, g in zip(prompts, records, texts, ratings)],
-               out / "mmhal_judgments.json")
-    return scores, label
-
-
 def run_benchmark_scores(
     project: Project,
     key: str,
@@ -213,14 +135,16 @@ def run_benchmark_scores(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Generate (or reuse) answers of model ``key`` on the three benchmarks, score them, store and log them."""
-    from mdpo_pipeline.core.eval.amber import amber_scores, load_amber
-    from mdpo_pipeline.evaluation.generation import GenerationSettings, Prompt, load_eval_model
+    """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
+    from mdpo_pipeline.evaluation.generation import GenerationSettings, load_eval_model
     from mdpo_pipeline.stages import base_model_location, base_model_settings
     from mdpo_pipeline.training.reference import weights_sha256
 
     settings = eval_settings(project)
     gen = GenerationSettings(**settings["generation"])
+    ctx = EvalContext(project, settings, judge, progress, log)
+    # Every benchmark's files (and a judge script) are read before the model loads: a wrong path fails in seconds.
+    prepared = {name: benchmark(name).prepare(ctx) for name in settings["benchmarks"]}
     preset, base_path = base_model_location(project)
     adapter = adapter_dir(project, key, preset)
     model, processor, base_sha = load_eval_model(preset, base_path, adapter,
@@ -228,53 +152,26 @@ def run_benchmark_scores(
     model_sha = weights_sha256(model) if adapter else base_sha
     out = model_dir(project, key)
 
-    ohb = _object_halbench(project, settings)
-    items = _capped(list(ohb.items), settings, "object_halbench")
-    prompts = [Prompt(str(it.image_id), str(ohb.image_dir / it.image), it.question) for it in items]
-    answers = _answers(out / "generations" / "object_halbench.jsonl", model, processor, prompts, gen, model_sha,
-                       progress, log)
-    extractor = settings["object_halbench"].get("extractor", "rule")
-    if extractor not in ("rule", "judge"):
-        raise ConfigError(f"params.yaml:benchmark_scores.object_halbench.extractor={extractor!r}: use rule or judge")
-    extract = None
-    if extractor == "judge":  # the published numbers' setup: an LLM lists the objects, the synonym list maps them
-        from mdpo_pipeline.core.eval.chair import llm_extractor
-        from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
-
-        client, _ = make_judge({**(judge or {}), "kind": "openai"}, shapeworld=False)
-        cache = JudgmentCache(project.root / EVAL_DIR / "judgments.jsonl")
-        extract = llm_extractor(lambda prompt: judge_all(client, [prompt], cache)[0])
-    chair = ohb.score({int(k): v for k, v in answers.items()}, extract=extract)
-
-    amber = load_amber(_bench_path(project, settings, "amber"))
-    # The cap applies to each task, so a capped run still has both generative and yes/no items.
-    generative = set(amber.ids("generative"))
-    queries = [*_capped([q for q in amber.queries if q.id in generative], settings, "amber"),
-               *_capped([q for q in amber.queries if q.id not in generative], settings, "amber")]
-    prompts = [Prompt(str(q.id), str(amber.image_dir / q.image), q.query) for q in queries]
-    answers = _answers(out / "generations" / "amber.jsonl", model, processor, prompts, gen, model_sha, progress, log)
-    amb = amber_scores({int(k): v for k, v in answers.items()}, amber)
-
-    mm, judge_label = _mmhal(project, settings, model, processor, gen, model_sha, out, judge, progress, log)
-
-    flat: dict[str, float | None] = {"chair_s": chair.chair_s, "chair_i": chair.chair_i, "recall": chair.recall}
-    if amb.generative is not None:
-        g = amb.generative
-        flat |= {"amber_chair": g.chair, "amber_cover": g.cover, "amber_hal": g.hal, "amber_cog": g.cog}
-    if amb.discriminative is not None:
-        d = amb.discriminative.overall
-        flat |= {"amber_precision": d.precision, "amber_recall": d.recall, "amber_f1": d.f1}
-    flat |= {"mmhal_score": mm.score, "mmhal_hallucination_rate": mm.hallucination_rate}
-    record = {
+    flat: dict[str, float | None] = {}
+    record: dict[str, Any] = {
         "model": key, "preset": preset, "adapter": str(adapter) if adapter else None, "weights_sha256": model_sha,
-        "base_model": {"preset": preset, "weights_sha256": base_sha},
-        "scores": flat, "judge": judge_label,
-        "object_halbench": chair.as_dict(), "amber": amb.as_dict(), "mmhal": mm.as_dict(),
-        "generation": settings["generation"], "max_items": settings["max_items"],
+        "base_model": {"preset": preset, "weights_sha256": base_sha}, "scores": flat, "judge": None,
+        "benchmarks": {}, "generation": settings["generation"], "max_items": settings["max_items"],
     }
+    for name, (state, prompts) in prepared.items():
+        answers = _answers(out / "generations" / f"{name}.jsonl", model, processor, prompts, gen, model_sha,
+                           progress, log)
+        scored = check_metrics(name, benchmark(name).score(ctx, state, answers))
+        flat |= scored.metrics
+        record[name] = scored.details
+        record["benchmarks"][name] = {"identity": scored.identity, "n": len(prompts)}
+        if scored.label:
+            record["judge"] = scored.label
+        for file_name, content in scored.artifacts.items():
+            write_json(content, out / file_name)
     write_json(record, out / "scores.json")
     run_id = log_scores(project, key, preset, record, out, uri, experiment) if uri else None
-    return {"scores": flat, "path": str(out / "scores.json"), "judge": judge_label, "mlflow_run_id": run_id}
+    return {"scores": flat, "path": str(out / "scores.json"), "judge": record["judge"], "mlflow_run_id": run_id}
 
 
 def read_scores(project: Project, key: str) -> dict[str, Any] | None:
@@ -307,7 +204,8 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
         client.set_terminated(run_id, "FINISHED")
     metrics = [Metric(f"eval/{k}", float(v), 0, 0) for k, v in record["scores"].items() if v is not None]
     client.log_batch(run_id, metrics=metrics)
-    client.set_tag(run_id, "eval.judge", record["judge"][:5000])
+    if record.get("judge"):
+        client.set_tag(run_id, "eval.judge", record["judge"][:5000])
     client.log_artifact(run_id, str(out / "scores.json"), artifact_path="eval")
     return run_id
 
@@ -367,7 +265,7 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
         raise ConfigError("no model has benchmark scores yet: materialize benchmark_scores first")
     preset, _ = base_model_location(project)
     table = comparison_table({k: v["scores"] for k, v in models.items()}, preset)
-    judges = sorted({v["judge"] for v in models.values()})
+    judges = sorted({v["judge"] for v in models.values() if v.get("judge")})
     markdown = table.markdown(judge_note="MMHal judge: " + "; ".join(judges))
     if left_out:
         markdown += "\n\nLeft out (scored on another base model):\n" + "\n".join(

@@ -33,7 +33,7 @@ def benchmark_scores(
         progress=True, log=context.log.info,
     )
     meta = summary_metadata(result["scores"])
-    meta |= {"judge": result["judge"], "scores_path": dg.MetadataValue.path(result["path"])}
+    meta |= {"judge": result["judge"] or "none", "scores_path": dg.MetadataValue.path(result["path"])}
     if result.get("mlflow_run_id"):
         meta["mlflow_run_id"] = result["mlflow_run_id"]
     return dg.MaterializeResult(metadata=meta)
