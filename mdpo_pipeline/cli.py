@@ -86,6 +86,29 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mdpo_pipeline.core.io import write_json
+    from mdpo_pipeline.evaluation.benchmarks import benchmark
+
+    bench = benchmark(args.benchmark)
+    answers = Path(args.answers)
+    data = Path(args.data) if args.data else answers.parent
+    options = {"synonyms": args.synonyms and Path(args.synonyms), "split": args.split,
+               "judge_script": args.judge_script}
+    try:
+        metrics = bench.score_file(answers, data, args.mode, options)
+    except (FileNotFoundError, LookupError, ValueError, ConfigError) as e:
+        print(f"mdpo score {args.benchmark}: {e}", file=sys.stderr)
+        return 2
+    metrics = {"benchmark": args.benchmark, "answers": str(answers), **metrics}
+    write_json(metrics, Path(args.out))
+    printable = {k: v for k, v in metrics.items() if k not in ("stdout", "scores")}
+    print(json.dumps(printable, indent=2, default=str)[:4000])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mdpo`` argument parser."""
     parser = argparse.ArgumentParser(prog="mdpo", description=__doc__)
@@ -108,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     ckpt.add_argument("--image-size", type=int, help="input image side in pixels (default: the size's own)")
     ckpt.set_defaults(func=_cmd_checkpoint)
+    score = sub.add_parser("score", help="score an answer file made anywhere, in the benchmark's official layout")
+    score.add_argument("benchmark", help="object_halbench, amber, mmhal or pope (evaluation.benchmarks.BENCHMARKS)")
+    score.add_argument("--answers", required=True,
+                       help="answers: AMBER [{id, response}] json; Object HalBench {image_id, question, answer} jsonl; "
+                            "MMHal's template with model_answer; POPE {question_id, text} jsonl (one split)")
+    score.add_argument("--mode", choices=("official", "offline"), default="official",
+                       help="official: the official scorer reproduced (default); offline: the rule-based scorer")
+    score.add_argument("--data", help="the benchmark's files: AMBER's release root (holding data/); COCO 2014 "
+                                      "annotations for Object HalBench; POPE's question files (default: beside --answers)")
+    score.add_argument("--synonyms", help="Object HalBench: RLHF-V's synonyms_refine.txt (default: in --data)")
+    score.add_argument("--split", help="POPE: the split the answers belong to (random, popular, adversarial)")
+    score.add_argument("--judge-script", help="MMHal official: your copy of LLaVA-RLHF's Eval/eval_gpt_mmhal.py; the "
+                                              "judge is MDPO_JUDGE_BASE_URL / MDPO_JUDGE_MODEL with OPENAI_API_KEY")
+    score.add_argument("--out", required=True, help="metrics JSON to write (official metric names)")
+    score.set_defaults(func=_cmd_score)
     image = sub.add_parser("image", help="build the training image (docker/Dockerfile.train)")
     image.add_argument("--offline", action="store_true",
                        help="no registry: a local Debian base (debootstrap) and wheels downloaded on this host; CPU only")

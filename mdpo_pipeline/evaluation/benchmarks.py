@@ -227,7 +227,12 @@ class Amber:
         """AMBER's official answer layout ([{"id", "response"}]) against the release in ``data``."""
         from mdpo_pipeline.core.eval.amber import amber_scores, load_amber
 
-        result = amber_scores(json.loads(answers.read_text()), load_amber(data), mode=mode)
+        amber = load_amber(data)
+        try:
+            rows = json.loads(answers.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{answers} is not AMBER's answer layout (a JSON list of {{id, response}}): {e}") from e
+        result = amber_scores(rows, amber, mode=mode)
         out: dict[str, Any] = {"mode": mode}
         for task in ("generative", "discriminative"):
             part = getattr(result, task)
