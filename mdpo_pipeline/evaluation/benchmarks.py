@@ -114,6 +114,35 @@ def _check_metrics(name: str, metrics: dict[str, float | None]) -> dict[str, flo
 # --- Object HalBench ------------------------------------------------------------------------------
 
 
+def embedded_images(questions: Path, out_dir: Path) -> Path | None:
+    """RLHF-V's obj_halbench_300_with_image.jsonl carries each picture as base64 under "image": write them as
+    ``COCO_val2014_{image_id:012d}.jpg`` files once and return the folder (None when the file embeds none)."""
+    import base64
+    import binascii
+
+    from mdpo_pipeline.core.io import atomic_path
+
+    written = 0
+    with open(questions) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            image = row.get("image")
+            if not isinstance(image, str) or len(image) < 256:  # a file name, not an embedded picture
+                continue
+            target = out_dir / f"COCO_val2014_{int(row['image_id']):012d}.jpg"
+            if not target.is_file():
+                try:
+                    data = base64.b64decode(image.split(",", 1)[-1], validate=False)
+                except binascii.Error as e:
+                    raise ValueError(f"{questions}:{n}: the embedded image is not base64: {e}") from e
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(data)
+            written += 1
+    return out_dir if written else None
+
+
 class ObjectHalBench:
     """Object HalBench: detailed descriptions scored with CHAIR (offline rules, or RLHF-V's official scorer)."""
 
@@ -139,8 +168,11 @@ class ObjectHalBench:
         if missing:
             raise ConfigError(f"params.yaml:benchmark_scores.object_halbench needs {missing} with questions")
         path = ctx.project.path
-        return load_object_halbench_coco(path(cfg["questions"]), path(cfg["coco_annotations"]), path(cfg["synonyms"]),
-                                         image_dir=path(cfg["images"]) if cfg.get("images") else None, mode=mode)
+        questions = path(cfg["questions"])
+        images = path(cfg["images"]) if cfg.get("images") else embedded_images(
+            questions, ctx.project.root / EVAL_DIR / "object_halbench_images")
+        return load_object_halbench_coco(questions, path(cfg["coco_annotations"]), path(cfg["synonyms"]),
+                                         image_dir=images, mode=mode)
 
     def prepare(self, ctx: EvalContext):
         """The benchmark and one prompt per (capped) question."""
