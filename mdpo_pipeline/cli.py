@@ -16,6 +16,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from mdpo_pipeline import stages
 
     project = Project.discover()
+    stages.validate_params(project)
     summary = stages.RUNNERS[args.stage](project, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str)[: args.max_print])
     return 0

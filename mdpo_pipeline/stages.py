@@ -56,6 +56,9 @@ def raw_silkie_config(project: Project) -> tuple[ingest.IngestConfig, dict[str, 
     section = _section(project, "raw_silkie")
     stage = {k: section.pop(k) for k in _RAW_STAGE_KEYS if k in section}
     stage.setdefault("max_quarantine_share", 0.05)
+    share = stage["max_quarantine_share"]
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError(f"params.yaml:raw_silkie.max_quarantine_share must be a number in [0, 1], got {share!r}")
     if "path" not in section:
         raise ConfigError("params.yaml:raw_silkie: 'path' is required (a directory or file of raw VLFeedback)")
     section["path"] = str(project.path(section["path"]))
@@ -128,13 +131,15 @@ def raw_data_path(project: Project) -> str:
 
 def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
-    from mdpo_pipeline.training.models import get_preset, resolve_model_path
+    from mdpo_pipeline.training.models import resolve_model_path
+    from mdpo_pipeline.training.presets import get_preset
 
     settings = base_model_settings(project)
     preset = get_preset(settings["preset"])
     out = project.data_dir("base_model")
     if preset.hf_id is None:  # built by the pipeline itself
-        from mdpo_pipeline.training.sft import SFTSettings, train_base_model
+        from mdpo_pipeline.training.presets import SFTSettings
+        from mdpo_pipeline.training.sft import train_base_model
 
         sft = build_config(SFTSettings, settings["sft"], where="params.yaml:base_model.sft")
         world = project.path(raw_data_path(project))
@@ -164,7 +169,8 @@ def base_model_location(project: Project) -> tuple[str, str]:
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model's summed log-probs for every pair's three views, computed once for every training run."""
     from mdpo_pipeline.training.data import load_preference_dataset
-    from mdpo_pipeline.training.models import get_preset, load_model_and_processor
+    from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.presets import get_preset
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
     settings = {"batch_size": 32, "max_length": None} | _section(project, "reference_logprobs")
@@ -225,6 +231,46 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
     )
     curves = training_curves(history, out.parent / f"{cfg.method}.curves.png", title=cfg.method)
     return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves}
+
+
+def validate_params(project: Project) -> None:
+    """Check every section of params.yaml (types, ranges, names) before any stage does work; errors name the key."""
+    from mdpo_pipeline.evaluation.benchmarks import benchmark
+    from mdpo_pipeline.evaluation.answers import GenerationSettings
+    from mdpo_pipeline.evaluation.stage import eval_settings, gate_policy
+    from mdpo_pipeline.training.presets import get_preset
+    from mdpo_pipeline.training.run import TrainRunConfig
+
+    shapeworld_config(project)
+    raw_silkie_config(project)
+    pairs_config(project)
+    corruption_config(project)
+    settings = base_model_settings(project)
+    try:
+        preset = get_preset(settings["preset"])
+    except KeyError as e:
+        raise ConfigError(f"params.yaml:base_model.preset: {e.args[0]}") from None
+    if preset.hf_id is None:
+        from mdpo_pipeline.training.presets import SFTSettings
+
+        build_config(SFTSettings, settings["sft"], where="params.yaml:base_model.sft")
+    section = _section(project, "training")
+    placeholders = {"pairs_dir": ".", "image_root": ".", "corrupted_dir": ".", "output_dir": "."}
+    for method, overrides in {"dpo": {}, **(section.pop("methods", None) or {})}.items():
+        build_config(TrainRunConfig, section | (overrides or {}), where=f"params.yaml:training (method {method})",
+                     method=method, **placeholders)
+    evaluation = eval_settings(project)
+    gate_policy(project)
+    try:
+        GenerationSettings(**evaluation["generation"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml:benchmark_scores.generation: {e}") from e
+    from mdpo_pipeline.evaluation.benchmarks import EvalContext
+
+    ctx = EvalContext(project, evaluation)
+    for name in evaluation["benchmarks"]:
+        benchmark(name)
+        ctx.mode(name)
 
 
 RUNNERS = {

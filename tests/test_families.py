@@ -16,11 +16,13 @@ import torch
 from peft import get_peft_model
 from PIL import Image, ImageDraw
 
-from mdpo_pipeline.evaluation.generation import GenerationSettings, Prompt, encode_prompts, generate_answers
+from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
+from mdpo_pipeline.evaluation.generation import encode_prompts, generate_answers
 from mdpo_pipeline.training.chat import generation_prompt
 from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
 from mdpo_pipeline.training.families import FAMILIES, CheckpointError, build_checkpoint
-from mdpo_pipeline.training.models import PRESETS, load_model_and_processor, lora_config
+from mdpo_pipeline.training.models import load_model_and_processor, lora_config
+from mdpo_pipeline.training.presets import PRESETS
 from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,

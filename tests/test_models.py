@@ -17,8 +17,6 @@ from mdpo_pipeline.core.shapeworld import (
     generate_vlfeedback,
 )
 from mdpo_pipeline.training.models import (
-    PRESETS,
-    ModelPreset,
     ModelUnavailable,
     RemoteCodeNotAllowed,
     apply_lora,
@@ -26,6 +24,7 @@ from mdpo_pipeline.training.models import (
     load_model_and_processor,
     save_model,
 )
+from mdpo_pipeline.training.presets import PRESETS, ModelPreset
 from mdpo_pipeline.training.tiny import build_tiny_llava
 
 PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]

@@ -17,8 +17,8 @@ from mdpo_pipeline.core.shapeworld import (
     generate_vlfeedback,
 )
 from mdpo_pipeline.training.tiny import build_tiny_llava
+from mdpo_pipeline.training.presets import SFTSettings
 from mdpo_pipeline.training.sft import (
-    SFTSettings,
     _batch,
     caption,
     cell_targets,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mdpo_pipeline.core.eval.metrics import METRICS
-from mdpo_pipeline.evaluation.generation import Prompt
+from mdpo_pipeline.evaluation.answers import Prompt
 from mdpo_pipeline.project import ConfigError, Project
 
 EVAL_DIR = Path("artifacts") / "eval"

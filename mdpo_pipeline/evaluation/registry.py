@@ -25,7 +25,11 @@ class GatePolicy:
     min_improvement: float = 0.0  #: required improvement of ``primary`` over the base model (absolute)
 
     def __post_init__(self):
-        lower_is_better(self.primary)  # known, and with a direction to rank by
+        try:
+            lower_is_better(self.primary)  # known, and with a direction to rank by
+            lower_is_better(self.coverage)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
         if lower_is_better(self.coverage):
             raise ValueError(f"coverage must be a higher-is-better metric (e.g. recall), got {self.coverage!r}")
 

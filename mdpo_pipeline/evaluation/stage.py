@@ -107,12 +107,8 @@ def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -
 
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
     """Stored answers when they were made by this model from these prompts, else newly generated (and stored)."""
-    from mdpo_pipeline.evaluation.generation import (
-        generate_answers,
-        generation_fingerprint,
-        read_generations,
-        write_generations,
-    )
+    from mdpo_pipeline.evaluation.answers import generation_fingerprint, read_generations, write_generations
+    from mdpo_pipeline.evaluation.generation import generate_answers
 
     fingerprint = generation_fingerprint(model_sha, prompts, settings)
     stored = read_generations(path, fingerprint)
@@ -136,7 +132,8 @@ def run_benchmark_scores(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
-    from mdpo_pipeline.evaluation.generation import GenerationSettings, load_eval_model
+    from mdpo_pipeline.evaluation.answers import GenerationSettings
+    from mdpo_pipeline.evaluation.generation import load_eval_model
     from mdpo_pipeline.stages import base_model_location, base_model_settings
     from mdpo_pipeline.training.reference import weights_sha256
 

@@ -7,7 +7,6 @@ an already-populated Hugging Face cache. No ShapeWorld here: the tiny ShapeWorld
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ import transformers
 
 from mdpo_pipeline.training.chat import check_chat_template
 from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
+from mdpo_pipeline.training.presets import PRESETS, SHAPEWORLD_FAMILY, ModelPreset, get_preset
 
 def save_model(model, processor, out_dir: str | Path) -> Path:
     """Save model weights (safetensors) and processor into ``out_dir``."""
@@ -43,100 +43,6 @@ class ModelUnavailable(RuntimeError):
 
 class RemoteCodeNotAllowed(PermissionError):
     """The model needs code from its hub repository and the caller did not opt in."""
-
-
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Preference-training hyper-parameters that depend on the model's size."""
-
-    epochs: int
-    per_device_batch_size: int
-    grad_accum: int
-    learning_rate: float
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.05
-    adam_beta2: float = 0.98
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-    max_length: int = 2048
-
-    @property
-    def batch_size(self) -> int:
-        """Effective batch size per device: per-device batch × gradient accumulation."""
-        return self.per_device_batch_size * self.grad_accum
-
-
-#: The paper's Bunny/LLaVA run (FACTS §2): batch 32 = 4 × 8, lr 1e-5, 3 epochs.
-PAPER_TRAINING = TrainingDefaults(epochs=3, per_device_batch_size=4, grad_accum=8, learning_rate=1e-5)
-#: The tiny ShapeWorld model learns in minutes on CPU: larger lr and batch, one epoch, no memory savers.
-#: lr 5e-4 because its rank-8 LoRA barely moves at 5e-5 in one epoch (1,500 pairs: reward margin 0.03 vs 0.28).
-TINY_TRAINING = TrainingDefaults(
-    epochs=1, per_device_batch_size=16, grad_accum=1, learning_rate=5e-4, bf16=False,
-    gradient_checkpointing=False, max_length=256,
-)
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    """A base model the pipeline can align: where it comes from, how to load it and how to train it."""
-
-    name: str
-    hf_id: str | None  #: hub id; None for models the pipeline builds itself
-    family: str  #: a VLM family of ``families.FAMILIES``, or "shapeworld" for the tiny model built here
-    dtype: str = "bfloat16"  #: weights dtype on GPU; CPU loads use float32
-    requires_remote_code: bool = False  #: loading runs the checkpoint's own Python code (trust_remote_code)
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    training: TrainingDefaults = field(default_factory=lambda: PAPER_TRAINING)
-    note: str = ""
-
-    @property
-    def model_class(self) -> str:
-        """The transformers class the weights load into."""
-        return "LlavaForConditionalGeneration" if self.family == SHAPEWORLD_FAMILY else get_family(self.family).model_class
-
-
-SHAPEWORLD_FAMILY = "shapeworld"
-
-#: Presets whose family has a tiny offline checkpoint test (tests/test_families.py) proving every pipeline step.
-PRESETS: dict[str, ModelPreset] = {
-    p.name: p
-    for p in (
-        ModelPreset(
-            "shapeworld-tiny", None, SHAPEWORLD_FAMILY, dtype="float32", lora_r=8, lora_alpha=16,
-            training=TINY_TRAINING,
-            note="the tiny LLaVA after ShapeWorld SFT, written by mdpo_pipeline.training.sft.train_base_model",
-        ),
-        ModelPreset(
-            "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava-1.5",
-            note="CLIP ViT-L/336 + Vicuna-7B, the Hugging Face port of LLaVA-v1.5-7B (the paper's model)",
-        ),
-        ModelPreset(
-            "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl",
-            note="not in the paper: a current 3B VLM with dynamic image resolution",
-        ),
-        ModelPreset(
-            "qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl",
-            note="not in the paper: Qwen2.5-VL at the paper's LLaVA size",
-        ),
-        ModelPreset(
-            "gemma-3-4b", "google/gemma-3-4b-it", "gemma-3",
-            note="not in the paper: Gemma 3 (SigLIP tower, bidirectional attention over image tokens)",
-        ),
-    )
-}
-
-
-def get_preset(preset: str | ModelPreset) -> ModelPreset:
-    """The preset itself, or the one registered under that name."""
-    if isinstance(preset, ModelPreset):
-        return preset
-    try:
-        return PRESETS[preset]
-    except KeyError:
-        raise KeyError(f"unknown model preset {preset!r}; known: {sorted(PRESETS)}") from None
 
 
 def _offline() -> bool:

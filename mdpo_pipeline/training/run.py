@@ -130,7 +130,8 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     from mdpo_pipeline.training.data import fit_max_length, load_preference_dataset
     from peft import prepare_model_for_kbit_training
 
-    from mdpo_pipeline.training.models import get_preset, load_model_and_processor, lora_config
+    from mdpo_pipeline.training.models import load_model_and_processor, lora_config
+    from mdpo_pipeline.training.presets import get_preset
     from mdpo_pipeline.training.trainer import MDPOTrainer
 
     if cfg.threads:

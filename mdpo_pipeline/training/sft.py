@@ -12,7 +12,7 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,45 +29,13 @@ from mdpo_pipeline.core.shapeworld import (
 from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
 from mdpo_pipeline.core.shapeworld.world import SIZES, article
 from mdpo_pipeline.training.models import save_model
+from mdpo_pipeline.training.presets import SFTSettings
 from mdpo_pipeline.training.tiny import build_tiny_llava
 
 EVAL_PROMPT = DESCRIBE_PROMPTS[0]  # "Describe this image."
 _PARTNERS: dict[str, tuple[str, ...]] = {
     a: tuple(b for a2, b in COOCCURRENCE if a2 == a) for a in {a for a, _ in COOCCURRENCE}
 }
-
-
-@dataclass(frozen=True)
-class SFTSettings:
-    """Settings of the base model's supervised fine-tune."""
-
-    steps: int = 1000
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-    max_len: int = 160  #: tokens per example, image tokens included; longer examples are cut at the end
-    cooccurrence_bias: float = 0.5  #: chance a caption names the absent partner B after a shown A
-    describe_share: float = 0.7  #: share of examples that are captions; the rest answer the row's question
-    detailed: bool = False  #: captions in VLFeedback's words ("a small red star at the top left") or short
-    warmup_share: float = 0.05
-    weight_decay: float = 0.01
-    eval_images: int = 50  #: held-out images (the truth file's last rows) for the greedy eval
-    vision_aux_weight: float = 1.0  #: weight of the tower's per-cell object/colour loss (0 turns it off)
-    vision_pretrain_steps: int = 1500  #: steps of that loss alone before the SFT, as a real VLM's encoder is pretrained
-    vision_pretrain_batch_size: int = 64  #: images per vision pretraining step
-    threads: int | None = None  #: torch CPU threads; None keeps torch's default
-
-    def __post_init__(self):
-        if self.vision_pretrain_steps < 0 or self.vision_pretrain_batch_size < 1:
-            raise ValueError("vision_pretrain_steps must be >= 0 and vision_pretrain_batch_size >= 1")
-        for name in ("steps", "batch_size", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cooccurrence_bias", "describe_share", "warmup_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.eval_images < 0 or self.vision_aux_weight < 0:
-            raise ValueError("learning_rate must be > 0, eval_images >= 0 and vision_aux_weight >= 0")
 
 
 def _scene(row: dict) -> Scene:

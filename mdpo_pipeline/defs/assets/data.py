@@ -19,6 +19,7 @@ _downstream = dg.AutomationCondition.eager()
 def materialize_stage(stage: str, project: ProjectResource, dvc: DvcResource, **extra) -> dg.MaterializeResult:
     """Run one stage function, record its output with DVC, and report its summary (and images) as metadata."""
     proj = project.project()
+    stages.validate_params(proj)  # a typo anywhere in params.yaml stops the first stage, not the fifth
     summary = stages.RUNNERS[stage](proj, progress=True)
     meta = summary_metadata(summary)
     meta["path"] = dg.MetadataValue.path(str(proj.data_dir(stage)))
