@@ -54,10 +54,9 @@ class EvalContext:
             raise ConfigError(f"params.yaml:benchmark_scores.{name}.mode={mode!r}: use one of {MODES}")
         return mode
 
-    @property
-    def shapeworld(self) -> bool:
-        """Whether the benchmarks are ShapeWorld's generated splits."""
-        return self.project.path(self.settings["root"]) == self.project.path(SHAPEWORLD_BENCHMARKS)
+    def shapeworld(self, name: str) -> bool:
+        """Whether benchmark ``name`` is ShapeWorld's generated split (so its rule judge applies)."""
+        return self.path(name).resolve().is_relative_to(self.project.path(SHAPEWORLD_BENCHMARKS).resolve())
 
     @property
     def judgments(self) -> Path:
@@ -307,7 +306,7 @@ class MMHal:
 
         cfg = ctx.section(self.name)
         template, records = self._records(ctx)
-        judge, label = make_judge(ctx.judge, ctx.shapeworld)
+        judge, label = make_judge(ctx.judge, ctx.shapeworld(self.name))
         rule_judge = isinstance(judge, ShapeWorldJudge)
         script = ctx.project.path(cfg["judge_script"]) if cfg.get("judge_script") else None
         prompt = None
