@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     # down every `mdpo data` call that dvc makes.
     ckpt.add_argument("family", help="llava-1.5, qwen2.5-vl or gemma-3 (training.families.FAMILIES)")
     ckpt.add_argument("--out", required=True, help="directory to write (config.json, safetensors, processor files)")
-    ckpt.add_argument("--size", default="tiny", help="tiny: tests; mid: CPU benchmarks; 7b: the real size (GPU)")
+    ckpt.add_argument("--size", default="tiny", help="tiny: tests; mid: CPU benchmarks; full: the release's own "
+                      "dimensions (LLaVA-1.5-7B, Qwen2.5-VL-7B, Gemma-3-4B; needs a GPU's memory)")
     ckpt.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     ckpt.add_argument("--image-size", type=int, help="input image side in pixels (default: the size's own)")
     ckpt.set_defaults(func=_cmd_checkpoint)

@@ -270,3 +270,13 @@ def test_gpu_image_installs_torchvision_built_for_the_pinned_torch():
     (torch_minor,) = re.findall(r"^torch==2\.(\d+)\.", (repo / "constraints.txt").read_text(), re.M)
     assert int(vision) == int(torch_minor) + 15, "torchvision 0.(N+15) pairs with torch 2.N"
     assert '$GPU_PACKAGES' in dockerfile and "bitsandbytes" in packages
+
+
+def test_full_size_has_the_releases_dimensions():
+    """`size="full"` is what the GPU benchmark trains: the releases' own architectures (built on the meta device,
+    with the release vocabulary), within 0.5 % of their published parameter counts."""
+    releases = {"llava-1.5": (32064, 7.063e9), "qwen2.5-vl": (152064, 8.292e9), "gemma-3": (262208, 4.300e9)}
+    for family, (vocab, params) in releases.items():
+        model, _ = build_checkpoint(family, size="full", device="meta")
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+        assert abs(sum(p.numel() for p in model.parameters()) / params - 1) < 0.005, family

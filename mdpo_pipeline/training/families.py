@@ -188,30 +188,46 @@ def build_tokenizer(family: Family, corpus: Iterable[str] = (), vocab_size: int 
 
 # --- architectures ---------------------------------------------------------------------------------
 
-#: Architecture sizes: "tiny" for tests (seconds on CPU), "mid" for the CPU benchmarks, "7b" for the GPU run.
-SIZES = ("tiny", "mid", "7b")
+#: Architecture sizes: "tiny" for tests (seconds on CPU), "mid" for the CPU benchmarks, "full" for the release's own
+#: dimensions (LLaVA-1.5-7B, Qwen2.5-VL-7B, Gemma-3-4B; a GPU's job).
+SIZES = ("tiny", "mid", "full")
+
+_SMALL_TEXT = {
+    "tiny": {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2},
+    "mid": {"hidden": 512, "intermediate": 1376, "layers": 8, "heads": 8, "kv_heads": 8},
+}
+#: The releases' language models: Vicuna-7B, Qwen2.5-VL-7B's Qwen2.5-7B, Gemma-3-4B.
+_FULL_TEXT = {
+    "llava-1.5": {"hidden": 4096, "intermediate": 11008, "layers": 32, "heads": 32, "kv_heads": 32},
+    "qwen2.5-vl": {"hidden": 3584, "intermediate": 18944, "layers": 28, "heads": 28, "kv_heads": 4},
+    "gemma-3": {"hidden": 2560, "intermediate": 10240, "layers": 34, "heads": 8, "kv_heads": 4, "head_dim": 256},
+}
+#: Vision towers (hidden, layers, heads, intermediate): CLIP ViT-L/14-336, Qwen2.5-VL's ViT, SigLIP-So400m.
+_FULL_VISION = {"llava-1.5": (1024, 24, 16, 4096), "qwen2.5-vl": (1280, 32, 16, 3420), "gemma-3": (1152, 27, 16, 4304)}
+_SMALL_VISION = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024)}
 
 
-def _text_dims(size: str) -> dict[str, int]:
-    return {
-        "tiny": {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2},
-        "mid": {"hidden": 512, "intermediate": 1376, "layers": 8, "heads": 8, "kv_heads": 8},
-        "7b": {"hidden": 4096, "intermediate": 11008, "layers": 32, "heads": 32, "kv_heads": 32},
-    }[size]
+def _text_dims(family: str, size: str) -> dict[str, int]:
+    return _FULL_TEXT[family] if size == "full" else _SMALL_TEXT[size]
+
+
+def _vision_dims(family: str, size: str) -> tuple[int, int, int, int]:
+    return _FULL_VISION[family] if size == "full" else _SMALL_VISION[size]
 
 
 def _llava(tokenizer, size: str, image_size: int | None):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    t = _text_dims(size)
-    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1024, 24, 16, 4096)}[size]
-    image_size = image_size or {"tiny": 56, "mid": 112, "7b": 336}[size]
+    t = _text_dims("llava-1.5", size)
+    vis = _vision_dims("llava-1.5", size)
+    image_size = image_size or {"tiny": 56, "mid": 112, "full": 336}[size]
     vision = CLIPVisionConfig(hidden_size=vis[0], num_hidden_layers=vis[1], num_attention_heads=vis[2],
                               intermediate_size=vis[3], image_size=image_size, patch_size=14, projection_dim=vis[0])
     text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=t["hidden"], intermediate_size=t["intermediate"],
                        num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
                        num_key_value_heads=t["kv_heads"], max_position_embeddings=4096,
+                       rms_norm_eps=1e-5,  # Vicuna's
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
@@ -231,8 +247,8 @@ def _qwen25_vl(tokenizer, size: str, image_size: int | None):
     from transformers import Qwen2_5_VLConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    t = _text_dims(size)
-    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1280, 32, 16, 3420)}[size]
+    t = _text_dims("qwen2.5-vl", size)
+    vis = _vision_dims("qwen2.5-vl", size)
     head_dim = t["hidden"] // t["heads"]
     # M-RoPE splits each head's rotary half into (temporal, height, width) sections; Qwen2.5-VL-7B: 16, 24, 24.
     half = head_dim // 2
@@ -247,13 +263,15 @@ def _qwen25_vl(tokenizer, size: str, image_size: int | None):
                      "pad_token_id": ids["<|endoftext|>"]},
         vision_config={"depth": vis[1], "hidden_size": vis[0], "num_heads": vis[2], "intermediate_size": vis[3],
                        "out_hidden_size": t["hidden"], "patch_size": 14, "spatial_merge_size": 2,
-                       "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [vis[1] - 1]},
+                       "temporal_patch_size": 2, "window_size": 112,
+                       # Every 8th block attends over the whole image, the others within 112-px windows.
+                       "fullatt_block_indexes": list(range(7, vis[1], 8)) or [vis[1] - 1]},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     # Qwen resizes each image to a multiple of 28 px within [min, max] pixels (dynamic resolution); the release
     # allows up to 12.8M pixels, the tiny model keeps images small so a step takes milliseconds.
-    side = image_size or {"tiny": 56, "mid": 112, "7b": 448}[size]
+    side = image_size or {"tiny": 56, "mid": 112, "full": 448}[size]
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": 28 * 28, "longest_edge": (side * 2) ** 2}, patch_size=14, merge_size=2,
         temporal_patch_size=2,
@@ -268,13 +286,13 @@ def _gemma3(tokenizer, size: str, image_size: int | None):
     from transformers import Gemma3Config, Gemma3Processor, SiglipVisionConfig
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-    t = _text_dims(size)
-    vis = {"tiny": (32, 2, 2, 64), "mid": (256, 4, 4, 1024), "7b": (1152, 27, 16, 4304)}[size]
-    image_size = image_size or {"tiny": 56, "mid": 112, "7b": 896}[size]
+    t = _text_dims("gemma-3", size)
+    vis = _vision_dims("gemma-3", size)
+    image_size = image_size or {"tiny": 56, "mid": 112, "full": 896}[size]
     patch = 14
-    tokens_per_side = {"tiny": 2, "mid": 4, "7b": 16}[size]  # the release pools 64×64 patches to 16×16 = 256 tokens
+    tokens_per_side = {"tiny": 2, "mid": 4, "full": 16}[size]  # the release pools 64×64 patches to 16×16 = 256 tokens
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in FAMILIES["gemma-3"].special_tokens}
-    head_dim = t["hidden"] // t["heads"]
+    head_dim = t.get("head_dim", t["hidden"] // t["heads"])
     config = Gemma3Config(
         text_config={"vocab_size": len(tokenizer), "hidden_size": t["hidden"], "intermediate_size": t["intermediate"],
                      "num_hidden_layers": t["layers"], "num_attention_heads": t["heads"],
