@@ -265,3 +265,24 @@ def test_dataset_needs_a_corrupted_image_per_instruction(artifacts, tmp_path):
     pq.write_table(manifest.slice(1), partial / "manifest.parquet")
     with pytest.raises(ValueError, match="no corrupted image for instructions sw-000000"):
         load_preference_dataset(artifacts["pairs"], artifacts["images"], partial)
+
+
+def test_live_reference_with_gradient_checkpointing_adds_no_hooks_per_step(tmp_path, dataset):
+    """The live reference switches checkpointing off for its no-grad pass; it must not register one more input
+    hook every step (TRL's disable/enable round trip does), and checkpointing is on again afterwards."""
+    hooks = {}
+    for steps in (1, 3):
+        model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+        trainer = MDPOTrainer(
+            model, args=config(tmp_path / str(steps), method="mdpo", max_steps=steps, gradient_checkpointing=True),
+            train_dataset=dataset, processing_class=processor, peft_config=lora(),
+        )
+        trainer.train()
+        hooks[steps] = len(trainer.model.get_input_embeddings()._forward_hooks)
+    assert hooks[1] == hooks[3]
+    batch = DataCollatorForMDPO(processor)([dataset[i] for i in range(BATCH)])
+    trainer._reference_logps(batch)
+    assert len(trainer.model.get_input_embeddings()._forward_hooks) == hooks[3]
+    flags = [m.gradient_checkpointing for m in trainer.model.modules()
+             if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    assert flags and all(flags)

@@ -8,12 +8,13 @@ evaluation, checkpoints) is TRL's.
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 from trl import DPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
 
 from mdpo_pipeline.core.losses import mdpo_loss
 from mdpo_pipeline.training.config import MDPOConfig
@@ -25,6 +26,22 @@ from mdpo_pipeline.training.reference import (
     reference_mode,
     with_reference_logps,
 )
+
+
+@contextlib.contextmanager
+def _checkpointing_off(model: torch.nn.Module) -> Iterator[None]:
+    """Activation checkpointing off for a no-grad pass, by the layers' own flags.
+
+    TRL's disable_gradient_checkpointing re-enables it through gradient_checkpointing_enable(), which registers
+    the input-grad hook again each time: one more hook on the embeddings every step."""
+    flagged = [m for m in model.modules() if getattr(m, "gradient_checkpointing", None) is True]
+    for module in flagged:
+        module.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for module in flagged:
+            module.gradient_checkpointing = True
 
 
 def _views(args: MDPOConfig) -> tuple[str, ...]:
@@ -123,7 +140,7 @@ class MDPOTrainer(DPOTrainer):
 
     def _reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
         """The reference's summed log-probs for every row of the batch, without gradient."""
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with torch.no_grad(), _checkpointing_off(self.model):
             if self.ref_model is not None:
                 return completion_logps(self.ref_model, inputs)
             with reference_mode(self.accelerator.unwrap_model(self.model)):
