@@ -81,7 +81,11 @@ def test_family_trains_scores_and_reloads_through_dagster(project):
     # The saved adapter loads with PEFT on the base, and the registered version with one call.
     base, processor = load_model_and_processor(preset, checkpoint)
     peft_model = PeftModel.from_pretrained(base, adapter)
-    registered, _ = load_registered_adapter(preset, "champion" if False else "2", f"sqlite:///{root}/mlflow.db")
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root}/mlflow.db"
+    (version,) = [v for v in MlflowClient(uri).search_model_versions(f"name = '{preset}'") if v.tags["method"] == "mdpo"]
+    registered, _ = load_registered_adapter(preset, version.version, uri)
     want = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
     got = dict(registered.named_parameters())
     assert want and all(torch.equal(got[n], p) for n, p in want.items())
@@ -90,3 +94,5 @@ def test_family_trains_scores_and_reloads_through_dagster(project):
     assert final.success
     report = (root / "artifacts/eval/comparison.md").read_text()
     assert "| base |" in report and "| mdpo |" in report and "Left out" not in report
+    champion, _ = load_registered_adapter(preset, "champion", uri)  # the alias the registry gate moved
+    assert isinstance(champion, PeftModel)
