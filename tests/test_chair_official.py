@@ -24,10 +24,10 @@ from mdpo_pipeline.core.eval.chair import (
 )
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-if not CONFORMANCE.is_dir():
-    _why = f"conformance fixtures not found at {CONFORMANCE} (the shared folder beside the checkout)"
-    print(_why)
-    pytest.skip(_why, allow_module_level=True)
+pytestmark = pytest.mark.skipif(
+    not CONFORMANCE.is_dir(),
+    reason=f"conformance fixtures not found at {CONFORMANCE} (the shared folder beside the checkout)",
+)
 
 OBJHAL = CONFORMANCE / "objhal"
 COCO = OBJHAL / "coco"
@@ -120,15 +120,6 @@ def test_truth_from_instances_alone(bench, expected):
     ids = [item["image_id"] for item in expected["per_item"]]
     truth = official_truth(instances, {"annotations": [], "images": instances["images"]}, bench.rules, ids)
     assert {i: sorted(truth[i]) for i in ids} == {it["image_id"]: it["gt_from_instances"] for it in expected["per_item"]}
-
-
-def test_speed(bench):
-    """Scoring 300 answers takes well under a second or two once NLTK is loaded (about 0.2 s on 2 busy cores)."""
-    start = time.perf_counter()
-    bench.score_answers_file(ANSWERS)
-    elapsed = time.perf_counter() - start
-    print(f"official CHAIR, 300 answers: {elapsed:.2f} s")
-    assert elapsed < 10
 
 
 def test_rules_by_hand(bench):

@@ -51,13 +51,16 @@ JUDGE_SCRIPT = next(iter(JUDGE_SCRIPTS))
 OFFICIAL_SHA256 = "2c73d8c50f1740d000fae62cfeed103c2f7a5bcfa904b27e6e09900e7ce600cc"
 
 
+#: Tests on the real MMHal files and judge script run only where the shared conformance folder is.
+needs_conformance = pytest.mark.skipif(
+    not CONFORMANCE.is_dir(),
+    reason=f"shared conformance folder {CONFORMANCE} is absent: real MMHal files and judge script unavailable",
+)
+
+
 @pytest.fixture(scope="module")
 def conformance() -> Path:
-    """The shared conformance folder; the test is skipped, saying why, when it is absent."""
-    if not CONFORMANCE.is_dir():
-        why = f"shared conformance folder {CONFORMANCE} is absent: real MMHal files and judge script unavailable"
-        print(why)
-        pytest.skip(why)
+    """The shared conformance folder (tests using it carry ``needs_conformance``)."""
     return CONFORMANCE
 
 
@@ -144,6 +147,7 @@ def test_load_rejects_non_list_and_bad_json(tmp_path):
         load_mmhal(path)
 
 
+@needs_conformance
 def test_load_real_template(conformance):
     """The real MMHal-Bench file (RLHF-V's copy): 96 records, the 8 types in their repeating order, every field."""
     records = load_mmhal(REAL_TEMPLATE)
@@ -222,6 +226,7 @@ def test_own_prompt_is_a_labelled_fallback(caplog):
 
 
 @pytest.mark.parametrize("script", list(JUDGE_SCRIPTS), ids=lambda p: p.name)
+@needs_conformance
 def test_official_template_is_the_scripts_text_byte_for_byte(conformance, script):
     text = read_official_template(script)
     assert text.encode("utf-8") == _between_quotes(script, JUDGE_SCRIPTS[script]).encode("utf-8")
@@ -234,6 +239,7 @@ def test_official_template_is_the_scripts_text_byte_for_byte(conformance, script
     assert prompt.label == f"official MMHal-Bench judge prompt (sha256 {OFFICIAL_SHA256[:12]}, from {script})"
 
 
+@needs_conformance
 def test_official_prompt_for_a_real_record(conformance):
     record = load_mmhal(REAL_TEMPLATE)[2]
     answer = "The stool on the left holds the vase with the red flower {and nothing else}."
@@ -360,6 +366,7 @@ def _official_scoring(script: Path):
 
 
 @pytest.mark.parametrize("script", list(JUDGE_SCRIPTS), ids=lambda p: p.name)
+@needs_conformance
 def test_parse_and_scores_match_the_official_code(conformance, script):
     outputs = [TRICKY_OUTPUTS[(5 * i) % len(TRICKY_OUTPUTS)] for i in range(96)]
     namespace = {"__builtins__": builtins,
@@ -610,6 +617,7 @@ def _cache_rows(root: Path) -> list[dict]:
     return [json.loads(line) for line in (root / "artifacts/eval/judgments.jsonl").read_text().splitlines()]
 
 
+@needs_conformance
 def test_mmhal_stage_keeps_the_official_prompt_identity(conformance, tmp_path, monkeypatch):
     mmhal = {"path": str(REAL_TEMPLATE), "judge_script": str(JUDGE_SCRIPT)}
     scores, label, fake = _run_mmhal(tmp_path, monkeypatch, mmhal)
