@@ -103,13 +103,6 @@ class Benchmark(Protocol):
     def score(self, ctx: EvalContext, state: Any, answers: dict[str, str]) -> Scored: ...
 
 
-def _check_metrics(name: str, metrics: dict[str, float | None]) -> dict[str, float | None]:
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:  # a metric without a definition would have no direction for the gate nor a column title
-        raise KeyError(f"benchmark {name} reports metrics without a definition in core/eval/metrics.py: {unknown}")
-    return metrics
-
-
 # --- Object HalBench ------------------------------------------------------------------------------
 
 
@@ -436,6 +429,8 @@ def benchmark(name: str) -> Benchmark:
 
 def check_metrics(name: str, scored: Scored) -> Scored:
     """``scored`` after checking every metric it reports is defined (direction, title) in METRICS."""
-    _check_metrics(name, scored.metrics)
+    unknown = sorted(set(scored.metrics) - set(METRICS))
+    if unknown:  # a metric without a definition would have no direction for the gate nor a column title
+        raise KeyError(f"benchmark {name} reports metrics without a definition in core/eval/metrics.py: {unknown}")
     return scored
 
