@@ -95,6 +95,7 @@ class Family:
     image_processor_class: str  #: the PIL-backend image processor (no torchvision needed)
     special_tokens: tuple[str, ...]  #: added tokens, in id order after the byte-level vocabulary
     tokens: dict[str, str]  #: bos/eos/pad/unk roles → token (missing role: the family has none)
+    named_tokens: dict[str, str]  #: the tokenizer's extra named tokens its processor looks up (image_token, ...)
     stop_tokens: tuple[str, ...]  #: generation_config.eos_token_id of the release (end of an answer)
     add_bos: bool  #: whether the tokenizer prepends <bos> on its own (Llama/Gemma yes, Qwen no)
     chat_template: str
@@ -109,6 +110,7 @@ FAMILIES: dict[str, Family] = {
             "llava-1.5", "LlavaForConditionalGeneration", "LlavaProcessor", "CLIPImageProcessorPil",
             special_tokens=("<unk>", "<s>", "</s>", "<pad>", "<image>"),
             tokens={"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+            named_tokens={"image_token": "<image>"},
             stop_tokens=("</s>",), add_bos=True, chat_template=LLAVA_15_TEMPLATE,
             hf_example="llava-hf/llava-1.5-7b-hf", why="the paper's LLaVA-v1.5-7B, as ported to transformers",
         ),
@@ -117,6 +119,8 @@ FAMILIES: dict[str, Family] = {
             special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                             "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"),
             tokens={"eos": "<|im_end|>", "pad": "<|endoftext|>"},
+            named_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                          "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
             stop_tokens=("<|im_end|>", "<|endoftext|>"), add_bos=False, chat_template=QWEN25_VL_TEMPLATE,
             hf_example="Qwen/Qwen2.5-VL-7B-Instruct", why="dynamic resolution (image_grid_thw), M-RoPE",
         ),
@@ -125,6 +129,8 @@ FAMILIES: dict[str, Family] = {
             special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
                             "<start_of_image>", "<end_of_image>", "<image_soft_token>"),
             tokens={"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"},
+            named_tokens={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                          "eoi_token": "<end_of_image>"},
             stop_tokens=("<eos>", "<end_of_turn>"), add_bos=True, chat_template=GEMMA3_TEMPLATE,
             hf_example="google/gemma-3-4b-it",
             why="a current open family with bidirectional attention over image tokens (token_type_ids), SigLIP "
@@ -172,17 +178,9 @@ def build_tokenizer(family: Family, corpus: Iterable[str] = (), vocab_size: int 
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     roles = {f"{role}_token": token for role, token in family.tokens.items()}
-    extra: dict[str, str] = {}
-    if family.name == "llava-1.5":
-        extra = {"image_token": "<image>"}
-    elif family.name == "qwen2.5-vl":
-        extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "vision_bos_token": "<|vision_start|>",
-                 "vision_eos_token": "<|vision_end|>"}
-    elif family.name == "gemma-3":
-        extra = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, extra_special_tokens=extra, model_max_length=4096, clean_up_tokenization_spaces=False,
-        **roles,
+        tokenizer_object=tok, extra_special_tokens=dict(family.named_tokens), model_max_length=4096,
+        clean_up_tokenization_spaces=False, **roles,
     )
 
 
@@ -382,6 +380,6 @@ def family_of(model_dir: str | os.PathLike) -> str | None:
 
 
 def describe(model) -> dict[str, Any]:
-    """Parameter counts of a model: total and the language model's share."""
+    """The parameter count of a model (what `mdpo checkpoint` prints)."""
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": total}
