@@ -41,7 +41,8 @@ demo: install  ## materialize every asset of the default (offline ShapeWorld) pi
 	cat artifacts/eval/comparison.md
 	$(DVC) status
 
-test: install  ## the whole test suite: slow end-to-end tests included, then the Docker launcher test
+test: install  ## import contracts, the whole test suite (slow end-to-end tests included), then the Docker test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not docker"
 	$(MAKE) test-docker
 
