@@ -16,6 +16,8 @@ import yaml
 
 PARAMS_FILE = "params.yaml"
 ROOT_ENV = "MDPO_PROJECT_ROOT"
+#: The model key of the base model itself (no adapter): a partition of adapters and benchmark_scores.
+BASE = "base"
 
 
 class ConfigError(ValueError):
@@ -111,6 +113,10 @@ class Project:
     def data_dir(self, name: str) -> Path:
         """The output directory of data stage ``name`` (``data/<name>``), as dvc.yaml declares it."""
         return self.root / "data" / name
+
+    def adapter_path(self, method: str) -> Path:
+        """Where the adapter trained with ``method`` lives (``artifacts/adapters/<method>``)."""
+        return self.root / "artifacts" / "adapters" / method
 
     def summary(self, stage: str) -> dict[str, Any]:
         """A stage's summary.json, with a clear error when the stage was never materialized."""

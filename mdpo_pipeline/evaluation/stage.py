@@ -21,9 +21,7 @@ from mdpo_pipeline.evaluation.benchmarks import (
     benchmark,
     check_metrics,
 )
-from mdpo_pipeline.project import ConfigError, Project
-
-BASE = "base"
+from mdpo_pipeline.project import BASE, ConfigError, Project
 
 
 def eval_settings(project: Project) -> dict[str, Any]:
@@ -59,7 +57,7 @@ def adapter_dir(project: Project, key: str, preset: str | None = None) -> Path |
     trained on another base model preset than ``preset``."""
     if key == BASE:
         return None
-    path = project.root / "artifacts" / "adapters" / key
+    path = project.adapter_path(key)
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"no adapter for {key!r} at {path}: materialize adapters[{key}] first")
     run_config = path / "run_config.json"

@@ -9,6 +9,7 @@ import dagster as dg
 from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import JudgeResource, MlflowResource, ProjectResource
+from mdpo_pipeline.project import BASE
 
 GROUP = "evaluation"
 
@@ -45,7 +46,7 @@ def beats_base_model(context: dg.AssetCheckExecutionContext, project: ProjectRes
     """The gate per partition; the base model's own partition passes by definition."""
     from mdpo_pipeline.evaluation.stage import gate_partition
 
-    decision = gate_partition(project.project(), context.partition_key if context.has_partition_key else "base")
+    decision = gate_partition(project.project(), context.partition_key if context.has_partition_key else BASE)
     return dg.AssetCheckResult(
         passed=decision.passed,
         metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),

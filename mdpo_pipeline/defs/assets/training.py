@@ -11,11 +11,11 @@ from mdpo_pipeline.core.losses import METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
+from mdpo_pipeline.project import BASE
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.
 #: adapters and benchmark_scores share it, so one partitioned job can retrain and re-score a model.
-BASE = "base"
 model_partitions = dg.StaticPartitionsDefinition([BASE, *METHODS])
 
 
@@ -49,7 +49,7 @@ def adapters(
         preset, path = stages.base_model_location(proj)
         return dg.MaterializeResult(metadata={"adapter": "none: the base model itself", "preset": preset,
                                               "path": dg.MetadataValue.path(path)})
-    out = proj.root / "artifacts" / "adapters" / method
+    out = proj.adapter_path(method)
     cfg = stages.train_run_config(proj, method, out)
     summary = launcher.launch(cfg, context, proj)
     recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment)
