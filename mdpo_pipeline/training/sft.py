@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from mdpo_pipeline.core.eval.chair import SynonymTable, chair_scores
 from mdpo_pipeline.core.io import atomic_dir, write_json
 from mdpo_pipeline.core.shapeworld import (
     COLOURS,
@@ -25,6 +25,7 @@ from mdpo_pipeline.core.shapeworld import (
     VOCABULARY,
     Scene,
     SceneObject,
+    synonym_lines,
 )
 from mdpo_pipeline.core.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
 from mdpo_pipeline.core.shapeworld.world import SIZES, article
@@ -64,46 +65,32 @@ def caption(row: dict, rng: random.Random, bias: float, detailed: bool = False) 
     return f"The image shows {body}." if detailed else body[0].upper() + body[1:] + "."
 
 
-# --- object mentions (CHAIR-style word matching) -------------------------------------------------
+# --- object mentions: the benchmarks' own CHAIR -------------------------------------------------------------
 
-_PHRASES = sorted(
-    ((w, name) for name, e in VOCABULARY.items() for w in {name, *e["synonyms"], *e["plurals"].values()}),
-    key=lambda p: -len(p[0].split()),
-)
+#: ShapeWorld's synonym list, as its Object HalBench split ships it: the SFT's progress is measured like the benchmark.
+_TABLE = SynonymTable.from_lines(synonym_lines(), source="ShapeWorld synonyms")
 
 
 def mentioned_objects(text: str) -> list[str]:
-    """Canonical categories named in ``text``, in order; two-word names are matched before single words."""
-    text = " " + " ".join(re.findall(r"[a-z]+", text.lower())) + " "
-    found: list[tuple[int, str]] = []
-    for phrase, name in _PHRASES:
-        for m in re.finditer(f" {phrase} ", text):
-            found.append((m.start(), name))
-        # Blank the matched words so "half moon" is not counted again as "moon".
-        text = text.replace(f" {phrase} ", " " + "#" * len(phrase) + " ")
-    return [name for _, name in sorted(found)]
+    """Canonical categories named in ``text``, in order, as the benchmark's CHAIR matches them."""
+    return list(chair_scores([text], [()], _TABLE).per_answer[0].mentioned)
 
 
 def hallucination_metrics(answers: list[str], rows: list[dict]) -> dict:
-    """Object recall, CHAIR_s / CHAIR_i and the share of eligible images naming a co-occurrence partner."""
-    covered = n_truth = n_mentions = n_halluc = halluc_answers = eligible = partner_named = 0
-    for answer, row in zip(answers, rows):
-        truth = {o["category"] for o in row["objects"]}
-        said = mentioned_objects(answer)
-        wrong = [c for c in said if c not in truth]
-        covered += len(truth & set(said))
-        n_truth += len(truth)
-        n_mentions += len(said)
-        n_halluc += len(wrong)
-        halluc_answers += bool(wrong)
+    """The benchmark's CHAIR_s / CHAIR_i and object recall, and the share of eligible images naming a
+    co-occurrence partner."""
+    truths = [{o["category"] for o in row["objects"]} for row in rows]
+    result = chair_scores(answers, truths, _TABLE)
+    eligible = partner_named = 0
+    for detail, truth in zip(result.per_answer, truths):
         partners = {b for a, b in COOCCURRENCE if a in truth and b not in truth}
         if partners:
             eligible += 1
-            partner_named += bool(partners & set(said))
+            partner_named += bool(partners & set(detail.mentioned))
     return {
-        "recall": covered / max(n_truth, 1),
-        "chair_s": halluc_answers / max(len(answers), 1),
-        "chair_i": n_halluc / max(n_mentions, 1),
+        "recall": result.recall,
+        "chair_s": result.chair_s,
+        "chair_i": result.chair_i,
         "cooccurrence_hallucination": partner_named / eligible if eligible else None,
         "n_images": len(answers),
     }
