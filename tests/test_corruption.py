@@ -222,7 +222,7 @@ def test_unreadable_images_are_quarantined_not_fatal(image_set, tmp_path):
     bad = [("b-trunc", "sub/trunc.jpg"), ("b-text", "sub/text.jpg"), ("b-gone", "sub/gone.jpg")]
     one = corrupt_images(samples + bad, root, tmp_path / "w1", CorruptionConfig(workers=1))
     two = corrupt_images(samples + bad, root, tmp_path / "w2", CorruptionConfig(workers=2))
-    assert _files(tmp_path / "w1") == _files(tmp_path / "w2")
+    assert _files(tmp_path / "w1") == _files(tmp_path / "w2") and two.quarantine == one.quarantine
     assert [(q["sample_id"], q["reason"]) for q in one.quarantine] == [
         ("b-gone", "missing_image"), ("b-text", "not_an_image"), ("b-trunc", "undecodable_image")]
     assert pq.read_table(tmp_path / "w1" / "quarantine.parquet").to_pylist() == one.quarantine
