@@ -235,8 +235,8 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
 
 def validate_params(project: Project) -> None:
     """Check every section of params.yaml (types, ranges, names) before any stage does work; errors name the key."""
-    from mdpo_pipeline.evaluation.benchmarks import benchmark
     from mdpo_pipeline.evaluation.answers import GenerationSettings
+    from mdpo_pipeline.evaluation.benchmarks import benchmark
     from mdpo_pipeline.evaluation.stage import eval_settings, gate_policy
     from mdpo_pipeline.training.presets import get_preset
     from mdpo_pipeline.training.run import TrainRunConfig

@@ -16,6 +16,7 @@ from mdpo_pipeline.training.chat import check_chat_template
 from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
 from mdpo_pipeline.training.presets import PRESETS, SHAPEWORLD_FAMILY, ModelPreset, get_preset
 
+
 def save_model(model, processor, out_dir: str | Path) -> Path:
     """Save model weights (safetensors) and processor into ``out_dir``."""
     out = Path(out_dir)

@@ -125,11 +125,10 @@ def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
 def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
     import torch
+    from peft import prepare_model_for_kbit_training
     from transformers import set_seed
 
     from mdpo_pipeline.training.data import fit_max_length, load_preference_dataset
-    from peft import prepare_model_for_kbit_training
-
     from mdpo_pipeline.training.models import load_model_and_processor, lora_config
     from mdpo_pipeline.training.presets import get_preset
     from mdpo_pipeline.training.trainer import MDPOTrainer
