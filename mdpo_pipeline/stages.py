@@ -225,11 +225,12 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
 
     out = Path(cfg.output_dir)
     history = json.loads((out / "log_history.json").read_text())
-    record = TrainingRecord(cfg.method, cfg.base_model, out, asdict(cfg), history, lock_hashes(project.root))
+    curves = training_curves(history, out.parent / f"{cfg.method}.curves.png", title=cfg.method)
+    record = TrainingRecord(cfg.method, cfg.base_model, out, asdict(cfg), history, lock_hashes(project.root),
+                            curves=curves)
     run_id, version = log_training_run(
         record, uri, experiment, artifact_root=project.root / "mlartifacts", git_sha=git_commit(project.root)
     )
-    curves = training_curves(history, out.parent / f"{cfg.method}.curves.png", title=cfg.method)
     return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves}
 
 

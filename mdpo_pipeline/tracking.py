@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,7 @@ class TrainingRecord:
     log_history: Sequence[dict] = ()
     data_versions: dict[str, str] = field(default_factory=dict)  # stage → DVC content hash
     tags: dict[str, str] = field(default_factory=dict)
+    curves: Path | None = None  # the loss/reward plot already drawn; None: drawn here from log_history
 
 
 def experiment_id(client, name: str, artifact_root: Path | None) -> str:
@@ -115,8 +117,12 @@ def log_training_run(
             cfg_path = Path(tmp) / "run_config.json"
             cfg_path.write_text(json.dumps(record.config, indent=2, sort_keys=True, default=str))
             client.log_artifact(run_id, str(cfg_path), artifact_path="config")
-            if record.log_history:
-                png = training_curves(record.log_history, Path(tmp) / "curves.png", title=record.method)
+            png = Path(tmp) / "curves.png"  # one name in every run, whoever drew it
+            if record.curves is not None:
+                shutil.copyfile(record.curves, png)
+            elif record.log_history:
+                training_curves(record.log_history, png, title=record.method)
+            if png.is_file():
                 client.log_artifact(run_id, str(png), artifact_path="plots")
         client.set_terminated(run_id, "FINISHED")
     except BaseException:

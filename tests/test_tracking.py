@@ -1,5 +1,7 @@
 """MLflow logging and registry against a real sqlite backend."""
 
+import dataclasses
+from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -47,9 +49,14 @@ def test_run_params_metrics_artifacts_and_registry(tmp_path, monkeypatch):
     assert {"adapter/adapter_config.json", "plots/curves.png", "config/run_config.json"} <= artifacts
     mv = client.get_model_version("shapeworld-tiny", version)
     assert mv.tags["method"] == "mdpo" and mv.run_id == run_id
-    # A second run is a new version of the same registered model.
-    _, version2 = log_training_run(record, uri, artifact_root=tmp_path / "mlartifacts")
+    # A second run is a new version of the same registered model; a plot drawn beforehand is logged, not redrawn.
+    drawn = tmp_path / "mdpo.curves.png"
+    drawn.write_bytes(b"\x89PNG drawn once by the pipeline")
+    run2, version2 = log_training_run(dataclasses.replace(record, curves=drawn), uri,
+                                      artifact_root=tmp_path / "mlartifacts")
     assert int(version2) == int(version) + 1
+    logged = client.download_artifacts(run2, "plots/curves.png", str(tmp_path / "dl"))
+    assert Path(logged).read_bytes() == drawn.read_bytes()
 
 
 def test_helpers(tmp_path, monkeypatch):
