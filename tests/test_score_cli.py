@@ -83,3 +83,45 @@ def test_mmhal_template_with_answers_offline(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mdpo_pipeline.cli", "score", "mmhal", "--answers", str(answers),
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "--judge-script" in proc.stderr
+
+
+def test_mmhal_official_through_a_loopback_judge(tmp_path):
+    """The official prompt read from the judge script, sent to the OpenAI-compatible server named by
+    MDPO_JUDGE_BASE_URL with the model of MDPO_JUDGE_MODEL (GPT-4 itself cannot run here)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.test_real_benchmarks_e2e import _Judge
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    server.prompts = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    template = CONFORMANCE / "real/rlhf-v/eval/data/mmhal-bench_answer_template.json"
+    records = json.loads(template.read_text())
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([r | {"model_answer": "A photo."} for r in records]))
+    env = {**os.environ, "NLTK_DATA": str(CONFORMANCE / "nltk_data"), "OPENAI_API_KEY": "sk-test-not-a-secret",
+           "MDPO_JUDGE_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}/v1", "MDPO_JUDGE_MODEL": "judge-env"}
+    out = tmp_path / "metrics.json"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mdpo_pipeline.cli", "score", "mmhal", "--answers", str(answers),
+                               "--judge-script", str(CONFORMANCE / "real/llava-rlhf/Eval/eval_gpt_mmhal.py"),
+                               "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert got["scores"]["n"] == 96 and got["scores"]["judge"]["judge_model"] == "judge-env"
+    assert got["scores"]["judge"]["prompt"] == "official" and len(server.prompts) == 96
+    assert all("### Example 5:" in p and "A photo." in p for p in server.prompts)
+
+
+def test_offline_mode_scores_the_same_files_with_the_rule_based_scorers(tmp_path):
+    amber = _score(tmp_path, "amber", "--mode", "offline", "--answers",
+                   str(CONFORMANCE / "amber/generative_answers.json"), "--data", str(CONFORMANCE / "real/amber"))
+    assert amber["mode"] == "offline" and 0 < amber["generative"]["chair"] < 1
+    chair = _score(tmp_path, "object_halbench", "--mode", "offline", "--answers",
+                   str(CONFORMANCE / "objhal/answers.jsonl"), "--data", str(CONFORMANCE / "objhal/coco"),
+                   "--synonyms", str(CONFORMANCE / "real/rlhf-v/eval/data/synonyms_refine.txt"))
+    assert chair["mode"] == "offline" and set(chair["metrics"]) == {"CHAIRs", "CHAIRi", "obj_rec"}

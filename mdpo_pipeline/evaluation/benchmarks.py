@@ -9,6 +9,7 @@ No Dagster here.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +86,12 @@ def make_judge(settings: dict[str, Any] | None, shapeworld: bool):
 
         judge = ShapeWorldJudge()
         return judge, f"{judge.model} (rule-based, knows the ShapeWorld truth; NOT comparable with GPT-4 scores)"
-    from mdpo_pipeline.core.eval.judge import ChatCompletionsClient, JudgeConfig
+    from mdpo_pipeline.core.eval.judge import ENV_MODEL, ChatCompletionsClient, JudgeConfig
 
-    config = JudgeConfig.resolve(base_url=settings.get("base_url"), model=settings.get("model") or "gpt-4-0613",
-                                 api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"))
+    # The setting, else $MDPO_JUDGE_MODEL, else GPT-4 as the benchmark's authors judged.
+    model = settings.get("model") or os.environ.get(ENV_MODEL) or "gpt-4-0613"
+    config = JudgeConfig.resolve(base_url=settings.get("base_url"), model=model,
+                                 api_key_env=settings.get("api_key_env") or "OPENAI_API_KEY")
     client = ChatCompletionsClient(config)
     return client, f"{config.model} via {config.base_url}"
 

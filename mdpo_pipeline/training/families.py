@@ -99,8 +99,6 @@ class Family:
     stop_tokens: tuple[str, ...]  #: generation_config.eos_token_id of the release (end of an answer)
     add_bos: bool  #: whether the tokenizer prepends <bos> on its own (Llama/Gemma yes, Qwen no)
     chat_template: str
-    hf_example: str  #: a hub id of the family, for messages and the README
-    why: str = ""
 
 
 FAMILIES: dict[str, Family] = {
@@ -112,7 +110,6 @@ FAMILIES: dict[str, Family] = {
             tokens={"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
             named_tokens={"image_token": "<image>"},
             stop_tokens=("</s>",), add_bos=True, chat_template=LLAVA_15_TEMPLATE,
-            hf_example="llava-hf/llava-1.5-7b-hf", why="the paper's LLaVA-v1.5-7B, as ported to transformers",
         ),
         Family(
             "qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil",
@@ -122,7 +119,6 @@ FAMILIES: dict[str, Family] = {
             named_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                           "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
             stop_tokens=("<|im_end|>", "<|endoftext|>"), add_bos=False, chat_template=QWEN25_VL_TEMPLATE,
-            hf_example="Qwen/Qwen2.5-VL-7B-Instruct", why="dynamic resolution (image_grid_thw), M-RoPE",
         ),
         Family(
             "gemma-3", "Gemma3ForConditionalGeneration", "Gemma3Processor", "Gemma3ImageProcessorPil",
@@ -132,9 +128,6 @@ FAMILIES: dict[str, Family] = {
             named_tokens={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
                           "eoi_token": "<end_of_image>"},
             stop_tokens=("<eos>", "<end_of_turn>"), add_bos=True, chat_template=GEMMA3_TEMPLATE,
-            hf_example="google/gemma-3-4b-it",
-            why="a current open family with bidirectional attention over image tokens (token_type_ids), SigLIP "
-                "tower, a template that writes <bos> itself",
         ),
     )
 }
