@@ -23,20 +23,20 @@ import torch
 from mdpo_pipeline.core.eval.amber import amber_discriminative, amber_generative, load_amber
 from mdpo_pipeline.core.eval.chair import chair_scores, load_object_halbench
 from mdpo_pipeline.core.eval.mmhal import load_mmhal, mmhal_scores, parse_rating
-from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_benchmarks
-from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
-from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
-from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_by_one
+from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_benchmarks
+from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
+from mdpo_pipeline.programs.evaluation.answers import GenerationSettings, Prompt
+from mdpo_pipeline.programs.evaluation.generation import generate_answers, generate_one_by_one
 
 
 def _model(path: str | None, image_size: int):
     if path and Path(path, "config.json").is_file():
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-        import mdpo_pipeline.training.vision  # noqa: F401  (registers the tiny model's CNN tower)
+        import mdpo_pipeline.shapeworld.vision  # noqa: F401  (registers the tiny model's CNN tower)
 
         return LlavaForConditionalGeneration.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path), path
-    from mdpo_pipeline.training.tiny import build_tiny_llava
+    from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(image_size=image_size)
     return model.eval(), processor, "random-init tiny LLaVA"

@@ -8,12 +8,12 @@ import json
 import os
 import sys
 
-from mdpo_pipeline.project import ConfigError, Project
-from mdpo_pipeline.stages import STAGES
+from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+from mdpo_pipeline.programs.pipeline.stages import STAGES
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from mdpo_pipeline import stages
+    from mdpo_pipeline.programs.pipeline import stages
 
     project = Project.discover()
     stages.validate_params(project)
@@ -52,7 +52,7 @@ def _die_with_agent() -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mdpo_pipeline.training.run import TrainRunConfig, run_training
+    from mdpo_pipeline.programs.training.run import TrainRunConfig, run_training
 
     _die_with_agent()
     with _pipes() as pipes:
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_image(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mdpo_pipeline.containers import CPU_TAG, DEFAULT_TAG, build_training_image
+    from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG, build_training_image
 
     root = Project.discover().root if args.root is None else Path(args.root)
     tag = args.tag or (CPU_TAG if args.offline else DEFAULT_TAG)
@@ -76,7 +76,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
-    from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, describe
+    from mdpo_pipeline.programs.training.families import CheckpointError, build_checkpoint, describe
 
     try:
         model, _ = build_checkpoint(args.family, args.out, size=args.size, seed=args.seed, image_size=args.image_size)
@@ -91,13 +91,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdpo_pipeline.core.io import write_json
-    from mdpo_pipeline.evaluation.benchmarks import benchmark
+    from mdpo_pipeline.programs.evaluation.benchmarks import benchmark
+    from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
     bench = benchmark(args.benchmark)
     answers = Path(args.answers)
     data = Path(args.data) if args.data else answers.parent
     options = {"synonyms": args.synonyms and Path(args.synonyms), "split": args.split,
-               "judge_script": args.judge_script}
+               "judge_script": args.judge_script, "rule_judge": ShapeWorldJudge}
     try:
         metrics = bench.score_file(answers, data, args.mode, options)
     except (FileNotFoundError, LookupError, ValueError, ConfigError) as e:
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-print", type=int, default=4000, help="characters of the summary to print")
     data.set_defaults(func=_cmd_data)
     train = sub.add_parser("train", help="train one adapter from a run config (what the launcher runs)")
-    train.add_argument("--config", required=True, help="run config JSON (mdpo_pipeline.training.run.TrainRunConfig)")
+    train.add_argument("--config", required=True, help="run config JSON (mdpo_pipeline.programs.training.run.TrainRunConfig)")
     train.set_defaults(func=_cmd_train)
     ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family in the hub's "
                           "layout (an offline stand-in for real weights: tests, benchmarks, trying the pipeline)")

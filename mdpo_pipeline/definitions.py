@@ -8,7 +8,7 @@ from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.automation import jobs, schedules, sensors
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.defs.resources import DvcResource, JudgeResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.deploy import DeploymentSettings, launcher_kwargs
+from mdpo_pipeline.integrations.deploy import DeploymentSettings, launcher_kwargs
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="Materialize the data half of the pipeline."

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def dvc_executable() -> str:
     """The project's DVC (its own environment, made by `make dvc-env`)."""
-    from mdpo_pipeline.dvc import find_dvc
+    from mdpo_pipeline.integrations.dvc import find_dvc
 
     return find_dvc(REPO)
 

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 import yaml
 
-from mdpo_pipeline.deploy import (
+from mdpo_pipeline.integrations.deploy import (
     DeploymentSettings,
     EnvSecret,
     dagster_instance_yaml,
@@ -28,7 +28,7 @@ from mdpo_pipeline.deploy import (
     render_dagster_yaml,
     validate_compose,
 )
-from mdpo_pipeline.project import ConfigError
+from mdpo_pipeline.programs.pipeline.project import ConfigError
 from tests.conftest import REPO, fake_adapter, stop_process_group
 from tests.pg import pg_server  # noqa: F401  (a fixture)
 
@@ -147,7 +147,7 @@ def test_dagster_instance_yaml():
 
 def test_committed_dagster_yaml_is_the_generated_one(tmp_path):
     committed = REPO / "docker" / "dagster.yaml"
-    regenerate = "python -m mdpo_pipeline.deploy dagster-yaml --output docker/dagster.yaml"
+    regenerate = "python -m mdpo_pipeline.integrations.deploy dagster-yaml --output docker/dagster.yaml"
     assert committed.read_text() == render_dagster_yaml(), f"stale: {regenerate}"
     assert main(["dagster-yaml", "--check", str(committed)]) == 0
     stale = tmp_path / "dagster.yaml"
@@ -169,7 +169,7 @@ def test_mlflow_backend_uri_quotes_everything():
 
 def test_launcher_kwargs_make_the_training_launcher(tmp_path):
     from mdpo_pipeline.defs.resources import TrainingLauncher
-    from mdpo_pipeline.project import Project
+    from mdpo_pipeline.programs.pipeline.project import Project
 
     s = DeploymentSettings.from_env(FULL_ENV)
     launcher = TrainingLauncher(**launcher_kwargs(s))
@@ -183,7 +183,7 @@ def test_launcher_kwargs_make_the_training_launcher(tmp_path):
 
 @pytest.mark.parametrize("gpus", ["all", "0", "0,1,7", "gpu0", "0,", ",1", "0,,1", "ALL", "0 1"])
 def test_gpus_rule_matches_the_container_settings(gpus):
-    from mdpo_pipeline.launcher import ContainerSettings
+    from mdpo_pipeline.integrations.launchers import ContainerSettings
 
     def accepts(make) -> bool:
         try:
@@ -344,7 +344,7 @@ def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeyp
 def test_mlflow_run_and_registry_on_postgres(pg_server, tmp_path):  # noqa: F811
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.tracking import TrainingRecord, log_training_run
+    from mdpo_pipeline.integrations.tracking import TrainingRecord, log_training_run
 
     settings = DeploymentSettings.from_env(pg_server.env(MDPO_MLFLOW_DB="mlflow"))
     assert ensure_database(settings, settings.mlflow_db) is True
@@ -399,7 +399,7 @@ def test_mlflow_server_command_of_the_compose_file(pg_server, tmp_path):  # noqa
     port = _free_port()
     env = {**os.environ, **pg_server.env(MDPO_MLFLOW_DB="mlflow_server"), "MLFLOW_SERVER_ALLOWED_HOSTS": allowed}
     artifacts = (tmp_path / "mlartifacts").as_uri()
-    cmd = [sys.executable, "-m", "mdpo_pipeline.deploy", "mlflow-server", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "mdpo_pipeline.integrations.deploy", "mlflow-server", "--host", "127.0.0.1", "--port", str(port),
            "--", "--no-serve-artifacts", "--default-artifact-root", artifacts, "--workers", "1"]
     log = tmp_path / "server.log"
     with open(log, "w") as out:

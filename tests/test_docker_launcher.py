@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mdpo_pipeline.launcher import (
+from mdpo_pipeline.integrations.launchers import (
     IMAGE_USER,
     ContainerSettings,
     accelerate_args,
@@ -25,7 +25,7 @@ from mdpo_pipeline.launcher import (
     local_command,
     prepare_output,
 )
-from mdpo_pipeline.training.run import TrainRunConfig
+from mdpo_pipeline.programs.training.run import TrainRunConfig
 from tests.conftest import REPO
 
 
@@ -72,9 +72,9 @@ def test_gpu_container_spec_requests_gpus_mounts_and_accelerate(tmp_path, monkey
     assert spec["environment"]["HF_HUB_OFFLINE"] == "1"
 
     inner, _ = container_config(_cfg(root), settings)
-    assert inner.pairs_dir == "/workspace/data/preference_pairs"
-    assert inner.reference_cache == "/workspace/data/reference_logprobs/reference.parquet"
-    assert inner.base_model_path == "/models/llava-1.5-7b-hf"
+    assert inner["pairs_dir"] == "/workspace/data/preference_pairs"
+    assert inner["reference_cache"] == "/workspace/data/reference_logprobs/reference.parquet"
+    assert inner["base_model_path"] == "/models/llava-1.5-7b-hf"
 
 
 def test_gpu_ids_and_no_gpu_specs(tmp_path):
@@ -167,7 +167,7 @@ def _engine() -> str:
 @pytest.fixture(scope="module")
 def cpu_image() -> tuple[str, str]:
     """(DOCKER_HOST, tag) of the offline-built CPU training image."""
-    from mdpo_pipeline.containers import CPU_TAG, build_training_image
+    from mdpo_pipeline.integrations.containers import CPU_TAG, build_training_image
 
     host = _engine()
     lines: list[str] = []

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from mdpo_pipeline.dvc import Dvc, DvcError, find_dvc
+from mdpo_pipeline.integrations.dvc import Dvc, DvcError, find_dvc
 from tests.conftest import dvc_executable
 
 
@@ -48,7 +48,7 @@ def test_errors_are_explained(tmp_path, monkeypatch):
 
 
 def test_raw_data_version_from_a_dvc_file_or_the_lock_output_that_contains_it(tmp_path):
-    from mdpo_pipeline.dvc import raw_data_version
+    from mdpo_pipeline.integrations.dvc import raw_data_version
 
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  shapeworld:\n    cmd: x\n    outs:\n    - path: data/shapeworld\n      md5: abc.dir\n"

@@ -22,7 +22,7 @@ from mdpo_pipeline.core.eval.amber import (
     load_amber,
     parse_yes_no,
 )
-from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_benchmarks
+from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_benchmarks
 
 SMALL = {"n_instructions": 1, "image_size": 32, "amber_generative": 10, "amber_discriminative": 40,
          "object_halbench": 6, "mmhal": 8}

@@ -15,7 +15,7 @@ from mdpo_pipeline.core.eval.chair import (
     read_questions,
     tokenize,
 )
-from mdpo_pipeline.core.shapeworld import ShapeWorldConfig, generate_benchmarks, synonym_lines
+from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_benchmarks, synonym_lines
 
 SMALL = {"n_instructions": 1, "image_size": 32, "amber_generative": 10, "amber_discriminative": 40,
          "object_halbench": 6, "mmhal": 8}

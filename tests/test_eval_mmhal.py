@@ -31,13 +31,13 @@ from mdpo_pipeline.core.eval.mmhal import (
     parse_rating,
     read_official_template,
 )
-from mdpo_pipeline.core.shapeworld import (
+from mdpo_pipeline.shapeworld import (
     CATEGORIES,
     MMHAL_TYPES,
     ShapeWorldConfig,
     generate_benchmarks,
 )
-from mdpo_pipeline.core.shapeworld.judge import ShapeWorldJudge
+from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
 #: Real benchmark files and the official judge scripts (see its README's `real/` section); never copied here.
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
@@ -597,15 +597,14 @@ def _answer(i: int | str) -> str:
 def _run_mmhal(root: Path, monkeypatch, mmhal: dict, judge_settings: dict | None = None):
     """The MMHal benchmark as the stage runs it (prepare, answer, score) with canned answers (no model) and,
     unless judge_settings is given, FakeChatJudge."""
-    from mdpo_pipeline.evaluation import benchmarks
-    from mdpo_pipeline.evaluation.benchmarks import EvalContext, MMHal
-    from mdpo_pipeline.project import Project
+    from mdpo_pipeline.programs.evaluation import benchmarks
+    from mdpo_pipeline.programs.evaluation.benchmarks import EvalContext, MMHal
 
     fake, generated = FakeChatJudge(), []
     if judge_settings is None:
-        monkeypatch.setattr(benchmarks, "make_judge", lambda settings, shapeworld: (fake, "judge-test via http://test"))
+        monkeypatch.setattr(benchmarks, "make_judge", lambda settings, rule_judge=None, rule_by_default=False: (fake, "judge-test via http://test"))
     settings = {"root": "benchmarks", "mmhal": mmhal, "max_items": {"mmhal": 16}}
-    ctx = EvalContext(Project(root), settings, judge_settings)
+    ctx = EvalContext(root, settings, judge_settings, rule_judge=ShapeWorldJudge)
     _run_mmhal.generated = generated
     state, prompts = MMHal().prepare(ctx)
     generated.append(len(prompts))
@@ -650,7 +649,7 @@ def test_mmhal_stage_labels_the_own_prompt(tmp_path, monkeypatch):
 
 
 def test_mmhal_stage_stops_on_a_bad_judge_script(tmp_path, monkeypatch):
-    from mdpo_pipeline.project import ConfigError
+    from mdpo_pipeline.programs.pipeline.project import ConfigError
 
     path = tmp_path / "response_template.json"
     path.write_text(json.dumps([_record()]))

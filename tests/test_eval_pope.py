@@ -66,8 +66,8 @@ def test_official_files_load_and_answers_read(tmp_path):
 
 
 def test_shapeworld_pope_split(tmp_path):
-    from mdpo_pipeline.core.shapeworld import ShapeWorldConfig
-    from mdpo_pipeline.core.shapeworld.generate import _write_pope
+    from mdpo_pipeline.shapeworld import ShapeWorldConfig
+    from mdpo_pipeline.shapeworld.generate import _write_pope
 
     cfg = ShapeWorldConfig(pope=12, image_size=32)
     summary = _write_pope(cfg, tmp_path / "pope", progress=False)

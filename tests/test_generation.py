@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw
 
-from mdpo_pipeline.evaluation.answers import (
+from mdpo_pipeline.programs.evaluation.answers import (
     GenerationSettings,
     Prompt,
     generation_fingerprint,
     read_generations,
     write_generations,
 )
-from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_by_one
-from mdpo_pipeline.training.tiny import build_tiny_llava
+from mdpo_pipeline.programs.evaluation.generation import generate_answers, generate_one_by_one
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")

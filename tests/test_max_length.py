@@ -3,8 +3,8 @@ with its reason and counted (kept + dropped = read); every kept row keeps at lea
 
 from __future__ import annotations
 
-from mdpo_pipeline.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
-from mdpo_pipeline.training.tiny import build_tiny_llava
+from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from tests.conftest import write_tiny_training_data
 
 

@@ -11,12 +11,12 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from mdpo_pipeline.core.shapeworld import (
+from mdpo_pipeline.shapeworld import (
     ShapeWorldConfig,
     generate_benchmarks,
     generate_vlfeedback,
 )
-from mdpo_pipeline.training.models import (
+from mdpo_pipeline.programs.training.models import (
     ModelUnavailable,
     RemoteCodeNotAllowed,
     apply_lora,
@@ -24,8 +24,8 @@ from mdpo_pipeline.training.models import (
     load_model_and_processor,
     save_model,
 )
-from mdpo_pipeline.training.presets import PRESETS, ModelPreset
-from mdpo_pipeline.training.tiny import build_tiny_llava
+from mdpo_pipeline.programs.training.presets import PRESETS, ModelPreset
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
 PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]
 
@@ -230,7 +230,7 @@ def test_cnn_tower_has_no_train_mode_drift_and_reloads_through_auto_classes(tmp_
     (no BatchNorm statistics, no dropout), or cached reference log-probs would disagree with the policy."""
     from transformers import AutoConfig, AutoModel
 
-    from mdpo_pipeline.training.vision import ShapeWorldVisionConfig, ShapeWorldVisionModel
+    from mdpo_pipeline.shapeworld.vision import ShapeWorldVisionConfig, ShapeWorldVisionModel
 
     tower = ShapeWorldVisionModel(ShapeWorldVisionConfig(image_size=32, channels=(16, 16), stem_channels=8))
     pixels = torch.randn(3, 3, 32, 32)

@@ -15,7 +15,7 @@ import yaml
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.defs.resources import DvcResource, ProjectResource
-from mdpo_pipeline.dvc import Dvc
+from mdpo_pipeline.integrations.dvc import Dvc
 from tests.conftest import dvc_executable, make_project
 
 pytestmark = pytest.mark.slow

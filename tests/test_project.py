@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mdpo_pipeline.project import ConfigError, Project, build_config, find_project_root, load_params
+from mdpo_pipeline.programs.pipeline.project import ConfigError, Project, build_config, find_project_root, load_params
 
 
 @dataclass(frozen=True)

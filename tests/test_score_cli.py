@@ -70,8 +70,8 @@ def test_pope_and_bad_input(tmp_path):
 def test_mmhal_template_with_answers_offline(tmp_path):
     """MMHal's layout (the template with model_answer filled) scored by the ShapeWorld rule judge; official mode
     without the judge script says what it needs."""
-    from mdpo_pipeline.core.shapeworld import ShapeWorldConfig
-    from mdpo_pipeline.core.shapeworld.generate import _write_mmhal
+    from mdpo_pipeline.shapeworld import ShapeWorldConfig
+    from mdpo_pipeline.shapeworld.generate import _write_mmhal
 
     _write_mmhal(ShapeWorldConfig(mmhal=16, image_size=32), tmp_path / "mmhal", progress=False)
     records = json.loads((tmp_path / "mmhal" / "response_template.json").read_text())

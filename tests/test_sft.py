@@ -11,14 +11,14 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from mdpo_pipeline.core.shapeworld import (
+from mdpo_pipeline.shapeworld import (
     COOCCURRENCE,
     ShapeWorldConfig,
     generate_vlfeedback,
 )
-from mdpo_pipeline.training.tiny import build_tiny_llava
-from mdpo_pipeline.training.presets import SFTSettings
-from mdpo_pipeline.training.sft import (
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
+from mdpo_pipeline.programs.training.presets import SFTSettings
+from mdpo_pipeline.shapeworld.sft import (
     _batch,
     caption,
     cell_targets,
@@ -66,7 +66,7 @@ def test_caption_lists_objects_left_to_right_and_inserts_partners_at_the_bias_ra
 def test_cell_targets_mark_every_cell_a_box_overlaps_with_its_category_and_colour():
     """_row("star", "ring") on a 2×2 grid: the star's box x 0.1–0.3, y 0.4–0.6 lies in column 0 and rows 0–1
     (cells 0 and 2); the ring's box x 0.4–0.6 spans both columns, so it is in all four cells."""
-    from mdpo_pipeline.training.sft import _AUX_LABELS
+    from mdpo_pipeline.shapeworld.sft import _AUX_LABELS
 
     target = cell_targets([_row("star", "ring")], grid=2)[0]
     star, ring, red = _AUX_LABELS["star"], _AUX_LABELS["ring"], _AUX_LABELS["red"]

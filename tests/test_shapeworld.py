@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mdpo_pipeline.core.schemas import ASPECTS
-from mdpo_pipeline.core.shapeworld import (
+from mdpo_pipeline.shapeworld import (
     CATEGORIES,
     COOCCURRENCE,
     LOOKALIKES,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from mdpo_pipeline.tracking import (
+from mdpo_pipeline.integrations.tracking import (
     TrainingRecord,
     flatten_params,
     git_commit,

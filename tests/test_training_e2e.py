@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.checks import data_checks
-from mdpo_pipeline.dvc import Dvc
+from mdpo_pipeline.integrations.dvc import Dvc
 from tests.conftest import dvc_executable, make_project, pipeline_resources
 
 pytestmark = pytest.mark.slow

@@ -70,8 +70,8 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext):
 )
 def raw_data_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Compare the raw data's DVC hash with the cursor; a change requests one refresh run keyed by the new hash."""
-    from mdpo_pipeline.dvc import raw_data_version
-    from mdpo_pipeline.stages import raw_data_path
+    from mdpo_pipeline.integrations.dvc import raw_data_version
+    from mdpo_pipeline.programs.pipeline.stages import raw_data_path
 
     proj = project.project()
     version = raw_data_version(proj.root, raw_data_path(proj))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mdpo_pipeline import quality, stages
+from mdpo_pipeline.programs.pipeline import quality, stages
 from mdpo_pipeline.defs.assets.data import corrupted_images, preference_pairs, raw_silkie
 from mdpo_pipeline.defs.metadata import summary_metadata
 from mdpo_pipeline.defs.resources import ProjectResource

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from mdpo_pipeline.dvc import Dvc
-from mdpo_pipeline.project import PARAMS_FILE, ConfigError, Project
-from mdpo_pipeline.tracking import tracking_uri
+from mdpo_pipeline.integrations.dvc import Dvc
+from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
+from mdpo_pipeline.integrations.tracking import tracking_uri
 
 if TYPE_CHECKING:
-    from mdpo_pipeline.launcher import ContainerSettings
+    from mdpo_pipeline.integrations.launchers import ContainerSettings
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -96,7 +96,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def container_settings(self, project: Project) -> "ContainerSettings":
         """The container settings of this launcher for ``project``."""
-        from mdpo_pipeline.launcher import ContainerSettings
+        from mdpo_pipeline.integrations.launchers import ContainerSettings
 
         return ContainerSettings(
             image=self.image, project_root=str(project.root), host_project_root=self.host_project_root,
@@ -106,7 +106,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def launch(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
         """Run one training config to completion; return the adapter's summary."""
-        from mdpo_pipeline import launcher
+        from mdpo_pipeline.integrations import launchers as launcher
 
         if self.threads and not cfg.threads:
             cfg.threads = self.threads
@@ -121,7 +121,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         import docker
         from dagster_docker import PipesDockerClient
 
-        from mdpo_pipeline import launcher
+        from mdpo_pipeline.integrations import launchers as launcher
 
         settings = self.container_settings(project)
         spec = launcher.container_spec(cfg, settings)

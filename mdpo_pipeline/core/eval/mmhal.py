@@ -7,7 +7,7 @@ labelled fallback whose scores are not comparable with published ones. Parsing a
 script's own rules (FACTS §5): a judge output counts only when exactly one distinct "rating: s"
 (s in 0..6) occurs in its lower-cased text, otherwise it scores 0; the score is the mean rating, the
 hallucination rate the share of ratings below 3, and per-type means group record i as type i % 8.
-The rule-based judge for the synthetic ShapeWorld split is ``mdpo_pipeline.core.shapeworld.judge``.
+The rule-based judge for the synthetic ShapeWorld split is ``mdpo_pipeline.shapeworld.judge``.
 """
 
 from __future__ import annotations

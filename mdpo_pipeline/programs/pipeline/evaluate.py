@@ -1,0 +1,343 @@
+"""The evaluation stages the Dagster assets call: score one model, build the comparison, decide the champion.
+
+Outputs live in ``artifacts/eval/<model>/`` (answers per benchmark, ``scores.json``) and
+``artifacts/eval/comparison.{md,png,json}``; the judge's answers are cached in ``artifacts/eval/judgments.jsonl``
+so reruns never pay twice. Settings come from ``params.yaml:benchmark_scores``. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mdpo_pipeline.core.io import write_json
+from mdpo_pipeline.programs.evaluation.benchmarks import (
+    BENCHMARKS,
+    EVAL_DIR,
+    EvalContext,
+    benchmark,
+    check_metrics,
+)
+from mdpo_pipeline.programs.pipeline.project import BASE, ConfigError, Project
+from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
+
+#: ShapeWorld's generated benchmark splits (the shapeworld stage's output), the default ``root``.
+SHAPEWORLD_BENCHMARKS = "data/shapeworld/benchmarks"
+
+
+def eval_settings(project: Project) -> dict[str, Any]:
+    """params.yaml:benchmark_scores with defaults: which benchmarks, where they are, generation, caps, the gate."""
+    defaults: dict[str, Any] = {
+        "root": SHAPEWORLD_BENCHMARKS,
+        "benchmarks": list(BENCHMARKS),
+        **{name: {} for name in BENCHMARKS},
+        "generation": {},
+        "max_items": {},
+        "gate": {},
+    }
+    section = project.params().get("benchmark_scores") or {}
+    unknown = sorted(set(section) - set(defaults))
+    if unknown:
+        raise ConfigError(f"params.yaml:benchmark_scores has unknown key(s) {unknown}; known: {sorted(defaults)}")
+    settings = defaults | section
+    for name in settings["benchmarks"]:
+        benchmark(name)  # an unknown name fails here, before any model loads
+    unknown_caps = sorted(set(settings["max_items"]) - set(BENCHMARKS))
+    if unknown_caps:
+        raise ConfigError(f"params.yaml:benchmark_scores.max_items has unknown benchmark(s) {unknown_caps}")
+    return settings
+
+
+def eval_context(project: Project, settings: dict[str, Any], judge: dict[str, Any] | None = None,
+                 progress: bool = False, log: Callable[[str], None] = print) -> EvalContext:
+    """The benchmarks' context: paths against the project, ShapeWorld's rule judge for ShapeWorld's splits."""
+    return EvalContext(project.root, settings, judge, progress, log, rule_judge=ShapeWorldJudge,
+                       rule_judge_root=project.path(SHAPEWORLD_BENCHMARKS))
+
+
+def model_dir(project: Project, key: str) -> Path:
+    """Where one model's answers and scores go."""
+    return project.root / EVAL_DIR / key
+
+
+def adapter_dir(project: Project, key: str, preset: str | None = None) -> Path | None:
+    """The adapter of model partition ``key`` (None for the base model); an error if it was never trained, or was
+    trained on another base model preset than ``preset``."""
+    if key == BASE:
+        return None
+    path = project.adapter_path(key)
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"no adapter for {key!r} at {path}: materialize adapters[{key}] first")
+    run_config = path / "run_config.json"
+    trained_on = json.loads(run_config.read_text()).get("base_model") if run_config.is_file() else None
+    if preset is not None and trained_on not in (None, preset):
+        raise ConfigError(
+            f"adapters[{key}] at {path} was trained on base model {trained_on!r}, the base model now is {preset!r}: "
+            f"rematerialize adapters[{key}] before scoring it"
+        )
+    return path
+
+
+def base_identity(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(preset, sha256 of the base weights) a scores.json was computed on; (None, None) for records from before
+    scores carried it."""
+    base = record.get("base_model") or {}
+    return base.get("preset"), base.get("weights_sha256")
+
+
+def _describe_base(identity: tuple[str | None, str | None]) -> str:
+    preset, sha = identity
+    return "an unrecorded base model" if preset is None else f"base model {preset} (weights {sha[:12]})"
+
+
+def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -> None:
+    """Refuse, naming both, to compare model ``key`` with base scores computed on another base model, or scored
+    another way (mode, judge model, judge prompt)."""
+    mine, theirs = base_identity(record), base_identity(base)
+    if mine != theirs or mine == (None, None):
+        raise ConfigError(
+            f"{key} was scored on {_describe_base(mine)}, the base scores on {_describe_base(theirs)}: scores of "
+            f"different base models are not compared; rematerialize benchmark_scores[{BASE}] and "
+            f"benchmark_scores[{key}] for the current base model"
+        )
+    # Scores of one benchmark made with another scoring mode, judge model or judge prompt are not comparable.
+    ours, other = record.get("benchmarks") or {}, base.get("benchmarks") or {}
+    for name in sorted(set(ours) & set(other)):
+        if ours[name]["identity"] != other[name]["identity"]:
+            raise ConfigError(
+                f"{key}'s {name} scores were made with {ours[name]['identity']}, the base's with "
+                f"{other[name]['identity']}: rescore both the same way (rematerialize benchmark_scores[{BASE}] and "
+                f"benchmark_scores[{key}])"
+            )
+
+
+def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
+    """Stored answers when they were made by this model from these prompts, else newly generated (and stored)."""
+    from mdpo_pipeline.programs.evaluation.answers import generation_fingerprint, read_generations, write_generations
+    from mdpo_pipeline.programs.evaluation.generation import generate_answers
+
+    fingerprint = generation_fingerprint(model_sha, prompts, settings)
+    stored = read_generations(path, fingerprint)
+    if stored is not None:
+        log(f"{path.name}: reusing {len(stored)} stored answers")
+        return stored
+    log(f"{path.name}: generating {len(prompts)} answers")
+    answers = generate_answers(model, processor, prompts, settings, progress=progress)
+    write_generations(path, prompts, answers, fingerprint)
+    return {p.id: a for p, a in zip(prompts, answers)}
+
+
+def run_benchmark_scores(
+    project: Project,
+    key: str,
+    *,
+    uri: str | None = None,
+    experiment: str = "mdpo",
+    judge: dict[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
+    from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
+    from mdpo_pipeline.programs.evaluation.generation import load_eval_model
+    from mdpo_pipeline.programs.pipeline.stages import base_model_location, base_model_settings
+    from mdpo_pipeline.programs.training.reference import weights_sha256
+
+    settings = eval_settings(project)
+    gen = GenerationSettings(**settings["generation"])
+    ctx = eval_context(project, settings, judge, progress, log)
+    # Every benchmark's files (and a judge script) are read before the model loads: a wrong path fails in seconds.
+    prepared = {name: benchmark(name).prepare(ctx) for name in settings["benchmarks"]}
+    preset, base_path = base_model_location(project)
+    adapter = adapter_dir(project, key, preset)
+    model, processor, base_sha = load_eval_model(preset, base_path, adapter,
+                                                 allow_remote_code=base_model_settings(project)["allow_remote_code"])
+    model_sha = weights_sha256(model) if adapter else base_sha
+    out = model_dir(project, key)
+
+    flat: dict[str, float | None] = {}
+    record: dict[str, Any] = {
+        "model": key, "preset": preset, "adapter": str(adapter) if adapter else None, "weights_sha256": model_sha,
+        "base_model": {"preset": preset, "weights_sha256": base_sha}, "scores": flat, "judge": None,
+        "benchmarks": {}, "generation": settings["generation"], "max_items": settings["max_items"],
+    }
+    for name, (state, prompts) in prepared.items():
+        answers = _answers(out / "generations" / f"{name}.jsonl", model, processor, prompts, gen, model_sha,
+                           progress, log)
+        scored = check_metrics(name, benchmark(name).score(ctx, state, answers))
+        flat |= scored.metrics
+        record[name] = scored.details
+        record["benchmarks"][name] = {"identity": scored.identity, "n": len(prompts)}
+        if scored.label:
+            record["judge"] = scored.label
+        for file_name, content in scored.artifacts.items():
+            write_json(content, out / file_name)
+    write_json(record, out / "scores.json")
+    run_id = log_scores(project, key, preset, record, out, uri, experiment) if uri else None
+    return {"scores": flat, "path": str(out / "scores.json"), "judge": record["judge"], "mlflow_run_id": run_id}
+
+
+def read_scores(project: Project, key: str) -> dict[str, Any] | None:
+    """The stored scores.json of model ``key``, or None when it was never scored."""
+    path = model_dir(project, key) / "scores.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _latest_version(client, name: str, method: str):
+    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("method") == method]
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def log_scores(project: Project, key: str, preset: str, record: dict, out: Path, uri: str, experiment: str) -> str:
+    """Log the scores to the adapter's training run (its newest registry version), or to a "base" run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from mdpo_pipeline.integrations.tracking import experiment_id, registered_model_name
+
+    client = MlflowClient(uri)
+    run_id = None
+    if key != BASE:
+        version = _latest_version(client, registered_model_name(preset), key) if client.search_registered_models(
+            filter_string=f"name = '{registered_model_name(preset)}'") else None
+        run_id = version.run_id if version else None
+    if run_id is None:
+        exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
+        run_id = client.create_run(exp_id, run_name=f"{key}-eval", tags={"method": key, "base_model": preset}).info.run_id
+        client.set_terminated(run_id, "FINISHED")
+    metrics = [Metric(f"eval/{k}", float(v), 0, 0) for k, v in record["scores"].items() if v is not None]
+    client.log_batch(run_id, metrics=metrics)
+    if record.get("judge"):
+        client.set_tag(run_id, "eval.judge", record["judge"][:5000])
+    client.log_artifact(run_id, str(out / "scores.json"), artifact_path="eval")
+    return run_id
+
+
+# --- the gate and the report -----------------------------------------------------------------
+
+
+def gate_policy(project: Project):
+    """The registry gate's policy from params.yaml:benchmark_scores.gate."""
+    from mdpo_pipeline.programs.evaluation.registry import GatePolicy
+    from mdpo_pipeline.programs.pipeline.project import build_config
+
+    return build_config(GatePolicy, eval_settings(project)["gate"], where="params.yaml:benchmark_scores.gate")
+
+
+def gate_partition(project: Project, key: str):
+    """The gate decision of one model partition against the base model (the base passes by definition)."""
+    from mdpo_pipeline.programs.evaluation.registry import Decision, decide
+
+    if key == BASE:
+        return Decision(candidate=BASE, passed=True, promote=False, reasons=["the base model is the reference"])
+    mine, base = read_scores(project, key), read_scores(project, BASE)
+    if mine is None:
+        raise ConfigError(f"{key} has no scores yet: materialize benchmark_scores[{key}]")
+    if base is None:
+        raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
+    same_base_or_raise(key, mine, base)
+    return decide(key, mine["scores"], base["scores"], gate_policy(project))
+
+
+def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """({model key: scores.json}, {key: why it is left out}): every model scored on the same base model as the
+    base partition, base first; models scored on another base model are left out with the reason."""
+    root = project.root / EVAL_DIR
+    keys = sorted(p.name for p in root.iterdir() if (p / "scores.json").is_file()) if root.is_dir() else []
+    keys.sort(key=lambda k: k != BASE)
+    models = {k: read_scores(project, k) for k in keys}
+    if BASE not in models:
+        return models, {}
+    left_out = {}
+    for key in [k for k in models if k != BASE]:
+        try:
+            same_base_or_raise(key, models[key], models[BASE])
+        except ConfigError as e:
+            left_out[key] = str(e)
+            del models[key]
+    return models, left_out
+
+
+def run_comparison_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
+    """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run)."""
+    from mdpo_pipeline.programs.evaluation.report import comparison_chart, comparison_table
+    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+
+    models, left_out = scored_models(project)
+    if not models:
+        raise ConfigError("no model has benchmark scores yet: materialize benchmark_scores first")
+    preset, _ = base_model_location(project)
+    table = comparison_table({k: v["scores"] for k, v in models.items()}, preset)
+    judges = sorted({v["judge"] for v in models.values() if v.get("judge")})
+    markdown = table.markdown(judge_note="MMHal judge: " + "; ".join(judges))
+    if left_out:
+        markdown += "\n\nLeft out (scored on another base model):\n" + "\n".join(
+            f"- {k}: {why}" for k, why in left_out.items())
+    out = project.root / EVAL_DIR
+    (out / "comparison.md").write_text(markdown + "\n")
+    chart = comparison_chart(table, out / "comparison.png")
+    write_json({"rows": [[n, v] for n, v in table.rows], "paper_rows": table.paper_rows, "judges": judges},
+               out / "comparison.json")
+    if uri:
+        from mlflow import MlflowClient
+
+        from mdpo_pipeline.integrations.tracking import experiment_id
+
+        client = MlflowClient(uri)
+        run = client.create_run(experiment_id(client, experiment, project.root / "mlartifacts"),
+                                run_name="comparison_report", tags={"kind": "comparison_report", "base_model": preset})
+        for name in ("comparison.md", "comparison.png", "comparison.json"):
+            client.log_artifact(run.info.run_id, str(out / name), artifact_path="report")
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return {"markdown": markdown, "chart": str(chart), "rows": table.rows, "path": str(out / "comparison.md"),
+            "left_out": left_out}
+
+
+def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
+    """Gate every scored adapter; the best one that passes becomes champion if it beats the current champion."""
+    from mlflow import MlflowClient
+
+    from mdpo_pipeline.core.eval.metrics import lower_is_better
+    from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, registered_model_name
+    from mdpo_pipeline.programs.evaluation.registry import decide
+    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+
+    policy = gate_policy(project)
+    models, left_out = scored_models(project)
+    if BASE not in models:
+        raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
+    preset, _ = base_model_location(project)
+    name = registered_model_name(preset)
+    client = MlflowClient(uri)
+    candidates = {k: v for k, v in models.items() if k != BASE}
+    # Best first on the primary metric, so the champion is compared against the strongest passing candidate.
+    order = sorted(candidates, key=lambda k: candidates[k]["scores"][policy.primary],
+                   reverse=not lower_is_better(policy.primary))
+    old = current_champion(client, name)
+    champion_scores = json.loads(old.tags["gate.decision"])["numbers"] if old and "gate.decision" in old.tags else None
+    champion_name = old.tags.get("method") if old else None
+    base_sha = base_identity(models[BASE])[1]
+    if champion_scores is not None and champion_scores.get("base_weights_sha256") != base_sha:
+        # A champion scored on another base model has no comparable numbers: the best candidate now replaces it.
+        champion_scores = None
+    before = old.version if old else None
+    decisions = []
+    for key in order:
+        version = _latest_version(client, name, key)
+        if version is None:
+            continue
+        # The champion itself is judged against the base only: comparing it with itself would demote it.
+        is_champion = old is not None and str(version.version) == str(old.version)
+        current = {policy.primary: champion_scores[policy.primary]} if champion_scores and not is_champion else None
+        decision = decide(key, candidates[key]["scores"], models[BASE]["scores"], policy, current, champion_name)
+        decision.numbers["base_weights_sha256"] = base_sha
+        apply_decision(client, name, version.version, decision)
+        decisions.append(decision.as_dict() | {"version": version.version})
+        if decision.promote:
+            champion_scores, champion_name = decision.numbers, key
+    new = current_champion(client, name)
+    return {"decisions": decisions, "left_out": left_out, "champion_before": before,
+            "champion_after": new.version if new else None,
+            "champion_method": new.tags.get("method") if new else None, "model": name}

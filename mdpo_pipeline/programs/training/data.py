@@ -1,0 +1,234 @@
+"""The mDPO training set from the pipeline's artifacts, and the collator that turns it into one 3B-row batch.
+
+Rows of a batch are view-major: [chosen | rejected | chosen with the corrupted image], B rows each, so the
+trainer splits the policy and the reference log-probs with one ``chunk``, as TRL does for [chosen; rejected].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+import torch
+from transformers import ProcessorMixin
+from transformers.data.data_collator import DataCollatorMixin
+from trl.data_utils import prepare_multimodal_messages
+from trl.trainer.utils import flush_left
+
+from mdpo_pipeline.core.images import as_rgb
+from mdpo_pipeline.programs.training.chat import preference_texts
+
+log = logging.getLogger(__name__)
+
+#: view -> (completion column, image column) of the dataset.
+VIEWS: dict[str, tuple[str, str]] = {
+    "chosen": ("chosen", "image"),
+    "rejected": ("rejected", "image"),
+    "chosen_corrupted": ("chosen", "corrupted_image"),
+}
+#: view -> dataset column holding its cached reference log-prob (added by reference.with_reference_logps).
+REFERENCE_COLUMNS: dict[str, str] = {
+    "chosen": "ref_chosen_logps",
+    "rejected": "ref_rejected_logps",
+    "chosen_corrupted": "ref_chosen_corrupted_logps",
+}
+#: Per-token processor outputs some VLMs need besides input_ids (Gemma, Qwen2.5-VL), as TRL's collator keeps them.
+_PER_TOKEN_KEYS = ("token_type_ids", "mm_token_type_ids")
+_MAX_LISTED = 10
+
+
+def _listed(items: list[str]) -> str:
+    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def load_preference_dataset(
+    pairs_dir: str | os.PathLike, image_root: str | os.PathLike, corrupted_dir: str | os.PathLike
+) -> datasets.Dataset:
+    """TRL conversational vision-preference rows (pair_id, prompt, chosen, rejected, image, corrupted_image).
+
+    Images are ``datasets.Image`` columns over file paths, so they are decoded to PIL only when a row is read.
+    """
+    pairs_dir, image_root, corrupted_dir = Path(pairs_dir), Path(image_root), Path(corrupted_dir)
+    records = [json.loads(line) for line in (pairs_dir / "pairs_trl.jsonl").read_text().splitlines() if line]
+    if not records:
+        raise ValueError(f"{pairs_dir / 'pairs_trl.jsonl'} holds no pairs")
+    # The TRL records carry no instruction id; pairs.parquet maps each pair to the instruction it was built from.
+    index = pq.read_table(pairs_dir / "pairs.parquet", columns=["pair_id", "instruction_id"]).to_pydict()
+    instruction_of = dict(zip(index["pair_id"], index["instruction_id"]))
+    manifest = pq.read_table(corrupted_dir / "manifest.parquet", columns=["sample_id", "corrupted_image"]).to_pydict()
+    corrupted_of = dict(zip(manifest["sample_id"], manifest["corrupted_image"]))
+    # corrupted_images writes quarantine.parquet only when it quarantined a sample (unreadable image, or one too
+    # small for the crop range): those instructions have no corrupted image, so their pairs leave the set.
+    quarantine_file = corrupted_dir / "quarantine.parquet"
+    quarantined = (
+        set(pq.read_table(quarantine_file, columns=["sample_id"])["sample_id"].to_pylist())
+        if quarantine_file.is_file()
+        else set()
+    )
+
+    unknown = [r["pair_id"] for r in records if r["pair_id"] not in instruction_of]
+    if unknown:
+        raise ValueError(f"pairs_trl.jsonl has pair ids missing from pairs.parquet: {_listed(unknown)}")
+    kept = [r for r in records if instruction_of[r["pair_id"]] not in quarantined]
+    if len(kept) < len(records):
+        log.warning(
+            "%d of %d pairs dropped: corrupted_images quarantined their instruction's image (%s)",
+            len(records) - len(kept), len(records), quarantine_file,
+        )
+        if not kept:
+            raise ValueError(f"every pair's instruction is quarantined in {quarantine_file}")
+        records = kept
+    uncorrupted = sorted({instruction_of[r["pair_id"]] for r in records} - corrupted_of.keys())
+    if uncorrupted:
+        raise ValueError(
+            f"{corrupted_dir / 'manifest.parquet'} has no corrupted image for instructions {_listed(uncorrupted)}: "
+            "rebuild corrupted_images from the current preference_pairs"
+        )
+    columns = {
+        "pair_id": [r["pair_id"] for r in records],
+        "prompt": [r["prompt"] for r in records],
+        "chosen": [r["chosen"] for r in records],
+        "rejected": [r["rejected"] for r in records],
+        "image": [str(image_root / r["image"]) for r in records],
+        "corrupted_image": [str(corrupted_dir / corrupted_of[instruction_of[r["pair_id"]]]) for r in records],
+    }
+    missing = [p for p in sorted(set(columns["image"]) | set(columns["corrupted_image"])) if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image files are missing: {_listed(missing)}")
+    dataset = datasets.Dataset.from_dict(columns)
+    return dataset.cast_column("image", datasets.Image()).cast_column("corrupted_image", datasets.Image())
+
+
+def _without_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**m, "content": [block for block in m["content"] if block["type"] != "image"]}
+        if isinstance(m["content"], list)
+        else m
+        for m in messages
+    ]
+
+
+@dataclass
+class DataCollatorForMDPO(DataCollatorMixin):
+    """Tokenize and process rows on the fly into one batch of ``len(views) * B`` rows, view-major.
+
+    The prompt text comes from the processor's chat template (via TRL's ``apply_chat_template``), once per
+    example: every view of a pair shares it and differs only in the image or the completion. With
+    ``withhold_image`` the image placeholder is removed from the prompt and no pixel values are produced.
+    When the examples carry cached reference log-probs, ``ref_logps`` holds them in the same row order.
+    """
+
+    processor: ProcessorMixin
+    views: tuple[str, ...] = tuple(VIEWS)
+    withhold_image: bool = False
+    max_length: int | None = None
+    return_tensors: str = "pt"
+
+    def __post_init__(self):
+        unknown = [v for v in self.views if v not in VIEWS]
+        if unknown or not self.views:
+            raise ValueError(f"views must be a non-empty subset of {list(VIEWS)}, got {list(self.views)}")
+
+    def _template(self, example: dict[str, Any]) -> dict[str, str]:
+        if self.withhold_image:
+            prompt = prepare_multimodal_messages(_without_images(example["prompt"]))
+        else:
+            prompt = prepare_multimodal_messages(example["prompt"], images=[example["image"]])
+        conversation = {
+            "prompt": prompt,
+            "chosen": prepare_multimodal_messages(example["chosen"]),
+            "rejected": prepare_multimodal_messages(example["rejected"]),
+        }
+        return preference_texts(self.processor, conversation)
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        texts = [self._template(example) for example in examples]
+        prompts, completions, images = [], [], []
+        for view in self.views:
+            completion_key, image_key = VIEWS[view]
+            for example, text in zip(examples, texts):
+                prompts.append(text["prompt"])
+                completions.append(text[completion_key])
+                if not self.withhold_image:
+                    # The view corrupted_images cropped (16-bit scaled, alpha over white); orientation is
+                    # already applied by datasets.Image, and as_rgb does not apply it twice.
+                    images.append([as_rgb(example[image_key])])
+
+        # add_special_tokens=False: preference_texts wrote BOS and the end-of-answer token exactly once.
+        prompt_batch = self.processor(
+            images=images or None,
+            text=prompts,
+            padding=True,
+            padding_side="left",
+            return_tensors=self.return_tensors,
+            add_special_tokens=False,
+        )
+        completion_batch = self.processor(
+            text=completions,
+            padding=True,
+            padding_side="right",
+            return_tensors=self.return_tensors,
+            add_special_tokens=False,
+        )
+        completion_ids, completion_mask = completion_batch["input_ids"], completion_batch["attention_mask"]
+        per_token = {
+            key: torch.cat((prompt_batch[key], completion_batch.get(key, torch.zeros_like(completion_ids))), dim=1)
+            for key in _PER_TOKEN_KEYS
+            if key in prompt_batch
+        }
+        attention_mask = torch.cat((prompt_batch["attention_mask"], completion_mask), dim=1)
+        input_ids = torch.cat((prompt_batch["input_ids"], completion_ids), dim=1)
+        completion_mask = torch.cat((torch.zeros_like(prompt_batch["attention_mask"]), completion_mask), dim=1)
+        # Prompts are left-padded: flush_left moves every row to start at position 0, as TRL's collator does.
+        attention_mask, input_ids, completion_mask, *packed = flush_left(
+            attention_mask, input_ids, completion_mask, *per_token.values()
+        )
+        output = prompt_batch  # keeps the image tensors (pixel_values, image_sizes, ...)
+        truncate = slice(None, self.max_length)
+        output["input_ids"] = input_ids[:, truncate]
+        output["attention_mask"] = attention_mask[:, truncate]
+        output["completion_mask"] = completion_mask[:, truncate]
+        for key, value in zip(per_token, packed):
+            output[key] = value[:, truncate]
+        if all(REFERENCE_COLUMNS[view] in examples[0] for view in self.views):
+            output["ref_logps"] = torch.tensor(
+                [example[REFERENCE_COLUMNS[view]] for view in self.views for example in examples], dtype=torch.float32
+            )
+        return output
+
+
+def prompt_lengths(dataset: datasets.Dataset, processor: ProcessorMixin, withhold_image: bool = False) -> list[int]:
+    """Tokens of each row's prompt as the collator builds it, image tokens included (one processor call per row)."""
+    collator = DataCollatorForMDPO(processor, views=("chosen",), withhold_image=withhold_image)
+    lengths = []
+    for row in dataset:
+        batch = collator([row])
+        lengths.append(int(((batch["completion_mask"][0] == 0) & (batch["attention_mask"][0] == 1)).sum()))
+    return lengths
+
+
+def fit_max_length(
+    dataset: datasets.Dataset, processor: ProcessorMixin, max_length: int | None, withhold_image: bool = False
+) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
+    """(rows whose prompt leaves at least one answer token within ``max_length``, the others with their reason).
+
+    Truncation cuts from the end, so such a row would train on no answer token at all: a silent zero in the loss.
+    Its prompt is not cut instead, because the prompt holds the image tokens, which must stay whole."""
+    if max_length is None:
+        return dataset, []
+    lengths = prompt_lengths(dataset, processor, withhold_image)
+    keep = [i for i, n in enumerate(lengths) if n < max_length]
+    dropped = [
+        {"pair_id": dataset[i]["pair_id"], "reason": "prompt_exceeds_max_length",
+         "detail": f"prompt has {n} tokens (image tokens included), max_length is {max_length}: no answer token fits"}
+        for i, n in enumerate(lengths) if n >= max_length
+    ]
+    return (dataset if not dropped else dataset.select(keep)), dropped
+
