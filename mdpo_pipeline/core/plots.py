@@ -43,7 +43,7 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def training_curves(log_history: Sequence[dict], out: str | Path, title: str = "") -> Path:
     """A PNG with loss, rewards, margins and accuracies against the step, from a Trainer's log history."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when drawing, with the headless backend set before pyplot
 
     matplotlib.use("Agg")  # headless: training runs in containers and CI
     import matplotlib.pyplot as plt

@@ -19,6 +19,8 @@ from mdpo_pipeline.defs.assets.data import corrupted_images, preference_pairs, r
 from mdpo_pipeline.defs.assets.evaluation import benchmark_scores
 from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions, reference_logprobs
 from mdpo_pipeline.defs.resources import ProjectResource
+from mdpo_pipeline.integrations.dvc import raw_data_version
+from mdpo_pipeline.programs.pipeline.stages import raw_data_path
 
 CRON_ENV, MODELS_ENV = "MDPO_RETRAIN_CRON", "MDPO_RETRAIN_MODELS"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
@@ -70,8 +72,6 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext):
 )
 def raw_data_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Compare the raw data's DVC hash with the cursor; a change requests one refresh run keyed by the new hash."""
-    from mdpo_pipeline.integrations.dvc import raw_data_version
-    from mdpo_pipeline.programs.pipeline.stages import raw_data_path
 
     proj = project.project()
     version = raw_data_version(proj.root, raw_data_path(proj))

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mdpo_pipeline.core.plots import training_curves
+
 DEFAULT_EXPERIMENT = "mdpo"
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
 
@@ -87,10 +89,10 @@ def log_training_run(
     git_sha: str = "unknown",
 ) -> tuple[str, str]:
     """Log ``record`` as one MLflow run and register its adapter as a new model version; (run_id, version)."""
+    # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     import mlflow
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.core.plots import training_curves
 
     client = MlflowClient(uri)
     exp_id = experiment_id(client, experiment, artifact_root)
@@ -152,6 +154,7 @@ class GateDecision(Protocol):
 
 def download_registered_adapter(name: str, version: str, tracking_uri: str) -> Path:
     """The local folder of a registered adapter version (a number, or an alias such as "champion")."""
+    # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     import mlflow
     from mlflow import MlflowClient
 
@@ -163,7 +166,7 @@ def download_registered_adapter(name: str, version: str, tracking_uri: str) -> P
 
 def current_champion(client, model_name: str):
     """The model version holding the ``champion`` alias, or None."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # see log_training_run: mlflow is imported on use
 
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
+from tqdm import tqdm
 
 from mdpo_pipeline.core.io import atomic_dir, atomic_path, stable_seed, write_json, write_jsonl
 from mdpo_pipeline.shapeworld.feedback import (
@@ -139,7 +140,6 @@ def save_jpeg(image: Image.Image, path: Path) -> None:
 def _progress(items: Iterable, enabled: bool, desc: str) -> Iterator:
     if not enabled:
         return iter(items)
-    from tqdm import tqdm
 
     return iter(tqdm(items, desc=desc))
 

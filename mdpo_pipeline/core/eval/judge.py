@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from tqdm import tqdm
+
 from mdpo_pipeline.core.io import canonical_json
 
 log = logging.getLogger(__name__)
@@ -386,7 +388,6 @@ class JudgmentCache:
 def _progress(items: list, enabled: bool) -> Iterable:
     if not enabled:
         return items
-    from tqdm import tqdm
 
     return tqdm(items, desc="judge")
 

@@ -9,6 +9,12 @@ import dagster as dg
 from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import JudgeResource, MlflowResource, ProjectResource
+from mdpo_pipeline.programs.pipeline.evaluate import (
+    gate_partition,
+    run_benchmark_scores,
+    run_comparison_report,
+    run_registry_decision,
+)
 from mdpo_pipeline.programs.pipeline.project import BASE
 
 GROUP = "evaluation"
@@ -26,7 +32,6 @@ def benchmark_scores(
 ) -> dg.MaterializeResult:
     """Object HalBench (CHAIR), AMBER (generative + discriminative) and MMHal-Bench scores of one model:
     the base model or one adapter."""
-    from mdpo_pipeline.programs.pipeline.evaluate import run_benchmark_scores
 
     proj = project.project()
     result = run_benchmark_scores(
@@ -44,7 +49,6 @@ def benchmark_scores(
                 "the primary hallucination metric without a coverage drop beyond the configured bound.")
 def beats_base_model(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     """The gate per partition; the base model's own partition passes by definition."""
-    from mdpo_pipeline.programs.pipeline.evaluate import gate_partition
 
     decision = gate_partition(project.project(), context.partition_key if context.has_partition_key else BASE)
     return dg.AssetCheckResult(
@@ -58,7 +62,6 @@ def beats_base_model(context: dg.AssetCheckExecutionContext, project: ProjectRes
           automation_condition=dg.AutomationCondition.eager())
 def comparison_report(project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """The paper's Table 1 over every scored model (with the paper's rows for paper models) and a bar chart."""
-    from mdpo_pipeline.programs.pipeline.evaluate import run_comparison_report
 
     proj = project.project()
     result = run_comparison_report(proj, uri=mlflow.uri(proj), experiment=mlflow.experiment)
@@ -76,7 +79,6 @@ def comparison_report(project: ProjectResource, mlflow: MlflowResource) -> dg.Ma
 def champion(project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """The registry decision: the best adapter that passes the gate becomes `champion` if it beats the current
     one (which keeps `previous`); every decision is recorded on its model version."""
-    from mdpo_pipeline.programs.pipeline.evaluate import run_registry_decision
 
     proj = project.project()
     result = run_registry_decision(proj, uri=mlflow.uri(proj))

@@ -8,6 +8,8 @@ No Dagster here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Callable
@@ -15,9 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mdpo_pipeline.core.eval.metrics import METRICS
-from mdpo_pipeline.programs.evaluation.answers import Prompt
 from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.core.eval.amber import amber_scores, load_amber
+from mdpo_pipeline.core.eval.chair import llm_extractor, load_object_halbench, load_object_halbench_coco
+from mdpo_pipeline.core.eval.judge import ENV_MODEL, ChatCompletionsClient, JudgeConfig, JudgmentCache, judge_all
+from mdpo_pipeline.core.eval.metrics import METRICS
+from mdpo_pipeline.core.eval.mmhal import (
+    MMHalJudgeScriptError,
+    load_judge_prompt,
+    load_mmhal,
+    mmhal_scores,
+    parse_rating,
+)
+from mdpo_pipeline.core.eval.pope import SPLITS, load_pope, pope_scores, read_pope_answers
+from mdpo_pipeline.core.io import atomic_path
+from mdpo_pipeline.programs.evaluation.answers import Prompt
 
 EVAL_DIR = Path("artifacts") / "eval"
 MODES = ("offline", "official")
@@ -98,7 +112,6 @@ def make_judge(settings: dict[str, Any] | None, rule_judge: Callable[[], Any] | 
                               "rule judge")
         judge = rule_judge()
         return judge, f"{judge.model} (rule-based, knows the ShapeWorld truth; NOT comparable with GPT-4 scores)"
-    from mdpo_pipeline.core.eval.judge import ENV_MODEL, ChatCompletionsClient, JudgeConfig
 
     # The setting, else $MDPO_JUDGE_MODEL, else GPT-4 as the benchmark's authors judged.
     model = settings.get("model") or os.environ.get(ENV_MODEL) or "gpt-4-0613"
@@ -129,10 +142,7 @@ class Benchmark(Protocol):
 def embedded_images(questions: Path, out_dir: Path) -> Path | None:
     """RLHF-V's obj_halbench_300_with_image.jsonl carries each picture as base64 under "image": write them as
     ``COCO_val2014_{image_id:012d}.jpg`` files once and return the folder (None when the file embeds none)."""
-    import base64
-    import binascii
 
-    from mdpo_pipeline.core.io import atomic_path
 
     written = 0
     with open(questions) as f:
@@ -162,7 +172,6 @@ class ObjectHalBench:
 
     def load(self, ctx: EvalContext):
         """ShapeWorld's split (``path``), or the real one: a questions file, COCO 2014 annotations and synonyms."""
-        from mdpo_pipeline.core.eval.chair import load_object_halbench, load_object_halbench_coco
 
         cfg, mode = ctx.section(self.name), ctx.mode(self.name)
         extractor = cfg.get("extractor", "rule")
@@ -197,8 +206,6 @@ class ObjectHalBench:
         extract = None
         if ctx.section(self.name).get("extractor", "rule") == "judge":
             # The published numbers' setup: an LLM lists the objects, the synonym list maps them.
-            from mdpo_pipeline.core.eval.chair import llm_extractor
-            from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
 
             client, _ = make_judge({**(ctx.judge or {}), "kind": "openai"})
             cache = JudgmentCache(ctx.judgments)
@@ -215,7 +222,6 @@ class ObjectHalBench:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """An official-layout answers jsonl ({image_id, question, answer}) against COCO annotations in ``data``."""
-        from mdpo_pipeline.core.eval.chair import load_object_halbench_coco
 
         synonyms = options.get("synonyms") or data / "synonyms_refine.txt"
         ohb = load_object_halbench_coco(answers, data, synonyms, mode=mode)
@@ -238,7 +244,6 @@ class Amber:
 
     def prepare(self, ctx: EvalContext):
         """The data and one prompt per (capped) query; the cap applies to each task so both stay."""
-        from mdpo_pipeline.core.eval.amber import load_amber
 
         cfg = ctx.section(self.name)
         amber = load_amber(ctx.path(self.name), image_dir=ctx.resolve(cfg["images"]) if cfg.get("images") else None)
@@ -249,7 +254,6 @@ class Amber:
 
     def score(self, ctx: EvalContext, state, answers: dict[str, str]) -> Scored:
         """Both tasks in the configured mode."""
-        from mdpo_pipeline.core.eval.amber import amber_scores
 
         result = amber_scores({int(k): v for k, v in answers.items()}, state, mode=ctx.mode(self.name))
         return Scored(self.metrics(result), result.as_dict(), identity={"mode": result.mode})
@@ -269,7 +273,6 @@ class Amber:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """AMBER's official answer layout ([{"id", "response"}]) against the release in ``data``."""
-        from mdpo_pipeline.core.eval.amber import amber_scores, load_amber
 
         amber = load_amber(data)
         try:
@@ -305,7 +308,6 @@ class MMHal:
     name = "mmhal"
 
     def _records(self, ctx: EvalContext):
-        from mdpo_pipeline.core.eval.mmhal import load_mmhal
 
         root = ctx.path(self.name)
         # ``path`` may name response_template.json itself (or RLHF-V's copy of it) rather than its folder.
@@ -314,7 +316,6 @@ class MMHal:
 
     def prepare(self, ctx: EvalContext):
         """The records, their prompts, and the judge (its prompt read before anything is generated)."""
-        from mdpo_pipeline.core.eval.mmhal import MMHalJudgeScriptError, load_judge_prompt
 
         cfg = ctx.section(self.name)
         template, records = self._records(ctx)
@@ -335,7 +336,6 @@ class MMHal:
 
     def score(self, ctx: EvalContext, state: _MMHalState, answers: dict[str, str]) -> Scored:
         """Judge every answer (cached), parse the ratings, and score as the official script does."""
-        from mdpo_pipeline.core.eval.mmhal import mmhal_scores, parse_rating
 
         records, prompts, judge = state.records, state.prompts, state.judge
         label = state.label
@@ -344,7 +344,6 @@ class MMHal:
             identity = {"judge_model": judge.model, "prompt": judge.prompt_kind, "prompt_sha256": None,
                         "judge_script": None}
         else:
-            from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
 
             texts = judge_all(judge, [state.prompt.build(r, answers[p.id]) for r, p in zip(records, prompts)],
                               JudgmentCache(ctx.judgments), ctx.progress, template_sha256=state.prompt.sha256)
@@ -363,8 +362,6 @@ class MMHal:
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """MMHal's template with ``model_answer`` filled in, judged by the official prompt (official) or the
         ShapeWorld rule judge (offline, ShapeWorld's split only)."""
-        from mdpo_pipeline.core.eval.judge import JudgmentCache, judge_all
-        from mdpo_pipeline.core.eval.mmhal import load_judge_prompt, load_mmhal, mmhal_scores, parse_rating
 
         records = load_mmhal(answers)
         raw = json.loads(answers.read_text())
@@ -404,7 +401,6 @@ class Pope:
 
     def prepare(self, ctx: EvalContext):
         """The questions of the configured splits (each capped) and their prompts."""
-        from mdpo_pipeline.core.eval.pope import SPLITS, load_pope
 
         cfg = ctx.section(self.name)
         root = ctx.path(self.name)
@@ -415,7 +411,6 @@ class Pope:
 
     def score(self, ctx: EvalContext, state, answers: dict[str, str]) -> Scored:
         """Official POPE metrics per split; the flat metrics pool every split."""
-        from mdpo_pipeline.core.eval.pope import pope_scores
 
         scores = pope_scores(answers, state)
         overall = scores["all"]
@@ -425,7 +420,6 @@ class Pope:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """An official answers jsonl ({question_id, text}) of one split against ``data``'s question files."""
-        from mdpo_pipeline.core.eval.pope import load_pope, pope_scores, read_pope_answers
 
         split = options.get("split")
         if not split:

@@ -6,10 +6,14 @@ import os
 from collections.abc import Sequence
 
 import torch
+from peft import PeftModel
 from PIL import Image
+from tqdm import tqdm
 
 from mdpo_pipeline.programs.evaluation.answers import GenerationSettings, Prompt
 from mdpo_pipeline.programs.training.chat import generation_prompt
+from mdpo_pipeline.programs.training.models import load_model_and_processor
+from mdpo_pipeline.programs.training.reference import weights_sha256
 
 
 def load_eval_model(
@@ -17,13 +21,10 @@ def load_eval_model(
 ):
     """The base model (with the adapter merged in, when given) in eval mode, its processor, and the sha256 of the
     base model's own weights (the identity every score of this base carries)."""
-    from mdpo_pipeline.programs.training.models import load_model_and_processor
-    from mdpo_pipeline.programs.training.reference import weights_sha256
 
     model, processor = load_model_and_processor(preset, base_path, allow_remote_code=allow_remote_code)
     base_sha = weights_sha256(model)
     if adapter_dir is not None:
-        from peft import PeftModel
 
         # Merged, generation runs at the base model's speed instead of paying for LoRA's extra matmuls.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
@@ -53,7 +54,6 @@ def generate_answers(
     answers: list[str | None] = [None] * len(prompts)
     batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
     if progress:
-        from tqdm import tqdm
 
         batches = tqdm(batches, desc="generate", unit="batch")
     pad_id = processor.tokenizer.pad_token_id

@@ -73,7 +73,7 @@ def comparison_table(scores: Mapping[str, Mapping[str, float | None]], base_mode
 
 def comparison_chart(table: ComparisonTable, out: str | Path, title: str = "") -> Path:
     """A grouped bar chart, one panel per column, one bar per row; saved as PNG."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when drawing, with the headless backend set before pyplot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -11,6 +11,7 @@ weights, used by the tests, the benchmarks and ``mdpo checkpoint``. No ShapeWorl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterable
@@ -21,7 +22,20 @@ from typing import Any
 import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import (
+    CLIPVisionConfig,
+    Gemma3Config,
+    Gemma3Processor,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    SiglipVisionConfig,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 #: Files a loadable checkpoint directory must hold besides the weights (what `processor.save_pretrained` writes).
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -207,8 +221,6 @@ def _vision_dims(family: str, size: str) -> tuple[int, int, int, int]:
 
 
 def _llava(tokenizer, size: str, image_size: int | None):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     t = _text_dims("llava-1.5", size)
     vis = _vision_dims("llava-1.5", size)
@@ -235,8 +247,6 @@ def _llava(tokenizer, size: str, image_size: int | None):
 
 
 def _qwen25_vl(tokenizer, size: str, image_size: int | None):
-    from transformers import Qwen2_5_VLConfig
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     t = _text_dims("qwen2.5-vl", size)
     vis = _vision_dims("qwen2.5-vl", size)
@@ -274,8 +284,6 @@ def _qwen25_vl(tokenizer, size: str, image_size: int | None):
 
 
 def _gemma3(tokenizer, size: str, image_size: int | None):
-    from transformers import Gemma3Config, Gemma3Processor, SiglipVisionConfig
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     t = _text_dims("gemma-3", size)
     vis = _vision_dims("gemma-3", size)
@@ -339,7 +347,6 @@ def build_checkpoint(
 
 
 def _torchvision_available() -> bool:
-    import importlib.util
 
     return importlib.util.find_spec("torchvision") is not None
 

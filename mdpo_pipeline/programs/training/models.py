@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from mdpo_pipeline.programs.training.chat import check_chat_template
 from mdpo_pipeline.programs.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
@@ -74,8 +77,6 @@ def resolve_model_path(preset: str | ModelPreset, path: str | os.PathLike | None
             f"{preset.name}: no local copy; {preset.note}. Pass its output directory as path, or put it at "
             f"${MODEL_DIR_ENV}/{preset.name}"
         )
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return str(_check_local(Path(snapshot_download(preset.hf_id, local_files_only=True)), preset))
@@ -203,7 +204,6 @@ def language_model_linear_names(model: torch.nn.Module) -> list[str]:
 
 def lora_config(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):
     """The paper's LoRA over ``model``'s language-model linear layers (preset r/α unless given)."""
-    from peft import LoraConfig
 
     preset = get_preset(preset)
     targets = language_model_linear_names(model)
@@ -221,7 +221,6 @@ def lora_config(model, preset: str | ModelPreset, r: int | None = None, alpha: i
 
 def apply_lora(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):
     """Wrap ``model`` in a PEFT LoRA model over its language model's linear layers; everything else frozen."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
 
     preset = get_preset(preset)
     config = lora_config(model, preset, r, alpha)
