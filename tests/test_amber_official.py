@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from mdpo_pipeline.core.eval import amber as amber_module
 from mdpo_pipeline.core.eval.amber import (
     AMBER_SOURCE,
     NLTK_INSTALL,
@@ -24,6 +23,7 @@ from mdpo_pipeline.core.eval.amber import (
     amber_generative,
     amber_scores,
     load_amber,
+    nltk_tools,
 )
 
 CONFORMANCE = Path(__file__).parents[2] / "shared" / "conformance"
@@ -68,9 +68,9 @@ def nltk_data(tmp_path_factory):
         mp.setenv("NLTK_DATA", str(folder))
         # nltk reads NLTK_DATA once, at import: another test may have imported it already.
         mp.setattr(nltk.data, "path", [str(folder), *nltk.data.path])
-        amber_module._nltk_tools.cache_clear()
+        nltk_tools._nltk_tools.cache_clear()
         yield folder
-    amber_module._nltk_tools.cache_clear()
+    nltk_tools._nltk_tools.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_missing_nltk_data_says_how_to_install(nltk_data, real_amber, tmp_path, 
     refused.mkdir()
     refused.chmod(0o777)
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "none"), str(refused)])
-    amber_module._nltk_tools.cache_clear()
+    nltk_tools._nltk_tools.cache_clear()
     try:
         with pytest.raises(NLTKDataMissing) as err:
             amber_generative({1: "A dog."}, real_amber, mode="official", vector_rescue=False)
@@ -234,4 +234,4 @@ def test_missing_nltk_data_says_how_to_install(nltk_data, real_amber, tmp_path, 
         d = amber_scores({1005: "Yes"}, real_amber, mode="official").discriminative  # id 1005: truth "yes"
         assert d.official["overall"]["Accuracy"] == 99.9 and d.overall.accuracy == 1.0
     finally:
-        amber_module._nltk_tools.cache_clear()
+        nltk_tools._nltk_tools.cache_clear()

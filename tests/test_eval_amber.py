@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from mdpo_pipeline.core.eval import amber as amber_module
 from mdpo_pipeline.core.eval.amber import (
     AMBER_SOURCE,
     amber_discriminative,
     amber_generative,
     amber_nouns,
     amber_scores,
+    generative,
     load_amber,
     parse_yes_no,
 )
@@ -361,9 +361,9 @@ def fake_spacy(monkeypatch):
         return nlp
 
     monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(load=load))
-    amber_module._spacy_vectors.cache_clear()
+    generative._spacy_vectors.cache_clear()
     yield models
-    amber_module._spacy_vectors.cache_clear()
+    generative._spacy_vectors.cache_clear()
 
 
 def test_spacy_rescue_paths(amber, fake_spacy):

@@ -17,11 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mdpo_pipeline.core import ingest as ingest_mod
 from mdpo_pipeline.core.ingest import (
     DataSourceUnavailable,
     IngestConfig,
+    engine,
     ingest,
+    readers,
     strip_prompt_template,
     write_ingest,
 )
@@ -404,11 +405,11 @@ def test_json_array_streaming_across_chunk_boundaries(tmp_path):
     p = tmp_path / "a.json"
     p.write_text("\ufeff  [ " + " ,\n".join(json.dumps(v) for v in values) + " ]  \n", encoding="utf-8")
     for chunk in (1, 3, 7, 64, 1 << 16):
-        recs = list(ingest_mod._iter_json_array(p, chunk=chunk))
+        recs = list(readers._iter_json_array(p, chunk=chunk))
         assert [r.obj for r in recs] == values and all(r.error is None for r in recs), chunk
         assert [r.line for r in recs] == list(range(1, len(values) + 1))
     p.write_text("[1, 2")
-    assert [r.error is not None for r in ingest_mod._iter_json_array(p, chunk=2)] == [False, False, True]
+    assert [r.error is not None for r in readers._iter_json_array(p, chunk=2)] == [False, False, True]
 
 
 # --------------------------------------------------------------------------------------------------- hub
@@ -468,10 +469,10 @@ def test_image_pool_uses_processes_unless_daemonic(monkeypatch):
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     from types import SimpleNamespace
 
-    with ingest_mod._image_pool(2) as pool:
+    with engine._image_pool(2) as pool:
         assert isinstance(pool, ProcessPoolExecutor)
-    monkeypatch.setattr(ingest_mod.mp, "current_process", lambda: SimpleNamespace(daemon=True))
-    with ingest_mod._image_pool(2) as pool:  # a daemonic process may not start children
+    monkeypatch.setattr(engine.mp, "current_process", lambda: SimpleNamespace(daemon=True))
+    with engine._image_pool(2) as pool:  # a daemonic process may not start children
         assert isinstance(pool, ThreadPoolExecutor)
 
 
@@ -480,7 +481,7 @@ def _die(*args):
 
 
 def test_dead_workers_give_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_mod, "check_images", _die)  # pickled by reference: workers run _die too
+    monkeypatch.setattr(engine, "check_images", _die)  # pickled by reference: workers run _die too
     with pytest.raises(RuntimeError, match="workers=1"):
         run(make_vlf(tmp_path, [row(f"r{i}") for i in range(40)]), workers=2)
 
