@@ -50,6 +50,69 @@ def tiny_params() -> dict:
     return yaml.safe_load(yaml.safe_dump(TINY_PARAMS))
 
 
+#: The ShapeWorld base every model end-to-end test starts from: the tiny world, a short SFT, the reference cache.
+BASE_PARAMS = {
+    **TINY_PARAMS,
+    "base_model": {"preset": "shapeworld-tiny",
+                   "sft": {"steps": 20, "batch_size": 8, "eval_images": 4, "vision_pretrain_steps": 10}},
+    "reference_logprobs": {"batch_size": 8},
+}
+#: The stages the shared base holds (materialized with their asset checks).
+BASE_SELECTION = "group:data or key:base_model or key:reference_logprobs"
+
+
+@pytest.fixture(scope="session")
+def shapeworld_base(tmp_path_factory) -> Path:
+    """A checkout whose data, base_model and reference_logprobs were materialized through Dagster once per session
+    (once for all xdist workers): building the base is most of an end-to-end test's time and the same every time."""
+    import os
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' common folder
+    root = shared / "shapeworld-base"
+    with FileLock(str(shared / "shapeworld-base.lock")):
+        if not (root / ".built").is_file():
+            _build_base(root)
+    return root
+
+
+def _build_base(root: Path) -> None:
+    import dagster as dg
+
+    from mdpo_pipeline.defs.assets.data import data_assets
+    from mdpo_pipeline.defs.assets.training import training_assets
+    from mdpo_pipeline.defs.checks import data_checks
+
+    if root.exists():
+        shutil.rmtree(root)  # a half-built base from an interrupted session
+    make_project(root, BASE_PARAMS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDPO_PROJECT_ROOT", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = dg.materialize([*data_assets, *data_checks, *training_assets], selection=BASE_SELECTION,
+                                resources=pipeline_resources(root))
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    (root / ".built").touch()
+
+
+def project_from_base(base: Path, dest: Path, **sections) -> Path:
+    """A copy of the shared base checkout at ``dest`` with params.yaml's ``sections`` (training, benchmark_scores)
+    set; the base's own sections cannot change, or the copied data would not be what params.yaml says."""
+    clash = sorted(set(sections) & set(BASE_PARAMS))
+    assert not clash, f"sections {clash} are the shared base's: build another project for them"
+    shutil.copytree(base, dest, symlinks=True, ignore=shutil.ignore_patterns(".built", "mlflow.db", "mlartifacts"))
+    params = yaml.safe_load((dest / "params.yaml").read_text()) | sections
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # Each copy pushes to its own DVC remote.
+    subprocess.run([dvc_executable(), "remote", "modify", "local", "url", str(dest / ".dvc-storage")], cwd=dest,
+                   check=True, capture_output=True)
+    return dest
+
+
 _COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "cyan")
 _SHAPES = ("circle", "square", "triangle", "diamond")
 

@@ -12,26 +12,22 @@ from mlflow import MlflowClient
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
-from tests.conftest import make_project, pipeline_resources
+from tests.conftest import pipeline_resources, project_from_base
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path, tiny_params, monkeypatch):
-    params = tiny_params | {
-        "base_model": {"preset": "shapeworld-tiny",
-                       "sft": {"steps": 20, "batch_size": 8, "eval_images": 4, "vision_pretrain_steps": 10}},
-        "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2,
-                     "threads": 1, "learning_rate": 1e-3},
-        "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 12},
-                             "max_items": {"object_halbench": 12, "amber": 30, "mmhal": 16, "pope": 10},
-                             # A 3-step adapter need not beat the base: let it pass here; the end of the
-                             # test makes the gate impossible and checks that it blocks.
-                             "gate": {"primary": "chair_s", "max_coverage_drop": 1.0, "min_improvement": -1.0}},
-    }
-    root = make_project(tmp_path / "proj", params)
+def project(shapeworld_base, tmp_path, monkeypatch):
+    # Data, base model and reference cache come from the session's shared base (conftest.shapeworld_base).
+    root = project_from_base(shapeworld_base, tmp_path / "proj", training={
+        "seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1,
+        "learning_rate": 1e-3}, benchmark_scores={
+        "generation": {"batch_size": 16, "max_new_tokens": 12},
+        "max_items": {"object_halbench": 12, "amber": 30, "mmhal": 16, "pope": 10},
+        # A 3-step adapter need not beat the base: let it pass here; the end of the
+        # test makes the gate impossible and checks that it blocks.
+        "gate": {"primary": "chair_s", "max_coverage_drop": 1.0, "min_improvement": -1.0}})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
@@ -40,8 +36,6 @@ def project(tmp_path, tiny_params, monkeypatch):
 def test_scores_report_and_champion(project):
     resources = pipeline_resources(project)
     everything = [*data_assets, *training_assets, *evaluation_assets, *evaluation_checks]
-    upstream = "group:data or key:base_model or key:reference_logprobs"
-    assert dg.materialize(everything, selection=upstream, resources=resources).success
     per_model = "key:adapters or key:benchmark_scores"
     results = {m: dg.materialize(everything, selection=per_model, partition_key=m, resources=resources)
                for m in ("base", "dpo")}

@@ -21,7 +21,7 @@ from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.resources import JudgeResource
-from tests.conftest import make_project, pipeline_resources
+from tests.conftest import pipeline_resources, project_from_base
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 REAL = CONFORMANCE / "real"
@@ -65,7 +65,7 @@ def _jpeg(colour) -> bytes:
     return buf.getvalue()
 
 
-def test_real_files_score_through_the_asset(tmp_path, tiny_params, monkeypatch, judge_server):
+def test_real_files_score_through_the_asset(shapeworld_base, tmp_path, monkeypatch, judge_server):
     import nltk
 
     monkeypatch.setattr(nltk.data, "path", [str(CONFORMANCE / "nltk_data"), *nltk.data.path])
@@ -86,21 +86,18 @@ def test_real_files_score_through_the_asset(tmp_path, tiny_params, monkeypatch, 
     for record in json.loads(template.read_text()):
         (mmhal_images / record["image_src"].rsplit("/", 1)[-1]).write_bytes(_jpeg("green"))
 
-    params = tiny_params | {
-        "base_model": {"preset": "shapeworld-tiny",
-                       "sft": {"steps": 10, "batch_size": 8, "eval_images": 4, "vision_pretrain_steps": 5}},
-        "benchmark_scores": {
-            "generation": {"batch_size": 16, "max_new_tokens": 8},
-            "max_items": {"object_halbench": 4, "amber": 6, "mmhal": 8, "pope": 4},
-            "object_halbench": {"mode": "official", "questions": str(questions),
-                                "coco_annotations": str(CONFORMANCE / "objhal/coco"),
-                                "synonyms": str(REAL / "rlhf-v/eval/data/synonyms_refine.txt")},
-            "amber": {"mode": "official", "path": str(REAL / "amber"), "images": str(amber_images)},
-            "mmhal": {"path": str(template), "images": str(mmhal_images),
-                      "judge_script": str(REAL / "llava-rlhf/Eval/eval_gpt_mmhal.py")},
-        },
+    benchmark_scores = {
+        "generation": {"batch_size": 16, "max_new_tokens": 8},
+        "max_items": {"object_halbench": 4, "amber": 6, "mmhal": 8, "pope": 4},
+        "object_halbench": {"mode": "official", "questions": str(questions),
+                            "coco_annotations": str(CONFORMANCE / "objhal/coco"),
+                            "synonyms": str(REAL / "rlhf-v/eval/data/synonyms_refine.txt")},
+        "amber": {"mode": "official", "path": str(REAL / "amber"), "images": str(amber_images)},
+        "mmhal": {"path": str(template), "images": str(mmhal_images),
+                  "judge_script": str(REAL / "llava-rlhf/Eval/eval_gpt_mmhal.py")},
     }
-    root = make_project(tmp_path / "proj", params)
+    # The ShapeWorld base model (and its data) come from the session's shared base: only the benchmarks are real.
+    root = project_from_base(shapeworld_base, tmp_path / "proj", benchmark_scores=benchmark_scores)
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MDPO_TEST_JUDGE_KEY", "sk-test-not-a-secret")
@@ -108,7 +105,6 @@ def test_real_files_score_through_the_asset(tmp_path, tiny_params, monkeypatch, 
                           model="judge-test", api_key_env="MDPO_TEST_JUDGE_KEY")
     resources = pipeline_resources(root) | {"judge": judge}
     everything = [*data_assets, *training_assets, *evaluation_assets, *evaluation_checks]
-    assert dg.materialize(everything, selection="group:data or key:base_model", resources=resources).success
     result = dg.materialize(everything, selection="key:benchmark_scores", partition_key="base", resources=resources)
     assert result.success
 

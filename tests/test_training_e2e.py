@@ -13,21 +13,17 @@ from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.integrations.dvc import Dvc
-from tests.conftest import dvc_executable, make_project, pipeline_resources
+from tests.conftest import dvc_executable, pipeline_resources, project_from_base
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path, tiny_params, monkeypatch):
-    params = tiny_params | {
-        "base_model": {"preset": "shapeworld-tiny", "sft": {"steps": 20, "batch_size": 8, "eval_images": 8,
-                                                           "vision_pretrain_steps": 10}},
-        "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2,
-                     "threads": 1},
-    }
-    root = make_project(tmp_path / "proj", params)
+def project(shapeworld_base, tmp_path, monkeypatch):
+    # Data, base model and reference cache come from the session's shared base (materialized through Dagster
+    # with their checks, see conftest.shapeworld_base); this test trains on a copy of it.
+    root = project_from_base(shapeworld_base, tmp_path / "proj", training={
+        "seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
@@ -36,7 +32,6 @@ def project(tmp_path, tiny_params, monkeypatch):
 def test_adapters_are_trained_logged_and_registered(project):
     resources = pipeline_resources(project)
     everything = [*data_assets, *data_checks, *training_assets]
-    assert dg.materialize(everything, selection="not key:adapters", resources=resources).success
     summary = json.loads((project / "data/reference_logprobs/summary.json").read_text())
     assert summary["n"] == 40 and summary["preset"] == "shapeworld-tiny"
     for method in ("dpo", "mdpo"):
