@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="build the training image (docker/Dockerfile.train)")
     image.add_argument("--offline", action="store_true",
                        help="no registry: a local Debian base (debootstrap) and wheels downloaded on this host; CPU only")
-    image.add_argument("--tag", help="image tag (default mdpo-pipeline-train:latest, :cpu when offline)")
+    from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG  # constants only: no docker import
+
+    image.add_argument("--tag", help=f"image tag (default {DEFAULT_TAG}, {CPU_TAG} when offline)")
     image.add_argument("--base-image", help="base image (default: the CUDA runtime, or the local Debian one offline)")
     image.add_argument("--root", help="project root (default: discovered from the working directory)")
     image.set_defaults(func=_cmd_image)

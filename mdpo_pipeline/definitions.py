@@ -8,7 +8,6 @@ from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.automation import jobs, schedules, sensors
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.defs.resources import DvcResource, JudgeResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.integrations.deploy import DeploymentSettings, launcher_kwargs
 
 data_job = dg.define_asset_job(
     "data_job", selection=dg.AssetSelection.groups("data"), description="Materialize the data half of the pipeline."
@@ -24,8 +23,9 @@ defs = dg.Definitions(
         "project": ProjectResource(),
         "dvc": DvcResource(),
         "mlflow": MlflowResource(),
-        # Local subprocess by default; MDPO_LAUNCHER_MODE=docker, MDPO_TRAIN_IMAGE, MDPO_GPUS, ... (docker/compose.yaml).
-        "launcher": TrainingLauncher(**launcher_kwargs(DeploymentSettings.from_env())),
+        # Local subprocess by default; MDPO_LAUNCHER_MODE=docker, MDPO_TRAIN_IMAGE, MDPO_GPUS, ... (docker/compose.yaml)
+        # become dg.EnvVars, read when a run starts (LauncherSettings.env_vars names them all).
+        "launcher": TrainingLauncher.from_env(),
         "judge": JudgeResource(),
     },
 )

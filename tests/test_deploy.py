@@ -17,17 +17,18 @@ import urllib.request
 import pytest
 import yaml
 
+from mdpo_pipeline.integrations.compose_check import validate_compose
+from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG
 from mdpo_pipeline.integrations.deploy import (
     DeploymentSettings,
     EnvSecret,
     dagster_instance_yaml,
     ensure_database,
-    launcher_kwargs,
     main,
     mlflow_backend_uri,
     render_dagster_yaml,
-    validate_compose,
 )
+from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.programs.pipeline.project import ConfigError
 from tests.conftest import REPO, fake_adapter, stop_process_group
 from tests.pg import pg_server  # noqa: F401  (a fixture)
@@ -59,8 +60,8 @@ def test_defaults():
     assert s == DeploymentSettings()
     assert (s.pg_host, s.pg_port, s.pg_user, s.pg_db, s.mlflow_db) == ("127.0.0.1", 5432, "mdpo", "dagster", "mlflow")
     assert (s.bind_host, s.webserver_port, s.mlflow_port) == ("127.0.0.1", 3000, 5000)
-    assert s.launcher_mode == "local" and s.gpus is None and s.num_processes == 1 and s.max_concurrent_runs == 1
-    assert s.mlflow_tracking_uri is None and s.docker_host is None and s.host_project_root is None
+    assert s.launcher == LauncherSettings() and s.launcher.image == DEFAULT_TAG and s.max_concurrent_runs == 1
+    assert s.mlflow_tracking_uri is None
     assert not s.pg_password.is_set
     with pytest.raises(ConfigError, match="MDPO_PG_PASSWORD is not set"):
         mlflow_backend_uri(s)
@@ -68,9 +69,15 @@ def test_defaults():
 
 def test_every_field_has_a_variable_and_help():
     help_ = DeploymentSettings.help()
-    assert len(help_) == len(DeploymentSettings.__dataclass_fields__)
+    own = [name for name in DeploymentSettings.__dataclass_fields__ if name != "launcher"]
+    assert len(help_) == len(own) + len(LauncherSettings.env_vars())
     assert set(FULL_ENV) == set(help_)
     assert all(text and "\n" not in text for text in help_.values())
+    # The launcher's variables and their help are LauncherSettings' own, not a second declaration.
+    for name, var in LauncherSettings.env_vars().items():
+        assert help_[var] == LauncherSettings.model_fields[name].description
+        assert DeploymentSettings.env_name(name) == var
+        assert DeploymentSettings.service_env("dagster-daemon")[var] == name
 
 
 def test_from_env_reads_every_variable_and_empty_means_default():
@@ -78,13 +85,16 @@ def test_from_env_reads_every_variable_and_empty_means_default():
     assert (s.pg_host, s.pg_port, s.pg_user) == ("db.internal", 6543, "pipeline")
     assert (s.pg_db, s.mlflow_db) == ("dagster_prod", "mlflow_prod")
     assert s.mlflow_tracking_uri == "http://mlflow:5000" and s.max_concurrent_runs == 2
-    assert (s.launcher_mode, s.train_image, s.gpus, s.num_processes) == ("docker", "registry.local/train:1", "0,1", 2)
-    assert s.accelerate_config == "docker/accelerate/deepspeed_zero2.yaml" and s.host_project_root == "/srv/mdpo"
-    assert s.docker_host == "unix:///var/run/docker.sock"
+    launcher = s.launcher
+    assert (launcher.mode, launcher.image, launcher.gpus, launcher.num_processes) == (
+        "docker", "registry.local/train:1", "0,1", 2)
+    assert launcher.accelerate_config == "docker/accelerate/deepspeed_zero2.yaml"
+    assert launcher.host_project_root == "/srv/mdpo" and launcher.docker_host == "unix:///var/run/docker.sock"
+    assert launcher == LauncherSettings.from_env(FULL_ENV)
     assert (s.bind_host, s.webserver_port, s.mlflow_port) == ("10.0.0.5", 8080, 8081)
     # What compose passes for an unset `${VAR:-}`: empty, which keeps the default.
     s = DeploymentSettings.from_env({"MDPO_GPUS": "", "MDPO_PG_PORT": " ", "MDPO_ACCELERATE_CONFIG": ""})
-    assert s.gpus is None and s.pg_port == 5432 and s.accelerate_config is None
+    assert s.launcher.gpus is None and s.pg_port == 5432 and s.launcher.accelerate_config is None
 
 
 def test_password_is_masked_and_never_copied():
@@ -97,7 +107,7 @@ def test_password_is_masked_and_never_copied():
     assert pickle.loads(pickle.dumps(s.pg_password)) == EnvSecret("MDPO_PG_PASSWORD")
     for env_refs in (False, True):
         assert SECRET not in yaml.safe_dump(dagster_instance_yaml(s, env_refs=env_refs))
-    assert SECRET not in repr(launcher_kwargs(s))
+    assert SECRET not in repr(s.launcher)
     # Read when used, not when the settings were made.
     env["MDPO_PG_PASSWORD"] = "rotated"
     assert ":rotated@" in mlflow_backend_uri(s)
@@ -108,6 +118,7 @@ def test_settings_command_masks_the_password(monkeypatch, capsys):
     assert main(["settings"]) == 0
     out = capsys.readouterr().out
     assert SECRET not in out and "MDPO_PG_PASSWORD=***" in out and "MDPO_PG_PORT=" in out
+    assert f"MDPO_TRAIN_IMAGE={DEFAULT_TAG}" in out and "MDPO_GPUS=<unset>" in out
 
 
 @pytest.mark.parametrize(
@@ -115,7 +126,7 @@ def test_settings_command_masks_the_password(monkeypatch, capsys):
     [
         ("MDPO_PG_PORT", "postgres"), ("MDPO_PG_PORT", "0"), ("MDPO_PG_PORT", "70000"), ("MDPO_WEBSERVER_PORT", "x"),
         ("MDPO_MLFLOW_PORT", "-1"), ("MDPO_NUM_PROCESSES", "two"), ("MDPO_NUM_PROCESSES", "0"),
-        ("MDPO_LAUNCHER_MODE", "k8s"), ("MDPO_GPUS", "gpu0"), ("MDPO_MAX_CONCURRENT_RUNS", "-2"),
+        ("MDPO_LAUNCHER_MODE", "k8s"), ("MDPO_GPUS", "gpu0"), ("MDPO_GPUS", "0,"), ("MDPO_MAX_CONCURRENT_RUNS", "-2"),
     ],
 )
 def test_bad_values_name_their_variable(var, value):
@@ -167,34 +178,6 @@ def test_mlflow_backend_uri_quotes_everything():
     assert mlflow_backend_uri(no_password) == "postgresql+psycopg2://mdpo@127.0.0.1:5432/mlflow"
 
 
-def test_launcher_kwargs_make_the_training_launcher(tmp_path):
-    from mdpo_pipeline.defs.resources import TrainingLauncher
-    from mdpo_pipeline.programs.pipeline.project import Project
-
-    s = DeploymentSettings.from_env(FULL_ENV)
-    launcher = TrainingLauncher(**launcher_kwargs(s))
-    assert (launcher.mode, launcher.image) == ("docker", "registry.local/train:1")
-    assert launcher.docker_host == "unix:///var/run/docker.sock"
-    cs = launcher.container_settings(Project(tmp_path))
-    assert (cs.gpus, cs.num_processes, cs.host_project_root) == ("0,1", 2, "/srv/mdpo")
-    assert cs.accelerate_config == "docker/accelerate/deepspeed_zero2.yaml"
-    assert TrainingLauncher(**launcher_kwargs(DeploymentSettings())).mode == "local"
-
-
-@pytest.mark.parametrize("gpus", ["all", "0", "0,1,7", "gpu0", "0,", ",1", "0,,1", "ALL", "0 1"])
-def test_gpus_rule_matches_the_container_settings(gpus):
-    from mdpo_pipeline.integrations.launchers import ContainerSettings
-
-    def accepts(make) -> bool:
-        try:
-            make()
-            return True
-        except (ValueError, ConfigError):
-            return False
-
-    assert accepts(lambda: DeploymentSettings(gpus=gpus)) == accepts(lambda: ContainerSettings(gpus=gpus))
-
-
 # --- docker/ --------------------------------------------------------------------------------------------
 
 
@@ -214,6 +197,22 @@ def test_env_example_lists_every_compose_variable_with_placeholder_secrets():
     assert set(DeploymentSettings.help()) <= set(example) | fixed_by_compose
     assert "change-me" in example["MDPO_PG_PASSWORD"] and example["OPENAI_API_KEY"] == ""
     assert example["MDPO_BIND_HOST"] == "127.0.0.1"
+
+
+def test_training_image_tag_is_the_python_constant():
+    """The tag is written once in Python (containers.DEFAULT_TAG, CPU_TAG; LauncherSettings.image's default);
+    the files that cannot import it repeat the literal, and must say the same."""
+    from mdpo_pipeline.integrations.containers import TRAIN_IMAGE
+
+    assert LauncherSettings().image == DEFAULT_TAG and DEFAULT_TAG.startswith(f"{TRAIN_IMAGE}:")
+    services = _compose()["services"]
+    fallback = f"${{MDPO_TRAIN_IMAGE:-{DEFAULT_TAG}}}"
+    assert services["train"]["image"] == services["dagster-daemon"]["environment"]["MDPO_TRAIN_IMAGE"] == fallback
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line and line[0] != "#")
+    assert example["MDPO_TRAIN_IMAGE"] == DEFAULT_TAG
+    for path in (COMPOSE, ENV_EXAMPLE, REPO / "docker/Dockerfile.train", REPO / "docker/README.md", REPO / "README.md"):
+        for tag in re.findall(rf"{re.escape(TRAIN_IMAGE)}:[\w.-]+", path.read_text()):
+            assert tag in (DEFAULT_TAG, CPU_TAG), f"{path.name}: {tag}"
 
 
 _DELETE = object()
@@ -255,6 +254,7 @@ BROKEN = [
     ("train.profiles", _DELETE, "train: needs a `profiles:` entry"),
     ("train.build.dockerfile", "docker/Dockerfile.pipeline", "train: must build docker/Dockerfile.train"),
     ("train.image", "other:latest", "is not the one the launcher starts"),
+    ("train.image", "${MDPO_TRAIN_IMAGE:-mdpo-pipeline-train:old}", "is not the launcher's default"),
     ("postgres.healthcheck", _DELETE, "postgres: needs a healthcheck"),
     ("mlflow.depends_on", ["postgres"], "mlflow: must depend on postgres with condition: service_healthy"),
     ("dagster-daemon.depends_on.postgres.condition", "service_started", "dagster-daemon: must depend on postgres"),

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.integrations.launchers import (
     IMAGE_USER,
-    ContainerSettings,
     accelerate_args,
     container_config,
     container_spec,
     local_command,
     prepare_output,
+    run_json,
 )
 from mdpo_pipeline.programs.training.run import TrainRunConfig
 from tests.conftest import REPO
@@ -47,11 +48,11 @@ def test_gpu_container_spec_requests_gpus_mounts_and_accelerate(tmp_path, monkey
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     root = tmp_path / "proj"
-    settings = ContainerSettings(
-        image="registry.example/mdpo-train:1", project_root=str(root), gpus="all", num_processes=4,
-        accelerate_config="docker/accelerate/deepspeed_zero2.yaml", user="1001:1001",
+    settings = LauncherSettings(
+        mode="docker", image="registry.example/mdpo-train:1", gpus="all", num_processes=4,
+        accelerate_config="docker/accelerate/deepspeed_zero2.yaml", user="1001:1001", env={"NCCL_P2P_DISABLE": "1"},
     )
-    spec = container_spec(_cfg(root), settings)
+    spec = container_spec(_cfg(root), settings, root)
 
     (request,) = spec["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]] and not request.get("DeviceIDs")
@@ -69,9 +70,9 @@ def test_gpu_container_spec_requests_gpus_mounts_and_accelerate(tmp_path, monkey
     }
     assert spec["user"] == "1001:1001" and spec["network_mode"] == "none" and spec["working_dir"] == "/workspace"
     assert spec["environment"]["HF_TOKEN"] == "hf_secret_value" and "WANDB_API_KEY" not in spec["environment"]
-    assert spec["environment"]["HF_HUB_OFFLINE"] == "1"
+    assert spec["environment"]["HF_HUB_OFFLINE"] == "1" and spec["environment"]["NCCL_P2P_DISABLE"] == "1"
 
-    inner, _ = container_config(_cfg(root), settings)
+    inner, _ = container_config(_cfg(root), settings, root)
     assert inner["pairs_dir"] == "/workspace/data/preference_pairs"
     assert inner["reference_cache"] == "/workspace/data/reference_logprobs/reference.parquet"
     assert inner["base_model_path"] == "/models/llava-1.5-7b-hf"
@@ -79,10 +80,10 @@ def test_gpu_container_spec_requests_gpus_mounts_and_accelerate(tmp_path, monkey
 
 def test_gpu_ids_and_no_gpu_specs(tmp_path):
     root = tmp_path / "proj"
-    spec = container_spec(_cfg(root), ContainerSettings(project_root=str(root), gpus="0,2", user="1:1"))
+    spec = container_spec(_cfg(root), LauncherSettings(gpus="0,2", user="1:1", shm_size="8g"), root)
     (request,) = spec["device_requests"]
-    assert request["DeviceIDs"] == ["0", "2"] and not request.get("Count")
-    cpu = container_spec(_cfg(root, threads=2), ContainerSettings(project_root=str(root), user="1:1"))
+    assert request["DeviceIDs"] == ["0", "2"] and not request.get("Count") and spec["shm_size"] == "8g"
+    cpu = container_spec(_cfg(root, threads=2), LauncherSettings(user="1:1"), root)
     assert "device_requests" not in cpu and "shm_size" not in cpu
     assert cpu["entrypoint"] == ["mdpo"] and cpu["command"] == ["train", "--config", str(
         Path("/workspace/artifacts/adapters/mdpo.run.json"))]
@@ -91,33 +92,59 @@ def test_gpu_ids_and_no_gpu_specs(tmp_path):
 
 def test_engine_in_another_container_mounts_the_host_path(tmp_path):
     root = tmp_path / "proj"
-    spec = container_spec(_cfg(root), ContainerSettings(project_root=str(root), host_project_root="/srv/mdpo", user="1:1"))
+    spec = container_spec(_cfg(root), LauncherSettings(host_project_root="/srv/mdpo", user="1:1"), root)
     assert spec["volumes"]["/srv/mdpo"] == {"bind": "/workspace", "mode": "ro"}
     assert spec["volumes"]["/srv/mdpo/artifacts/adapters"] == {"bind": "/workspace/artifacts/adapters", "mode": "rw"}
 
 
-def test_settings_are_validated():
-    with pytest.raises(ValueError, match="gpus"):
-        ContainerSettings(gpus="two")
-    with pytest.raises(ValueError, match="num_processes"):
-        ContainerSettings(num_processes=0)
-    with pytest.raises(ValueError, match="absolute"):
-        ContainerSettings(workdir="workspace")
+@pytest.mark.parametrize(
+    "field, value, why",
+    [
+        ("mode", "k8s", "use 'local' or 'docker'"), ("gpus", "two", "comma-separated device ids"),
+        ("gpus", "0,", "comma-separated device ids"), ("num_processes", 0, "integer >= 1"),
+        ("num_processes", "two", "valid integer"), ("threads", 0, "integer >= 1"), ("user", "mdpo", "uid:gid"),
+        ("shm_size", "lots", "size such as '16g'"), ("network_mode", " ", "network mode"), ("image", "", "image name"),
+        ("env", {"NOT A NAME": "1"}, "not an environment variable name"), ("workdir", "/w", "Extra inputs"),
+    ],
+)
+def test_bad_settings_name_the_field(field, value, why):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as excinfo:
+        LauncherSettings(**{field: value})
+    (error,) = excinfo.value.errors()
+    assert error["loc"] == (field,) and why in error["msg"]
+    if error["type"] == "value_error":
+        assert f"{field}=" in error["msg"]  # the message names the setting on its own too
+
+
+def test_empty_optional_settings_are_unset():
+    s = LauncherSettings(gpus="", accelerate_config=" ", shm_size="", mode=" docker ")
+    assert (s.gpus, s.accelerate_config, s.shm_size, s.mode) == (None, None, None, "docker")
 
 
 def test_default_user_is_the_host_user_or_the_images_non_root_user(tmp_path):
-    spec = container_spec(_cfg(tmp_path), ContainerSettings(project_root=str(tmp_path)))
+    spec = container_spec(_cfg(tmp_path), LauncherSettings(), tmp_path)
     expected = IMAGE_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
     assert spec["user"] == expected != "0:0"
 
 
 def test_prepare_output_writes_the_containers_view_of_the_config(tmp_path):
-    settings = ContainerSettings(project_root=str(tmp_path), user=f"{os.getuid()}:{os.getgid()}")
-    path = prepare_output(_cfg(tmp_path), settings)
+    settings = LauncherSettings(user=f"{os.getuid()}:{os.getgid()}")
+    path = prepare_output(_cfg(tmp_path), settings, tmp_path)
     written = json.loads(path.read_text())
     assert path == tmp_path / "artifacts/adapters/mdpo.run.json"
     assert written["output_dir"] == "/workspace/artifacts/adapters/mdpo"
     assert TrainRunConfig(**written).method == "mdpo"
+
+
+def test_run_config_is_read_as_its_json_object(tmp_path):
+    # Whatever produces the run config, the launcher reads only its JSON object (output_dir, method, threads, paths).
+    cfg = _cfg(tmp_path, threads=3)
+    settings = LauncherSettings(user="1:1")
+    as_json = json.loads(json.dumps(run_json(cfg)))
+    assert container_spec(as_json, settings, tmp_path) == container_spec(cfg, settings, tmp_path)
+    assert container_config(as_json, settings, tmp_path) == container_config(cfg, settings, tmp_path)
 
 
 def test_local_and_multi_process_commands():

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, get_args
 
 import dagster as dg
 from pydantic import Field
 
 from mdpo_pipeline.integrations.dvc import Dvc
+from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
 from mdpo_pipeline.integrations.tracking import tracking_uri
-
-if TYPE_CHECKING:
-    from mdpo_pipeline.integrations.launchers import ContainerSettings
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -72,64 +71,57 @@ class MlflowResource(dg.ConfigurableResource):
         return tracking_uri(project.root, self.tracking_uri)
 
 
-class TrainingLauncher(dg.ConfigurableResource):
-    """Starts `mdpo train` as its own process: a local subprocess (default) or a Docker container (GPU box)."""
+class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
+    """Starts `mdpo train` as its own process: a local subprocess (default) or a Docker container (GPU box).
 
-    mode: str = Field(default="local", description="'local': a subprocess with this interpreter; 'docker': a container.")
-    threads: int | None = Field(default=None, description="torch CPU threads of the training process.")
-    num_processes: int = Field(
-        default=1,
-        description="Training processes (one per GPU; locally without CUDA, per CPU core, gloo); > 1 uses `accelerate launch`.",
-    )
-    accelerate_config: str | None = Field(
-        default=None, description="accelerate config file, relative to the project (e.g. docker/accelerate/zero2.yaml)."
-    )
-    image: str = Field(default="mdpo-pipeline-train:latest", description="Training image (docker/Dockerfile.train).")
-    gpus: str | None = Field(default=None, description="GPUs for the container: unset none, 'all', or ids '0,1'.")
-    docker_host: str | None = Field(default=None, description="Docker engine URL; unset: $DOCKER_HOST, else the default socket.")
-    host_project_root: str | None = Field(
-        default=None, description="The project's path as the Docker engine sees it, when Dagster itself runs in a container."
-    )
-    user: str | None = Field(default=None, description="Container uid:gid; unset: the host user (the image's user for root).")
-    network_mode: str = Field(default="none", description="Container network; 'none' because training reads mounted files only.")
-    shm_size: str | None = Field(default=None, description="Container /dev/shm size; unset: 16g with GPUs.")
+    Its fields, descriptions and checks are LauncherSettings' (integrations/launcher_settings.py); any of them
+    may be a `dg.EnvVar`, checked once Dagster resolves it at run launch (`from_env`)."""
 
-    def container_settings(self, project: Project) -> "ContainerSettings":
-        """The container settings of this launcher for ``project``."""
-        from mdpo_pipeline.integrations.launchers import ContainerSettings
+    @classmethod
+    def _deferred(cls, value: Any) -> bool:
+        return isinstance(value, (dg.EnvVar, type(dg.EnvVar.int("_"))))
 
-        return ContainerSettings(
-            image=self.image, project_root=str(project.root), host_project_root=self.host_project_root,
-            gpus=self.gpus, num_processes=self.num_processes, accelerate_config=self.accelerate_config,
-            user=self.user, network_mode=self.network_mode, shm_size=self.shm_size,
-        )
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "TrainingLauncher":
+        """The launcher of a deployment: each setting whose variable (LauncherSettings.env_vars) is set and non-empty
+        is a `dg.EnvVar` of it, read by Dagster when a run starts; the others keep their defaults.
+
+        ``environ`` (default os.environ) only decides which variables are wired: an EnvVar of an unset variable
+        would fail the run instead of falling back to the default."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in cls.env_vars().items():
+            if (environ.get(var) or "").strip():
+                annotation = cls.model_fields[name].annotation
+                values[name] = dg.EnvVar.int(var) if int in (annotation, *get_args(annotation)) else dg.EnvVar(var)
+        return cls(**values)
 
     def launch(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
-        """Run one training config to completion; return the adapter's summary."""
+        """Run one training config (a run config, read as its JSON object) to completion; return the adapter's summary."""
         from mdpo_pipeline.integrations import launchers as launcher
 
-        if self.threads and not cfg.threads:
-            cfg.threads = self.threads
+        run = launcher.run_json(cfg)
+        if self.threads and not run.get("threads"):
+            run["threads"] = self.threads
         if self.mode == "local":
-            return launcher.launch_local(cfg, log=context.log.info, num_processes=self.num_processes,
+            return launcher.launch_local(run, log=context.log.info, env=dict(self.env) or None,
+                                         num_processes=self.num_processes,
                                          accelerate_config=self.accelerate_config and str(project.path(self.accelerate_config)))
-        if self.mode != "docker":
-            raise ConfigError(f"TrainingLauncher.mode={self.mode!r}: use 'local' or 'docker'")
-        return self._launch_docker(cfg, context, project)
+        return self._launch_docker(run, context, project)
 
-    def _launch_docker(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
+    def _launch_docker(self, run: dict[str, Any], context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
         import docker
         from dagster_docker import PipesDockerClient
 
         from mdpo_pipeline.integrations import launchers as launcher
 
-        settings = self.container_settings(project)
-        spec = launcher.container_spec(cfg, settings)
-        launcher.prepare_output(cfg, settings)
+        spec = launcher.container_spec(run, self, project.root)
+        launcher.prepare_output(run, self, project.root)
         image, command = spec.pop("image"), spec.pop("command")
+        method = run["method"]
         context.log.info(
-            f"training {cfg.method} in {image}: {' '.join(spec['entrypoint'] + command)} "
-            f"(gpus={settings.gpus}, env names={sorted(spec['environment'])})"
+            f"training {method} in {image}: {' '.join(spec['entrypoint'] + command)} "
+            f"(gpus={self.gpus}, env names={sorted(spec['environment'])})"
         )
         previous = os.environ.get("DOCKER_HOST")
         if self.docker_host:  # PipesDockerClient talks to docker.from_env()
@@ -137,16 +129,16 @@ class TrainingLauncher(dg.ConfigurableResource):
         try:
             invocation = PipesDockerClient().run(context=context, image=image, command=command, container_kwargs=spec)
         except docker.errors.DockerException as e:
-            raise launcher.TrainingFailed(f"Docker engine error while training {cfg.method} in {image}: {e}") from e
+            raise launcher.TrainingFailed(f"Docker engine error while training {method} in {image}: {e}") from e
         except Exception as e:  # a non-zero exit: DagsterPipesError with the status code
-            raise launcher.TrainingFailed(f"training {cfg.method} in {image} failed: {e}") from e
+            raise launcher.TrainingFailed(f"training {method} in {image} failed: {e}") from e
         finally:
             if self.docker_host:
                 os.environ.pop("DOCKER_HOST", None) if previous is None else os.environ.update(DOCKER_HOST=previous)
             _remove_containers(self.docker_host, spec["labels"])
         for message in invocation.get_custom_messages():
             context.log.info(f"container reported: {message}")
-        return launcher.read_summary(cfg)
+        return launcher.read_summary(run)
 
 
 def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:

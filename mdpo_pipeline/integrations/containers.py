@@ -19,8 +19,12 @@ from pathlib import Path
 
 DOCKERFILE = "docker/Dockerfile.train"
 WHEELS_DIR = "docker/wheels"
-DEFAULT_TAG = "mdpo-pipeline-train:latest"
-CPU_TAG = "mdpo-pipeline-train:cpu"
+#: The training image's name: the one place it is written in Python. LauncherSettings.image defaults to
+#: DEFAULT_TAG; docker/compose.yaml, docker/.env.example, Dockerfile.train and the README repeat the literal,
+#: and tests/test_deploy.py checks they say the same.
+TRAIN_IMAGE = "mdpo-pipeline-train"
+DEFAULT_TAG = f"{TRAIN_IMAGE}:latest"  # the GPU image (CUDA base)
+CPU_TAG = f"{TRAIN_IMAGE}:cpu"  # the offline CPU variant (`mdpo image --offline`, the Docker test)
 DEBIAN_BASE_TAG = "mdpo-debian-python:bookworm"
 #: What the Debian base carries: Python with venv (the image installs into /opt/venv) and CA certificates.
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")

@@ -2,9 +2,10 @@
 service is configured with. No Dagster here.
 
 One `DeploymentSettings` feeds Dagster's instance file (Postgres run/event/schedule storage), the MLflow
-server's backend URI, the training launcher, and `validate_compose`, which checks the compose file against
-the same field definitions. The Postgres password is only ever read from MDPO_PG_PASSWORD when it is used:
-it is not copied into the settings, written to dagster.yaml or logged.
+server's backend URI and, through its `launcher` (the `LauncherSettings` the Dagster resource and the
+container spec read too), the training launcher; `compose_check.validate_compose` checks the compose file
+against the same definitions. The Postgres password is only ever read from MDPO_PG_PASSWORD when it is
+used: it is not copied into the settings, written to dagster.yaml or logged.
 
     python -m mdpo_pipeline.integrations.deploy dagster-yaml --output docker/dagster.yaml   # regenerate the instance file
     python -m mdpo_pipeline.integrations.deploy check-compose docker/compose.yaml           # what validate_compose finds
@@ -16,30 +17,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import PurePosixPath
-from typing import Any
-from urllib.parse import quote, urlparse
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import yaml
 
 from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 
 PASSWORD_ENV = "MDPO_PG_PASSWORD"
 DEFAULT_BIND_HOST = "127.0.0.1"
 
-# Compose service names, and where things live inside the pipeline image.
+# Compose service names.
 POSTGRES, MLFLOW, WEBSERVER, DAEMON, TRAIN = "postgres", "mlflow", "dagster-webserver", "dagster-daemon", "train"
 DAGSTER_SERVICES = (WEBSERVER, DAEMON)
 PG_CLIENTS = (MLFLOW, *DAGSTER_SERVICES)
-DOCKER_SOCKET = "/var/run/docker.sock"
-TRAIN_DOCKERFILE = "docker/Dockerfile.train"
-INSTANCE_FILE = "dagster.yaml"
-#: The official postgres image's variables, and the settings field each must agree with.
-POSTGRES_IMAGE_ENV = {"POSTGRES_USER": "pg_user", "POSTGRES_PASSWORD": "pg_password", "POSTGRES_DB": "pg_db"}
+#: The services that start training, and so need the launcher's variables.
+LAUNCHER_SERVICES = DAGSTER_SERVICES
 
 
 class EnvSecret:
@@ -95,12 +92,22 @@ def _setting(env: str, default: Any, help: str, parse: Callable[[str], Any] = st
     return field(default=default, metadata={"env": env, "help": help, "parse": parse, "services": services})
 
 
-_GPUS = re.compile(r"all|\d+(,\d+)*")  # the rule ContainerSettings enforces; tests/test_deploy.py pins the two together
+class Variable(NamedTuple):
+    """One environment variable of the deployment: the settings field it sets, its help and who needs it."""
+
+    env: str
+    field: str  # a DeploymentSettings field, or a LauncherSettings one when ``launcher``
+    help: str
+    services: tuple[str, ...]
+    launcher: bool = False
 
 
 @dataclass(frozen=True)
 class DeploymentSettings:
-    """Everything the deployed services are configured with; `from_env` reads it, each field names its variable."""
+    """Everything the deployed services are configured with; `from_env` reads it, each field names its variable.
+
+    The training launcher's settings are not declared here: ``launcher`` is a `LauncherSettings`, with the
+    variables, help and validation that model defines."""
 
     pg_host: str = _setting(
         "MDPO_PG_HOST", "127.0.0.1", "PostgreSQL host (the `postgres` service in compose).", services=PG_CLIENTS)
@@ -123,31 +130,12 @@ class DeploymentSettings:
     max_concurrent_runs: int = _setting(
         "MDPO_MAX_CONCURRENT_RUNS", 1, "Dagster runs in progress at once (-1: no limit); 1 keeps trainings apart.",
         int, DAGSTER_SERVICES)
-    launcher_mode: str = _setting(
-        "MDPO_LAUNCHER_MODE", "local", "Where training runs: 'local' subprocess or 'docker' container.",
-        services=DAGSTER_SERVICES)
-    train_image: str = _setting(
-        "MDPO_TRAIN_IMAGE", "mdpo-pipeline-train:latest", "Training image (docker/Dockerfile.train).",
-        services=DAGSTER_SERVICES)
-    gpus: str | None = _setting(
-        "MDPO_GPUS", None, "GPUs of the training container: unset none, 'all', or ids '0,1'.",
-        _optional, DAGSTER_SERVICES)
-    num_processes: int = _setting(
-        "MDPO_NUM_PROCESSES", 1, "Training processes (one per GPU); > 1 runs `accelerate launch`.",
-        int, DAGSTER_SERVICES)
-    accelerate_config: str | None = _setting(
-        "MDPO_ACCELERATE_CONFIG", None, "accelerate config relative to the project (docker/accelerate/...).",
-        _optional, DAGSTER_SERVICES)
-    host_project_root: str | None = _setting(
-        "MDPO_HOST_PROJECT_ROOT", None, "The checkout's path on the Docker host (Dagster itself runs in a container).",
-        _optional, DAGSTER_SERVICES)
-    docker_host: str | None = _setting(
-        "DOCKER_HOST", None, "Docker engine the launcher talks to; unset: the default socket.",
-        _optional, DAGSTER_SERVICES)
     bind_host: str = _setting(
         "MDPO_BIND_HOST", DEFAULT_BIND_HOST, "Host address the web UIs are published on; loopback only by default.")
     webserver_port: int = _setting("MDPO_WEBSERVER_PORT", 3000, "Host port of the Dagster UI.", _port)
     mlflow_port: int = _setting("MDPO_MLFLOW_PORT", 5000, "Host port of the MLflow UI.", _port)
+    # The training launcher: its fields, variables and checks are LauncherSettings' (help lists them too).
+    launcher: LauncherSettings = field(default_factory=LauncherSettings, metadata={"env": None})
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, why: str) -> ConfigError:
@@ -157,23 +145,22 @@ class DeploymentSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 65535:
                 raise bad(name, value, "expected a port number 1-65535")
-        if self.launcher_mode not in ("local", "docker"):
-            raise bad("launcher_mode", self.launcher_mode, "use 'local' or 'docker'")
-        if self.gpus is not None and not _GPUS.fullmatch(self.gpus):
-            raise bad("gpus", self.gpus, "use 'all' or comma-separated device ids such as '0,1'")
-        if self.num_processes < 1:
-            raise bad("num_processes", self.num_processes, "expected an integer >= 1")
         if self.max_concurrent_runs < -1:
             raise bad("max_concurrent_runs", self.max_concurrent_runs, "expected -1 (no limit) or an integer >= 0")
         if not isinstance(self.pg_password, EnvSecret):
             raise ConfigError(f"pg_password must be an EnvSecret: the password is read from {PASSWORD_ENV} only")
+        if not isinstance(self.launcher, LauncherSettings):
+            raise ConfigError(f"launcher must be a LauncherSettings, got {type(self.launcher).__name__}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploymentSettings:
         """Settings from ``environ`` (default os.environ); unset or empty variables keep their defaults."""
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {"pg_password": EnvSecret(PASSWORD_ENV, environ)}
+        values: dict[str, Any] = {"pg_password": EnvSecret(PASSWORD_ENV, environ),
+                                  "launcher": LauncherSettings.from_env(environ)}
         for f in fields(cls):
+            if f.metadata["env"] is None:
+                continue
             parse = f.metadata["parse"]
             raw = environ.get(f.metadata["env"])
             if parse is None or raw is None or not raw.strip():
@@ -185,19 +172,32 @@ class DeploymentSettings:
         return cls(**values)
 
     @classmethod
+    def variables(cls) -> list[Variable]:
+        """Every environment variable of the deployment: these fields', then the launcher's."""
+        own = [Variable(f.metadata["env"], f.name, f.metadata["help"], f.metadata["services"])
+               for f in fields(cls) if f.metadata["env"] is not None]
+        launcher = [Variable(env, name, LauncherSettings.model_fields[name].description, LAUNCHER_SERVICES, True)
+                    for name, env in LauncherSettings.env_vars().items()]
+        return own + launcher
+
+    @classmethod
     def env_name(cls, name: str) -> str:
-        """The environment variable of field ``name``."""
-        return next(f.metadata["env"] for f in fields(cls) if f.name == name)
+        """The environment variable of field ``name`` (of these settings or of LauncherSettings)."""
+        return next(v.env for v in cls.variables() if v.field == name)
 
     @classmethod
     def help(cls) -> dict[str, str]:
         """Each environment variable with its one-line help."""
-        return {f.metadata["env"]: f.metadata["help"] for f in fields(cls)}
+        return {v.env: v.help for v in cls.variables()}
 
     @classmethod
     def service_env(cls, service: str) -> dict[str, str]:
         """The settings' variables compose service ``service`` must set: {env var: field name}."""
-        return {f.metadata["env"]: f.name for f in fields(cls) if service in f.metadata["services"]}
+        return {v.env: v.field for v in cls.variables() if service in v.services}
+
+    def value(self, variable: Variable) -> Any:
+        """The value ``variable`` set (the EnvSecret itself for the password)."""
+        return getattr(self.launcher if variable.launcher else self, variable.field)
 
 
 _EXPECTED = {_port: "expected a port number 1-65535", int: "expected an integer"}
@@ -277,212 +277,6 @@ def ensure_database(settings: DeploymentSettings, name: str) -> bool:
         conn.close()
 
 
-def launcher_kwargs(settings: DeploymentSettings) -> dict[str, Any]:
-    """Keyword arguments of ``TrainingLauncher(**kwargs)`` for these settings."""
-    return {
-        "mode": settings.launcher_mode,
-        "image": settings.train_image,
-        "gpus": settings.gpus,
-        "num_processes": settings.num_processes,
-        "accelerate_config": settings.accelerate_config,
-        "host_project_root": settings.host_project_root,
-        "docker_host": settings.docker_host,
-    }
-
-
-# --- checking docker/compose.yaml -----------------------------------------------------------------------
-
-
-def _split(text: str) -> list[str]:
-    """``text`` split on ':' outside ${...} (compose's short port and volume syntax with interpolations)."""
-    parts, depth, current = [], 0, ""
-    i = 0
-    while i < len(text):
-        if text.startswith("${", i):
-            depth, current, i = depth + 1, current + "${", i + 2
-            continue
-        ch = text[i]
-        if ch == "}" and depth:
-            depth -= 1
-        if ch == ":" and not depth:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-        i += 1
-    return [*parts, current]
-
-
-def _environment(service: Mapping[str, Any]) -> dict[str, str | None]:
-    env = service.get("environment") or {}
-    if isinstance(env, Mapping):
-        return {str(k): None if v is None else str(v) for k, v in env.items()}
-    out: dict[str, str | None] = {}
-    for item in env:
-        key, sep, value = str(item).partition("=")
-        out[key] = value if sep else None  # a bare name passes the shell's value through: not set by the file
-    return out
-
-
-def _volumes(service: Mapping[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    for v in service.get("volumes") or []:
-        if isinstance(v, Mapping):
-            out.append((str(v.get("source", "")), str(v.get("target", ""))))
-        else:
-            parts = _split(str(v))
-            out.append((parts[0], parts[1]) if len(parts) > 1 else ("", parts[0]))
-    return out
-
-
-def _published_ip(port: Any) -> str | None:
-    """The host address of one `ports:` entry; None when it publishes on every interface."""
-    if isinstance(port, Mapping):
-        return None if port.get("host_ip") in (None, "") else str(port["host_ip"])
-    parts = _split(str(port))
-    return parts[0] if len(parts) == 3 else None
-
-
-def _is_loopback_or_override(ip: str | None) -> bool:
-    if ip == DEFAULT_BIND_HOST:
-        return True
-    bind = DeploymentSettings.env_name("bind_host")
-    default = DeploymentSettings.__dataclass_fields__["bind_host"].default
-    return ip is not None and re.fullmatch(rf"\$\{{{bind}:?-{re.escape(default)}\}}", ip) is not None
-
-
-def _interpolated(value: str | None) -> bool:
-    return value is not None and value.strip().startswith("${") and value.strip().endswith("}")
-
-
-def validate_compose(compose: Mapping[str, Any]) -> list[str]:
-    """Problems in a parsed compose file, checked against DeploymentSettings; [] when there are none."""
-    services: Mapping[str, Any] = compose.get("services") or {}
-    problems: list[str] = []
-    missing = [s for s in (POSTGRES, MLFLOW, WEBSERVER, DAEMON, TRAIN) if s not in services]
-    problems += [f"service {s!r} is missing" for s in missing]
-    envs = {name: _environment(svc or {}) for name, svc in services.items()}
-
-    for name, svc in services.items():
-        svc = svc or {}
-        for port in svc.get("ports") or []:
-            ip = _published_ip(port)
-            if not _is_loopback_or_override(ip):
-                problems.append(
-                    f"{name}: port {port!r} is published on {ip or 'every interface'}; publish on "
-                    f"{DEFAULT_BIND_HOST} or ${{{DeploymentSettings.env_name('bind_host')}:-{DEFAULT_BIND_HOST}}}"
-                )
-        if name != POSTGRES and not svc.get("profiles"):
-            cond = (svc.get("depends_on") or {}) if isinstance(svc.get("depends_on"), Mapping) else {}
-            if (cond.get(POSTGRES) or {}).get("condition") != "service_healthy":
-                problems.append(f"{name}: must depend on {POSTGRES} with condition: service_healthy")
-
-    # Every variable the settings need, set in the file (a bare name would take whatever the shell has).
-    for name in PG_CLIENTS:
-        if name in missing:
-            continue
-        for var in DeploymentSettings.service_env(name):
-            if envs[name].get(var) is None:
-                problems.append(f"{name}: environment variable {var} is not set")
-    if POSTGRES not in missing:
-        pg = services[POSTGRES] or {}
-        if not (pg.get("healthcheck") or {}).get("test"):
-            problems.append(f"{POSTGRES}: needs a healthcheck (the other services wait for it to be healthy)")
-        for var, fname in POSTGRES_IMAGE_ENV.items():
-            value = envs[POSTGRES].get(var)
-            if value is None:
-                problems.append(f"{POSTGRES}: environment variable {var} is not set")
-                continue
-            client_var = DeploymentSettings.env_name(fname)
-            for client in PG_CLIENTS:
-                other = envs.get(client, {}).get(client_var)
-                if client not in missing and other is not None and other != value:
-                    shown = "" if client_var == PASSWORD_ENV else f"={other!r}"  # never echo a (literal) password
-                    problems.append(f"{client}: {client_var}{shown} differs from {POSTGRES}'s {var}"
-                                    + ("" if client_var == PASSWORD_ENV else f"={value!r}"))
-        host_var = DeploymentSettings.env_name("pg_host")
-        for client in PG_CLIENTS:
-            host = envs.get(client, {}).get(host_var)
-            if client not in missing and host is not None and host != POSTGRES:
-                problems.append(f"{client}: {host_var}={host!r} is not the {POSTGRES} service")
-    for name in (POSTGRES, *PG_CLIENTS):
-        for var in ("POSTGRES_PASSWORD", PASSWORD_ENV):
-            value = envs.get(name, {}).get(var)
-            if value is not None and not _interpolated(value):
-                problems.append(
-                    f"{name}: {var} is written in the file; take it from the environment (${{{PASSWORD_ENV}}})")
-
-    if not (set(DAGSTER_SERVICES) & set(missing)):
-        problems += _check_dagster_services(services, envs)
-    if MLFLOW not in missing and not (set(DAGSTER_SERVICES) & set(missing)):
-        uri_var = DeploymentSettings.env_name("mlflow_tracking_uri")
-        for name in DAGSTER_SERVICES:
-            uri = envs[name].get(uri_var)
-            if uri is not None and urlparse(uri).hostname != MLFLOW:
-                problems.append(f"{name}: {uri_var}={uri!r} does not point at the {MLFLOW} service")
-    if TRAIN not in missing:
-        problems += _check_train_service(services[TRAIN] or {}, envs.get(DAEMON))
-    return problems
-
-
-def _check_dagster_services(services: Mapping[str, Any], envs: Mapping[str, dict[str, str | None]]) -> list[str]:
-    problems = []
-    homes = {name: envs[name].get("DAGSTER_HOME") for name in DAGSTER_SERVICES}
-    for name, home in homes.items():
-        if not home:
-            problems.append(f"{name}: environment variable DAGSTER_HOME is not set")
-    if len(set(homes.values())) > 1:
-        problems.append(f"{WEBSERVER} and {DAEMON} use different DAGSTER_HOME: {homes}")
-    instance = {}
-    shared = {}
-    for name in DAGSTER_SERVICES:
-        home = homes[name] or ""
-        mounts = {target: source for source, target in _volumes(services[name] or {})}
-        instance[name] = mounts.get(str(PurePosixPath(home) / INSTANCE_FILE))
-        shared[name] = mounts.get(home)
-        if not instance[name]:
-            problems.append(f"{name}: mounts no {INSTANCE_FILE} at {home}/{INSTANCE_FILE}")
-        if not shared[name]:
-            problems.append(f"{name}: mounts no volume at DAGSTER_HOME {home} (compute logs are read by the webserver)")
-    if len(set(instance.values())) > 1:
-        problems.append(f"{WEBSERVER} and {DAEMON} mount different instance files: {instance}")
-    if len(set(shared.values())) > 1:
-        problems.append(f"{WEBSERVER} and {DAEMON} mount different DAGSTER_HOME volumes: {shared}")
-
-    # The launcher starts training containers through the daemon's engine socket, mounting the host's checkout.
-    daemon_env = envs[DAEMON]
-    docker_host = daemon_env.get(DeploymentSettings.env_name("docker_host")) or f"unix://{DOCKER_SOCKET}"
-    socket = docker_host.removeprefix("unix://")
-    daemon_mounts = {target: source for source, target in _volumes(services[DAEMON] or {})}
-    if not docker_host.startswith("unix://") or socket not in daemon_mounts:
-        problems.append(f"{DAEMON}: the Docker socket is not mounted for the launcher (DOCKER_HOST={docker_host})")
-    host_root_var = DeploymentSettings.env_name("host_project_root")
-    root = daemon_env.get("MDPO_PROJECT_ROOT")
-    if not root:
-        problems.append(f"{DAEMON}: environment variable MDPO_PROJECT_ROOT is not set")
-    elif daemon_mounts.get(root) != daemon_env.get(host_root_var):
-        problems.append(
-            f"{DAEMON}: the checkout mounted at {root} ({daemon_mounts.get(root)!r}) must be "
-            f"{host_root_var} ({daemon_env.get(host_root_var)!r}): training containers mount that host path"
-        )
-    return problems
-
-
-def _check_train_service(train: Mapping[str, Any], daemon_env: Mapping[str, str | None] | None) -> list[str]:
-    problems = []
-    if not train.get("profiles"):
-        problems.append(f"{TRAIN}: needs a `profiles:` entry (built on request, started by the launcher, not by `up`)")
-    build = train.get("build")
-    dockerfile = build.get("dockerfile") if isinstance(build, Mapping) else None
-    if dockerfile is None or PurePosixPath(dockerfile) != PurePosixPath(TRAIN_DOCKERFILE):
-        problems.append(f"{TRAIN}: must build {TRAIN_DOCKERFILE} (build.dockerfile is {dockerfile!r})")
-    image_var = DeploymentSettings.env_name("train_image")
-    if daemon_env is not None and daemon_env.get(image_var) != train.get("image"):
-        problems.append(f"{TRAIN}: image {train.get('image')!r} is not the one the launcher starts "
-                        f"({image_var}={daemon_env.get(image_var)!r})")
-    return problems
-
-
 # --- command line ---------------------------------------------------------------------------------------
 
 
@@ -517,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text)
         return 0
     if args.command == "check-compose":
+        from mdpo_pipeline.integrations.compose_check import validate_compose
+
         with open(args.file) as fh:
             problems = validate_compose(yaml.safe_load(fh))
         for problem in problems:
@@ -524,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     if args.command == "settings":
         settings = DeploymentSettings.from_env()
-        for f in fields(settings):
-            value = getattr(settings, f.name)
+        for variable in settings.variables():
+            value = settings.value(variable)
             if isinstance(value, EnvSecret):
                 value = "***" if value.is_set else None
-            print(f"{f.metadata['env']}={'<unset>' if value is None else value}")
+            print(f"{variable.env}={'<unset>' if value is None else value}")
         return 0
     # mlflow-server
     settings = DeploymentSettings.from_env()

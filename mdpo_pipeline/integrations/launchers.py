@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from mdpo_pipeline.core.io import write_json
+from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 
 
 #: A training run as the launcher sees it: the JSON object ``mdpo train --config`` reads (or the dataclass it is
@@ -170,36 +170,13 @@ def local_command(
 PASSTHROUGH_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "CUDA_VISIBLE_DEVICES", "NCCL_DEBUG")
 #: Fields of RunConfig that hold paths the container must see.
 PATH_FIELDS = ("pairs_dir", "image_root", "corrupted_dir", "output_dir", "base_model_path", "reference_cache")
-
-
-@dataclass(frozen=True)
-class ContainerSettings:
-    """How the training container is started: image, project mount, GPUs, processes, user and network."""
-
-    image: str = "mdpo-pipeline-train:latest"  # built from docker/Dockerfile.train
-    project_root: str = "."  # host path of the project checkout, mounted read-only at ``workdir``
-    host_project_root: str | None = None  # the same checkout as the Docker engine sees it (engine in another container)
-    workdir: str = "/workspace"  # where the project appears inside the container
-    gpus: str | None = None  # None: no GPU; "all"; or device ids "0,1"
-    num_processes: int = 1  # > 1 runs `accelerate launch` with one process per GPU
-    accelerate_config: str | None = None  # accelerate config file relative to the project, e.g. the ZeRO-2 one
-    user: str | None = None  # "uid:gid"; None: the host user, or the image's user `mdpo` (1000) when that is root
-    network_mode: str = "none"  # the run reads only mounted files; no network unless asked for
-    shm_size: str | None = None  # /dev/shm size; None: 16g with GPUs (NCCL, data loaders), the engine's default without
-    env: tuple[tuple[str, str], ...] = ()  # extra environment variables (non-secret; secrets come via PASSTHROUGH_ENV)
-
-    def __post_init__(self):
-        accelerate_args(self.num_processes, self.accelerate_config)  # validates num_processes
-        if self.gpus is not None and not re.fullmatch(r"all|\d+(,\d+)*", self.gpus):
-            raise ValueError(f"gpus must be 'all' or comma-separated device ids, got {self.gpus!r}")
-        if not self.workdir.startswith("/"):
-            raise ValueError(f"workdir must be an absolute path, got {self.workdir!r}")
-
-
+#: Where the project appears inside the container (the image's working directory).
+WORKDIR = "/workspace"
+#: The image's non-root user `mdpo`, which the container runs as when the launcher runs as root.
 IMAGE_USER = "1000:1000"
 
 
-def container_user(settings: ContainerSettings) -> str:
+def container_user(settings: LauncherSettings) -> str:
     """The container's uid:gid: the configured one, the host user's, or the image's non-root user instead of root."""
     if settings.user:
         return settings.user
@@ -207,16 +184,19 @@ def container_user(settings: ContainerSettings) -> str:
     return IMAGE_USER if uid == 0 else f"{uid}:{gid}"
 
 
-def container_config(cfg: RunConfig, settings: ContainerSettings) -> tuple[RunConfig, dict[str, dict]]:
+def container_config(
+    cfg: RunConfig, settings: LauncherSettings, project_root: str | Path
+) -> tuple[RunConfig, dict[str, dict]]:
     """The run config as the container sees it, and the volumes that make it so.
 
-    Paths under the project move to ``workdir`` (one read-only mount); paths outside it (real weights, a raw
-    data disk) are mounted read-only at their own path; the adapter's parent directory is the only writable one.
+    Paths under ``project_root`` move to WORKDIR (one read-only mount of ``settings.host_project_root`` or the
+    project); paths outside it (real weights, a raw data disk) are mounted read-only at their own path; the
+    adapter's parent directory is the only writable one.
     """
     cfg = run_json(cfg)
-    root = Path(settings.project_root).resolve()
+    root = Path(project_root).resolve()
     host_root = Path(settings.host_project_root or root)
-    volumes: dict[str, dict] = {str(host_root): {"bind": settings.workdir, "mode": "ro"}}
+    volumes: dict[str, dict] = {str(host_root): {"bind": WORKDIR, "mode": "ro"}}
     moved: dict[str, Any] = {}
     for name in PATH_FIELDS:
         value = cfg.get(name)
@@ -224,7 +204,7 @@ def container_config(cfg: RunConfig, settings: ContainerSettings) -> tuple[RunCo
             continue
         path = Path(value).resolve()
         if path.is_relative_to(root):
-            moved[name] = str(Path(settings.workdir) / path.relative_to(root))
+            moved[name] = str(Path(WORKDIR) / path.relative_to(root))
         else:
             volumes[str(path)] = {"bind": str(path), "mode": "ro"}
     out_parent = Path(cfg["output_dir"]).resolve().parent
@@ -234,13 +214,13 @@ def container_config(cfg: RunConfig, settings: ContainerSettings) -> tuple[RunCo
     return {**cfg, **moved}, volumes
 
 
-def container_spec(cfg: RunConfig, settings: ContainerSettings) -> dict[str, Any]:
+def container_spec(cfg: RunConfig, settings: LauncherSettings, project_root: str | Path) -> dict[str, Any]:
     """What the launcher asks the Docker engine for: image, command, mounts, user, GPUs, env (names only logged)."""
     cfg = run_json(cfg)
-    inner, volumes = container_config(cfg, settings)
+    inner, volumes = container_config(cfg, settings, project_root)
     config_path = str(run_config_path(inner))
     extra = accelerate_args(settings.num_processes, settings.accelerate_config and
-                            str(Path(settings.workdir) / settings.accelerate_config))
+                            str(Path(WORKDIR) / settings.accelerate_config))
     if extra:
         entrypoint, command = ["accelerate"], ["launch", *extra, *TRAIN_MODULE, config_path]
     else:
@@ -254,7 +234,7 @@ def container_spec(cfg: RunConfig, settings: ContainerSettings) -> dict[str, Any
         "entrypoint": entrypoint,
         "command": command,
         "volumes": volumes,
-        "working_dir": settings.workdir,
+        "working_dir": WORKDIR,
         "user": container_user(settings),
         "network_mode": settings.network_mode,
         "environment": env,
@@ -273,10 +253,10 @@ def container_spec(cfg: RunConfig, settings: ContainerSettings) -> dict[str, Any
     return spec
 
 
-def prepare_output(cfg: RunConfig, settings: ContainerSettings) -> Path:
+def prepare_output(cfg: RunConfig, settings: LauncherSettings, project_root: str | Path) -> Path:
     """Write the run config where the container reads it and let the container's user write the adapter's parent."""
     cfg = run_json(cfg)
-    write_json(container_config(cfg, settings)[0], run_config_path(cfg))
+    write_json(container_config(cfg, settings, project_root)[0], run_config_path(cfg))
     parent = Path(cfg["output_dir"]).resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     uid, gid = (int(x) for x in container_user(settings).split(":"))
