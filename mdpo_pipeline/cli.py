@@ -1,4 +1,5 @@
-"""Command-line entry points: ``mdpo data <stage>`` (what `dvc repro` calls) and ``mdpo train`` (what the launcher runs)."""
+"""Command-line entry points: ``mdpo data <stage>`` (what `dvc repro` calls), ``mdpo train`` (what the launcher runs)
+and ``mdpo params`` (the settings as resolved)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 
 from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+from mdpo_pipeline.programs.pipeline.settings import PIPELINE_SET
 from mdpo_pipeline.programs.pipeline.stages import STAGES
 
 
@@ -19,6 +21,55 @@ def _cmd_data(args: argparse.Namespace) -> int:
     stages.validate_params(project)
     summary = stages.RUNNERS[args.stage](project, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str)[: args.max_print])
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    import yaml
+
+    from mdpo_pipeline.programs.pipeline.settings import field_docs, load_settings
+
+    if args.help_fields:
+        from mdpo_pipeline.programs.pipeline.evaluate import typed_sections
+        from mdpo_pipeline.programs.training.config import MDPOConfig
+        from mdpo_pipeline.programs.training.run import RunArguments
+
+        rows = [r for r in field_docs(typed=typed_sections()) if r[0] != "params.yaml:training.common"]
+        training = [r for cls in (RunArguments, MDPOConfig) for r in field_docs(cls, "params.yaml:training")
+                    if r[0].rsplit(".", 1)[1] not in PIPELINE_SET]
+        for key, kind, default, text in rows:
+            print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
+        print("# params.yaml:training.<key> and training.methods.<method>.<key>: any of the run arguments and MDPOConfig"
+              " fields below. The defaults shown are the classes' own: the model preset's TrainingDefaults and the"
+              " pipeline's RUN_DEFAULTS come before them (`mdpo params` shows what each method resolves to).")
+        for key, kind, default, text in training:
+            print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
+        return 0
+    from mdpo_pipeline.core.losses import METHODS
+    from mdpo_pipeline.programs.pipeline.evaluate import gate_policy, generation_settings
+    from mdpo_pipeline.programs.pipeline.stages import model_preset, training_run_config
+
+    project = Project.discover()
+    settings = load_settings(project)
+    resolved = settings.as_dict()
+    preset = model_preset(settings.base_model.preset)
+    methods = {}
+    for method in args.method or METHODS:
+        placeholders = {"method": method, "output_dir": f"artifacts/adapters/{method}", "pairs_dir": "-",
+                        "image_root": "-", "corrupted_dir": "-", "base_model": preset.name,
+                        "max_length": settings.reference_logprobs.resolved_max_length(preset)}
+        cfg = training_run_config(settings, method, placeholders)
+        values = cfg.resolved(cuda=args.cuda)
+        _, mdpo = cfg.parse(cuda=args.cuda)
+        methods[method] = {k: v for k, v in values.items() if k not in PIPELINE_SET or k == "base_model"} | {
+            "beta": mdpo.beta, "delta": mdpo.delta, "loss_weights": asdict(mdpo.mdpo_weights)}
+    resolved["reference_logprobs"]["max_length"] = settings.reference_logprobs.resolved_max_length(preset)
+    resolved["training"] = {"methods": methods}
+    resolved["benchmark_scores"] |= {"generation": asdict(generation_settings(settings)),
+                                     "gate": asdict(gate_policy(settings))}
+    print(yaml.safe_dump(resolved, sort_keys=False, width=120), end="")
     return 0
 
 
@@ -120,8 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     data.add_argument("--max-print", type=int, default=4000, help="characters of the summary to print")
     data.set_defaults(func=_cmd_data)
+    params = sub.add_parser("params", help="print params.yaml's settings as every stage resolves them (training: "
+                            "each method's MDPOConfig values, the model preset's defaults filled in)")
+    params.add_argument("--help-fields", action="store_true", help="list every key with its type, default and help")
+    params.add_argument("--method", action="append", help="only this method's training values (repeatable)")
+    params.add_argument("--cuda", action="store_true",
+                        help="resolve as on a CUDA device (bf16 and gradient checkpointing per the preset)")
+    params.set_defaults(func=_cmd_params)
     train = sub.add_parser("train", help="train one adapter from a run config (what the launcher runs)")
-    train.add_argument("--config", required=True, help="run config JSON (mdpo_pipeline.programs.training.run.TrainRunConfig)")
+    train.add_argument("--config", required=True, help="run config: one flat JSON object of RunArguments and MDPOConfig "
+                       "fields, output_dir the adapter (mdpo_pipeline.programs.training.run)")
     train.set_defaults(func=_cmd_train)
     ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family in the hub's "
                           "layout (an offline stand-in for real weights: tests, benchmarks, trying the pipeline)")

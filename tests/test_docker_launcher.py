@@ -221,7 +221,7 @@ def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_im
     params = tiny_params | {
         "base_model": {"preset": "shapeworld-tiny", "sft": {"steps": 10, "batch_size": 8, "eval_images": 4, "vision_pretrain_steps": 5}},
         "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 2, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 1,
+        "training": {"seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 1,
                      "threads": 1},
     }
     root = make_project(tmp_path / "proj", params)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def project(shapeworld_base, tmp_path, monkeypatch):
     # Data, base model and reference cache come from the session's shared base (conftest.shapeworld_base).
     root = project_from_base(shapeworld_base, tmp_path / "proj", training={
-        "seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1,
+        "seed": 0, "max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1,
         "learning_rate": 1e-3}, benchmark_scores={
         "generation": {"batch_size": 16, "max_new_tokens": 12},
         "max_items": {"object_halbench": 12, "amber": 30, "mmhal": 16, "pope": 10},

@@ -35,7 +35,7 @@ def project(tmp_path, tiny_params, monkeypatch, request):
     params = tiny_params | {
         "base_model": {"preset": PRESET_OF[family], "path": str(checkpoint)},
         "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 2, "per_device_batch_size": 4, "grad_accum": 1, "logging_steps": 1,
+        "training": {"seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "logging_steps": 1,
                      "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16},
         "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 6},
                              "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4},

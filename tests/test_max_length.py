@@ -3,9 +3,17 @@ with its reason and counted (kept + dropped = read); every kept row keeps at lea
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mdpo_pipeline.programs.pipeline import stages
+from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+from mdpo_pipeline.programs.training import data as training_data, models, reference
 from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
-from tests.conftest import write_tiny_training_data
+from tests.conftest import REPO, write_tiny_training_data
 
 
 def test_pairs_whose_prompt_fills_max_length_are_dropped_and_counted(tmp_path):
@@ -40,7 +48,6 @@ def test_pairs_of_a_quarantined_corrupted_image_leave_the_training_set(tmp_path,
     (warning with the count) instead of stopping on the missing corrupted image."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import pytest
 
     data = write_tiny_training_data(tmp_path, n_pairs=4, image_size=32)
     manifest = pq.read_table(data["corrupted"] / "manifest.parquet").to_pylist()
@@ -55,3 +62,41 @@ def test_pairs_of_a_quarantined_corrupted_image_leave_the_training_set(tmp_path,
         dataset = load_preference_dataset(data["pairs"], data["images"], data["corrupted"])
     assert len(dataset) == 3 and all(not pid.startswith(gone) for pid in dataset["pair_id"])
     assert "1 of 4 pairs dropped" in caplog.text
+
+
+def test_max_length_is_one_setting_for_the_reference_cache_and_every_training_run(tmp_path, monkeypatch):
+    """params.yaml:reference_logprobs.max_length (or, unset, the preset's) is what the reference_logprobs stage
+    computes the cache with and what every method's run config trains with; training cannot set another."""
+    import pytest
+    import yaml
+
+    from mdpo_pipeline.programs.pipeline import stages
+    from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+    from mdpo_pipeline.programs.training import data, models, reference
+    from tests.conftest import REPO
+
+    seen = {}
+    monkeypatch.setattr(stages, "base_model_location", lambda project, settings=None: ("shapeworld-tiny", "base"))
+    monkeypatch.setattr(stages, "_training_data_dirs", lambda project: (Path("p"), Path("i"), Path("c")))
+    monkeypatch.setattr(models, "load_model_and_processor", lambda *a, **kw: (None, None))
+    monkeypatch.setattr(training_data, "load_preference_dataset", lambda *a: [])
+
+    def compute(model, processor, dataset, batch_size, out, progress=False, max_length=None):
+        seen["reference"] = max_length
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return {"n": 0}
+
+    monkeypatch.setattr(reference, "compute_reference_logprobs", compute)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for setting, expected in ((None, 256), (96, 96)):
+        params["reference_logprobs"]["max_length"] = setting
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        project = Project(tmp_path)
+        stages.run_reference_logprobs(project)
+        for method in ("dpo", "mdpo", "dpo_no_image"):
+            cfg = stages.train_run_config(project, method, tmp_path / method)
+            assert cfg["max_length"] == cfg.parse(cuda=False)[1].max_length == seen["reference"] == expected
+    params["training"]["methods"] = {"mdpo": {"max_length": 128}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="training.methods.mdpo.max_length: max_length is one setting"):
+        stages.validate_params(Project(tmp_path))

@@ -52,7 +52,7 @@ def _config(root: Path, name: str, per_device_batch_size: int) -> TrainRunConfig
     return TrainRunConfig(
         method="mdpo", pairs_dir=str(data / "preference_pairs"), image_root=str(data / "images"),
         corrupted_dir=str(data / "corrupted_images"), output_dir=str(root / name), base_model_path=str(root / "base"),
-        max_steps=4, per_device_batch_size=per_device_batch_size, learning_rate=1e-3, save_steps=2,
+        max_steps=4, per_device_train_batch_size=per_device_batch_size, learning_rate=1e-3, save_steps=2,
         logging_steps=1, threads=1, seed=0,
     )
 

@@ -1,20 +1,8 @@
-"""Project discovery and params handling."""
-
-from dataclasses import dataclass
+"""Project discovery and paths (params.yaml itself: tests/test_settings.py)."""
 
 import pytest
 
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project, build_config, find_project_root, load_params
-
-
-@dataclass(frozen=True)
-class _Cfg:
-    n: int = 1
-    sources: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if self.n < 0:
-            raise ValueError("n must be >= 0")
+from mdpo_pipeline.programs.pipeline.project import ConfigError, Project, find_project_root
 
 
 def _checkout(tmp_path):
@@ -38,24 +26,6 @@ def test_env_var_wins_and_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="has no params.yaml"):
         find_project_root()
-
-
-def test_build_config_names_unknown_keys_and_converts_lists():
-    cfg = build_config(_Cfg, {"n": 2, "sources": ["llava"]}, where="params.yaml:x")
-    assert cfg == _Cfg(n=2, sources=("llava",))
-    with pytest.raises(ConfigError, match=r"params.yaml:x: unknown key\(s\) \['m'\]"):
-        build_config(_Cfg, {"m": 1}, where="params.yaml:x")
-    with pytest.raises(ConfigError, match="params.yaml:x: n must be >= 0"):
-        build_config(_Cfg, {"n": -1}, where="params.yaml:x")
-
-
-def test_load_params_errors_name_the_file(tmp_path):
-    with pytest.raises(ConfigError, match="params file not found"):
-        load_params(tmp_path / "missing.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- just\n- a list\n")
-    with pytest.raises(ConfigError, match="bad.yaml: expected a mapping"):
-        load_params(bad)
 
 
 def test_paths_inside_the_root_are_kept_relative(tmp_path):

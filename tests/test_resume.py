@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import pytest
 from safetensors.torch import load_file
@@ -33,7 +32,7 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
         return TrainRunConfig(
             method="mdpo", pairs_dir=str(data["pairs"]), image_root=str(data["images"]),
             corrupted_dir=str(data["corrupted"]), output_dir=str(tmp_path / name),
-            base_model_path=str(tmp_path / "base"), max_steps=16, per_device_batch_size=2, learning_rate=1e-3,
+            base_model_path=str(tmp_path / "base"), max_steps=16, per_device_train_batch_size=2, learning_rate=1e-3,
             save_steps=2, logging_steps=1, threads=1, seed=0,
         )
 
@@ -41,7 +40,7 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     assert full["global_step"] == 16 and full["resumed_from"] is None
 
     killed = config("resumed")
-    write_json(asdict(killed), run_config_path(killed))
+    write_json(dict(killed), run_config_path(killed))
     proc = subprocess.Popen(
         [sys.executable, "-m", "mdpo_pipeline.cli", "train", "--config", str(run_config_path(killed))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

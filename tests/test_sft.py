@@ -17,7 +17,7 @@ from mdpo_pipeline.shapeworld import (
     generate_vlfeedback,
 )
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
-from mdpo_pipeline.programs.training.presets import SFTSettings
+from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 from mdpo_pipeline.shapeworld.sft import (
     _batch,
     caption,
@@ -28,7 +28,7 @@ from mdpo_pipeline.shapeworld.sft import (
 )
 
 FAST = {"steps": 30, "batch_size": 8, "learning_rate": 3e-3, "eval_images": 8, "vision_pretrain_steps": 20,
-        "vision_pretrain_batch_size": 8}
+        "vision_pretrain_batch_size": 8, "detailed": False}
 
 
 @pytest.fixture(scope="module")

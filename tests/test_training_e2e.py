@@ -23,7 +23,7 @@ def project(shapeworld_base, tmp_path, monkeypatch):
     # Data, base model and reference cache come from the session's shared base (materialized through Dagster
     # with their checks, see conftest.shapeworld_base); this test trains on a copy of it.
     root = project_from_base(shapeworld_base, tmp_path / "proj", training={
-        "seed": 0, "max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1})
+        "seed": 0, "max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2, "threads": 1})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root

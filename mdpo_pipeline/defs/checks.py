@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mdpo_pipeline.programs.pipeline import quality, stages
+from mdpo_pipeline.programs.pipeline import quality
+from mdpo_pipeline.programs.pipeline.settings import load_settings
 from mdpo_pipeline.defs.assets.data import corrupted_images, preference_pairs, raw_silkie
 from mdpo_pipeline.defs.metadata import summary_metadata
 from mdpo_pipeline.defs.resources import ProjectResource
@@ -19,8 +20,7 @@ def quarantine_share_below_threshold(project: ProjectResource) -> dg.AssetCheckR
     """Fails when more than params.yaml's raw_silkie.max_quarantine_share of the rows were quarantined."""
     proj = project.project()
     summary = proj.summary("raw_silkie")
-    _, stage_cfg = stages.raw_silkie_config(proj)
-    return _result(*quality.quarantine_gate(summary, stage_cfg["max_quarantine_share"]))
+    return _result(*quality.quarantine_gate(summary, load_settings(proj).raw_silkie.max_quarantine_share))
 
 
 @dg.asset_check(asset=preference_pairs, blocking=True)
@@ -28,7 +28,7 @@ def pairs_are_usable(project: ProjectResource) -> dg.AssetCheckResult:
     """Fails on duplicate pair ids, empty or identical answers, or a missing image."""
     proj = project.project()
     image_root = proj.path(proj.summary("raw_silkie")["image_root"])
-    expected = stages.pairs_config(proj).n
+    expected = load_settings(proj).preference_pairs.n
     return _result(*quality.pairs_gate(proj.data_dir("preference_pairs") / "pairs.parquet", image_root, expected))
 
 

@@ -31,7 +31,7 @@ from mdpo_pipeline.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
 from mdpo_pipeline.shapeworld.world import SIZES, article
 from mdpo_pipeline.programs.training.chat import generation_prompt
 from mdpo_pipeline.programs.training.models import save_model
-from mdpo_pipeline.programs.training.presets import SFTSettings
+from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
 EVAL_PROMPT = DESCRIBE_PROMPTS[0]  # "Describe this image."

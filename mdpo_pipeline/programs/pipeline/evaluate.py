@@ -2,7 +2,8 @@
 
 Outputs live in ``artifacts/eval/<model>/`` (answers per benchmark, ``scores.json``) and
 ``artifacts/eval/comparison.{md,png,json}``; the judge's answers are cached in ``artifacts/eval/judgments.jsonl``
-so reruns never pay twice. Settings come from ``params.yaml:benchmark_scores``. No Dagster here.
+so reruns never pay twice. Settings come from ``params.yaml:benchmark_scores`` (settings.py; the gate and the
+generation settings are typed here). No Dagster here.
 """
 
 from __future__ import annotations
@@ -14,40 +15,32 @@ from typing import Any
 
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.programs.evaluation.benchmarks import (
-    BENCHMARKS,
     EVAL_DIR,
     EvalContext,
     benchmark,
     check_metrics,
 )
+from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
+from mdpo_pipeline.programs.evaluation.registry import GatePolicy
 from mdpo_pipeline.programs.pipeline.project import BASE, ConfigError, Project
+from mdpo_pipeline.programs.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
-#: ShapeWorld's generated benchmark splits (the shapeworld stage's output), the default ``root``.
-SHAPEWORLD_BENCHMARKS = "data/shapeworld/benchmarks"
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    """The registry gate's policy: params.yaml:benchmark_scores.gate typed as GatePolicy (errors name the key)."""
+    return build(GatePolicy, settings.benchmark_scores.gate, "params.yaml:benchmark_scores.gate")
 
 
-def eval_settings(project: Project) -> dict[str, Any]:
-    """params.yaml:benchmark_scores with defaults: which benchmarks, where they are, generation, caps, the gate."""
-    defaults: dict[str, Any] = {
-        "root": SHAPEWORLD_BENCHMARKS,
-        "benchmarks": list(BENCHMARKS),
-        **{name: {} for name in BENCHMARKS},
-        "generation": {},
-        "max_items": {},
-        "gate": {},
-    }
-    section = project.params().get("benchmark_scores") or {}
-    unknown = sorted(set(section) - set(defaults))
-    if unknown:
-        raise ConfigError(f"params.yaml:benchmark_scores has unknown key(s) {unknown}; known: {sorted(defaults)}")
-    settings = defaults | section
-    for name in settings["benchmarks"]:
-        benchmark(name)  # an unknown name fails here, before any model loads
-    unknown_caps = sorted(set(settings["max_items"]) - set(BENCHMARKS))
-    if unknown_caps:
-        raise ConfigError(f"params.yaml:benchmark_scores.max_items has unknown benchmark(s) {unknown_caps}")
-    return settings
+def generation_settings(settings: Settings) -> GenerationSettings:
+    """How answers are generated: params.yaml:benchmark_scores.generation typed as GenerationSettings."""
+    return build(GenerationSettings, settings.benchmark_scores.generation, "params.yaml:benchmark_scores.generation")
+
+
+def typed_sections() -> dict[str, type]:
+    """The classes of the params.yaml:benchmark_scores mappings typed here rather than in settings.py (the data
+    stages load settings.py and must not import the evaluation), for ``settings.field_docs(typed=...)``."""
+    return {"gate": GatePolicy, "generation": GenerationSettings}
 
 
 def eval_context(project: Project, settings: dict[str, Any], judge: dict[str, Any] | None = None,
@@ -140,20 +133,20 @@ def run_benchmark_scores(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
-    from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
     from mdpo_pipeline.programs.evaluation.generation import load_eval_model
-    from mdpo_pipeline.programs.pipeline.stages import base_model_location, base_model_settings
+    from mdpo_pipeline.programs.pipeline.stages import base_model_location
     from mdpo_pipeline.programs.training.reference import weights_sha256
 
-    settings = eval_settings(project)
-    gen = GenerationSettings(**settings["generation"])
+    everything = load_settings(project)
+    settings = everything.benchmark_scores.context()
+    gen = generation_settings(everything)
     ctx = eval_context(project, settings, judge, progress, log)
     # Every benchmark's files (and a judge script) are read before the model loads: a wrong path fails in seconds.
     prepared = {name: benchmark(name).prepare(ctx) for name in settings["benchmarks"]}
-    preset, base_path = base_model_location(project)
+    preset, base_path = base_model_location(project, everything)
     adapter = adapter_dir(project, key, preset)
     model, processor, base_sha = load_eval_model(preset, base_path, adapter,
-                                                 allow_remote_code=base_model_settings(project)["allow_remote_code"])
+                                                 allow_remote_code=everything.base_model.allow_remote_code)
     model_sha = weights_sha256(model) if adapter else base_sha
     out = model_dir(project, key)
 
@@ -218,14 +211,6 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
 # --- the gate and the report -----------------------------------------------------------------
 
 
-def gate_policy(project: Project):
-    """The registry gate's policy from params.yaml:benchmark_scores.gate."""
-    from mdpo_pipeline.programs.evaluation.registry import GatePolicy
-    from mdpo_pipeline.programs.pipeline.project import build_config
-
-    return build_config(GatePolicy, eval_settings(project)["gate"], where="params.yaml:benchmark_scores.gate")
-
-
 def gate_partition(project: Project, key: str):
     """The gate decision of one model partition against the base model (the base passes by definition)."""
     from mdpo_pipeline.programs.evaluation.registry import Decision, decide
@@ -238,7 +223,7 @@ def gate_partition(project: Project, key: str):
     if base is None:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
     same_base_or_raise(key, mine, base)
-    return decide(key, mine["scores"], base["scores"], gate_policy(project))
+    return decide(key, mine["scores"], base["scores"], gate_policy(load_settings(project)))
 
 
 def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -304,11 +289,12 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     from mdpo_pipeline.programs.evaluation.registry import decide
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
 
-    policy = gate_policy(project)
+    settings = load_settings(project)
+    policy = gate_policy(settings)
     models, left_out = scored_models(project)
     if BASE not in models:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
-    preset, _ = base_model_location(project)
+    preset, _ = base_model_location(project, settings)
     name = registered_model_name(preset)
     client = MlflowClient(uri)
     candidates = {k: v for k, v in models.items() if k != BASE}

@@ -1,18 +1,17 @@
-"""Where the project lives on disk and what its params.yaml says. No Dagster here.
+"""Where the project lives on disk. No Dagster here.
 
-params.yaml is the single source of the data stages' settings: DVC tracks it (dvc.yaml `params:`),
-the CLI and the Dagster assets read it, so a `dvc repro` and a Dagster run compute the same thing.
+params.yaml is the single source of the pipeline's settings: DVC tracks it (dvc.yaml `params:`), and
+``settings.load_settings`` reads it (the only code that does) for the CLI and the Dagster assets alike, so a
+`dvc repro` and a Dagster run compute the same thing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from mdpo_pipeline.core.errors import ConfigError
 
@@ -43,38 +42,6 @@ def find_project_root(start: str | os.PathLike | None = None) -> Path:
     )
 
 
-def load_params(path: str | os.PathLike) -> dict[str, Any]:
-    """Read params.yaml into a dict of sections, with a clear error for a missing or malformed file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: params file not found") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def build_config(cls: type, section: dict[str, Any] | None, *, where: str, **overrides: Any):
-    """Instantiate dataclass ``cls`` from a params section; unknown keys are an error naming ``where``."""
-    section = dict(section or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    section.update(overrides)
-    for f in fields(cls):
-        # YAML has no tuples; dataclasses declare tuple-typed fields for immutability.
-        if isinstance(section.get(f.name), list) and "tuple" in str(f.type):
-            section[f.name] = tuple(section[f.name])
-    try:
-        return cls(**section)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
-
-
 @dataclass(frozen=True)
 class Project:
     """Paths of one checkout: where data, params and tool environments live."""
@@ -90,10 +57,6 @@ class Project:
     def params_path(self) -> Path:
         """params.yaml of this checkout."""
         return self.root / PARAMS_FILE
-
-    def params(self) -> dict[str, Any]:
-        """The parsed params.yaml."""
-        return load_params(self.params_path)
 
     def path(self, rel: str | os.PathLike) -> Path:
         """A params path made absolute: relative paths are relative to the project root."""

@@ -1,14 +1,18 @@
 """The base models the pipeline can align (presets) and their training defaults: plain data, cheap to import, so
-params.yaml can be checked without loading torch. Loading lives in ``models.py``, families in ``families.py``."""
+params.yaml can be checked without loading torch. Loading lives in ``models.py``, families in ``families.py``; the
+tiny model's SFT settings in ``mdpo_pipeline.shapeworld.sft_settings``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class TrainingDefaults:
-    """Preference-training hyper-parameters that depend on the model's size."""
+    """Preference-training hyper-parameters that depend on the model's size: the MDPOConfig values a run of this
+    preset gets unless its run config (params.yaml:training) sets them (``mdpo_config`` names them as MDPOConfig
+    does)."""
 
     epochs: int
     per_device_batch_size: int
@@ -26,6 +30,22 @@ class TrainingDefaults:
     def batch_size(self) -> int:
         """Effective batch size per device: per-device batch × gradient accumulation."""
         return self.per_device_batch_size * self.grad_accum
+
+    def mdpo_config(self, cuda: bool) -> dict[str, Any]:
+        """These defaults as MDPOConfig keyword arguments; bf16 and gradient checkpointing only on a CUDA device."""
+        return {
+            "num_train_epochs": self.epochs,
+            "per_device_train_batch_size": self.per_device_batch_size,
+            "gradient_accumulation_steps": self.grad_accum,
+            "learning_rate": self.learning_rate,
+            "lr_scheduler_type": self.lr_scheduler,
+            "warmup_steps": self.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+            "weight_decay": self.weight_decay,
+            "adam_beta2": self.adam_beta2,
+            "bf16": cuda and self.bf16,
+            "gradient_checkpointing": cuda and self.gradient_checkpointing,
+            "max_length": self.max_length,
+        }
 
 
 #: The paper's Bunny/LLaVA run (FACTS §2): batch 32 = 4 × 8, lr 1e-5, 3 epochs.
@@ -106,35 +126,3 @@ def get_preset(preset: str | ModelPreset) -> ModelPreset:
     except KeyError:
         raise KeyError(f"unknown model preset {preset!r}; known: {sorted(PRESETS)}") from None
 
-
-@dataclass(frozen=True)
-class SFTSettings:
-    """Settings of the base model's supervised fine-tune."""
-
-    steps: int = 1000
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-    max_len: int = 160  #: tokens per example, image tokens included; longer examples are cut at the end
-    cooccurrence_bias: float = 0.5  #: chance a caption names the absent partner B after a shown A
-    describe_share: float = 0.7  #: share of examples that are captions; the rest answer the row's question
-    detailed: bool = False  #: captions in VLFeedback's words ("a small red star at the top left") or short
-    warmup_share: float = 0.05
-    weight_decay: float = 0.01
-    eval_images: int = 50  #: held-out images (the truth file's last rows) for the greedy eval
-    vision_aux_weight: float = 1.0  #: weight of the tower's per-cell object/colour loss (0 turns it off)
-    vision_pretrain_steps: int = 1500  #: steps of that loss alone before the SFT, as a real VLM's encoder is pretrained
-    vision_pretrain_batch_size: int = 64  #: images per vision pretraining step
-    threads: int | None = None  #: torch CPU threads; None keeps torch's default
-
-    def __post_init__(self):
-        if self.vision_pretrain_steps < 0 or self.vision_pretrain_batch_size < 1:
-            raise ValueError("vision_pretrain_steps must be >= 0 and vision_pretrain_batch_size >= 1")
-        for name in ("steps", "batch_size", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cooccurrence_bias", "describe_share", "warmup_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.eval_images < 0 or self.vision_aux_weight < 0:
-            raise ValueError("learning_rate must be > 0, eval_images >= 0 and vision_aux_weight >= 0")

@@ -2,108 +2,171 @@
 
 `mdpo train --config run.json` calls ``run_training``; the launcher starts it as a local subprocess or
 inside the GPU container, so the same code runs on a laptop, in CI and on a GPU box. No Dagster here.
+
+The run config is one flat JSON object, parsed the way TRL parses its configs
+(``HfArgumentParser((RunArguments, MDPOConfig)).parse_dict``): the fields of ``RunArguments`` (data, base model,
+LoRA, threads, resume), any field of ``MDPOConfig`` (method, beta, delta, the loss-weight overrides, learning_rate,
+per_device_train_batch_size, max_length, seed, ...), and ``output_dir``: the adapter directory (the Trainer's
+checkpoints go beside it, in ``<output_dir>.checkpoints``). An MDPOConfig field the run config leaves out takes,
+in this order, the base model preset's ``TrainingDefaults`` (presets.py), ``RUN_DEFAULTS`` below, and MDPOConfig's
+own default; bf16 and gradient checkpointing follow the preset only on a CUDA device.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdpo_pipeline.core.io import atomic_dir, write_json
-from mdpo_pipeline.core.losses import METHODS
+
+if TYPE_CHECKING:
+    from mdpo_pipeline.programs.training.config import MDPOConfig
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
+#: MDPOConfig values of every run of this pipeline that neither the run config nor the model preset sets (TRL's
+#: own defaults are for long GPU runs: seed 42, a log and a checkpoint every 500 steps, every tracker on).
+RUN_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "logging_steps": 5,
+    "save_strategy": "steps",
+    "save_steps": 50,  # the resume point after a crash
+    "save_total_limit": 2,
+    "report_to": [],  # MLflow logging is the pipeline's (stages.record_adapter), not the Trainer's
+    "disable_tqdm": False,
+}
+
 
 @dataclass
-class TrainRunConfig:
-    """Everything one training run needs; None means the model preset's default (FACTS §2 for real models)."""
+class RunArguments:
+    """The run-level settings of one training run that are not MDPOConfig fields (TRL keeps such settings in its
+    ScriptArguments and ModelConfig): where the data and the base model are, LoRA, CPU threads, resuming."""
 
-    method: str  # a loss preset: dpo, mdpo, mdpo_no_conditional, mdpo_no_anchor, mdpo_anchor_all, dpo_no_image
-    pairs_dir: str  # data/preference_pairs
-    image_root: str  # where the pairs' image paths resolve
-    corrupted_dir: str  # data/corrupted_images
-    output_dir: str  # the finished adapter lands here, whole or not at all
-    base_model: str = "shapeworld-tiny"  # model preset name
-    base_model_path: str | None = None  # local weights; None: $MDPO_MODEL_DIR/<preset> or the offline hub cache
-    allow_remote_code: bool = False  # a preset that runs hub code refuses to load without this
-    quantization: str | None = None  # "4bit" for QLoRA on a GPU
-    reference_cache: str | None = None  # reference_logprobs parquet; None computes the reference live
-    seed: int = 0  # model init, data order and dropout
-    max_steps: int = -1  # > 0 caps the run (overrides epochs)
-    epochs: float | None = None  # passes over the pairs
-    learning_rate: float | None = None  # peak learning rate
-    per_device_batch_size: int | None = None  # pairs per device per step
-    grad_accum: int | None = None  # gradient-accumulation steps
-    beta: float = 0.1  # DPO temperature β
-    delta: float = 0.0  # anchor δ
-    lora_r: int | None = None  # LoRA rank (paper 64)
-    lora_alpha: int | None = None  # LoRA α (paper 128)
-    max_length: int | None = None  # tokens per sequence, image tokens included
-    logging_steps: int = 5  # log TRL metrics every N steps
-    save_steps: int = 50  # checkpoint every N steps (resume point after a crash)
-    resume: bool = True  # continue from the newest checkpoint when one exists
-    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    pairs_dir: str = field(metadata={"help": "The preference_pairs stage's output directory (pairs.parquet)."})
+    image_root: str = field(metadata={"help": "Where the pairs' image paths resolve (raw_silkie's image root)."})
+    corrupted_dir: str = field(metadata={"help": "The corrupted_images stage's output directory (manifest.parquet)."})
+    base_model: str = field(default="shapeworld-tiny", metadata={
+        "help": "Model preset name (programs/training/presets.py): how the weights load and the training defaults."})
+    base_model_path: str | None = field(default=None, metadata={
+        "help": "Local weights of the preset; None: $MDPO_MODEL_DIR/<preset> or the offline hub cache."})
+    allow_remote_code: bool = field(default=False, metadata={
+        "help": "Let a preset that runs the checkpoint's own Python code (trust_remote_code) load."})
+    quantization: str | None = field(default=None, metadata={
+        "help": "'4bit' loads the base model 4-bit for QLoRA (CUDA only); None loads it whole."})
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank; None: the preset's (the paper's 64)."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha; None: the preset's (the paper's 128)."})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None keeps torch's default."})
+    resume: bool = field(default=True, metadata={
+        "help": "Continue from the newest complete checkpoint beside the adapter when one exists."})
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
-        for name in ("logging_steps", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        if self.quantization not in (None, "4bit"):
+            raise ValueError(f"quantization must be null or '4bit', got {self.quantization!r}")
+        for name in ("lora_r", "lora_alpha", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be null or an integer >= 1, got {value!r}")
+
+
+@cache
+def run_argument_names() -> frozenset[str]:
+    """The fields of RunArguments."""
+    return frozenset(f.name for f in fields(RunArguments))
+
+
+@cache
+def mdpo_config_names() -> frozenset[str]:
+    """The fields of MDPOConfig (imports TRL)."""
+    from mdpo_pipeline.programs.training.config import MDPOConfig
+
+    return frozenset(f.name for f in fields(MDPOConfig) if f.init)
+
+
+class TrainRunConfig(dict):
+    """One run's config: the flat JSON object ``mdpo train --config`` reads, as a dict whose keys also read as
+    attributes (a RunArguments field it lacks reads as its default). ``parse`` makes the RunArguments and the
+    MDPOConfig the run trains with."""
+
+    REQUIRED = ("method", "output_dir", "pairs_dir", "image_root", "corrupted_dir")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        missing = [k for k in self.REQUIRED if self.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"run config lacks {missing}")
+        unknown = sorted(set(self) - run_argument_names() - mdpo_config_names())
+        if unknown:
+            raise ValueError(f"unknown run config key(s) {unknown}: neither RunArguments nor MDPOConfig fields")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainRunConfig":
         """Read a run config file; unknown keys are an error naming them."""
         data = json.loads(Path(path).read_text())
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown run config key(s) {unknown}")
-        return cls(**data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a run config is a JSON object, got {type(data).__name__}")
+        try:
+            return cls(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self:
+            return self[name]
+        for f in fields(RunArguments):
+            if f.name == name and f.default is not MISSING:
+                return f.default
+        raise AttributeError(f"the run config does not set {name!r} (MDPOConfig values: parse() or mdpo_values())")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in run_argument_names() | mdpo_config_names():
+            raise AttributeError(f"{name!r} is neither a RunArguments nor an MDPOConfig field")
+        self[name] = value
 
     @property
     def checkpoint_dir(self) -> Path:
         """Trainer checkpoints live beside the adapter, so a half-finished run never looks like an adapter."""
-        return Path(f"{self.output_dir}.checkpoints")
+        return Path(f"{self['output_dir']}.checkpoints")
 
+    def run_arguments(self) -> RunArguments:
+        """The run's RunArguments."""
+        return RunArguments(**{k: v for k, v in self.items() if k in run_argument_names()})
 
-def _mdpo_args(cfg: TrainRunConfig, preset, cuda: bool):
-    from mdpo_pipeline.programs.training.config import MDPOConfig
+    def mdpo_values(self, cuda: bool) -> dict[str, Any]:
+        """The MDPOConfig keyword arguments of this run (output_dir aside): the run config's own values over the
+        base model preset's defaults over RUN_DEFAULTS; data_seed follows seed unless set."""
+        from mdpo_pipeline.programs.training.presets import get_preset
 
-    t = preset.training
-    return MDPOConfig(
-        output_dir=str(cfg.checkpoint_dir),
-        method=cfg.method,
-        beta=cfg.beta,
-        delta=cfg.delta,
-        reference_cache=cfg.reference_cache,
-        max_steps=cfg.max_steps,
-        num_train_epochs=cfg.epochs if cfg.epochs is not None else t.epochs,
-        learning_rate=cfg.learning_rate if cfg.learning_rate is not None else t.learning_rate,
-        per_device_train_batch_size=cfg.per_device_batch_size or t.per_device_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum or t.grad_accum,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        adam_beta2=t.adam_beta2,
-        bf16=cuda and t.bf16,
-        gradient_checkpointing=cuda and t.gradient_checkpointing,
-        max_length=cfg.max_length or t.max_length,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not cuda,
-        disable_tqdm=False,
-    )
+        own = {k: v for k, v in self.items() if k in mdpo_config_names() and k != "output_dir"}
+        preset = get_preset(self.base_model).training.mdpo_config(cuda)
+        values = copy.deepcopy(RUN_DEFAULTS) | preset | {"use_cpu": not cuda} | own
+        if "data_seed" not in own:
+            values["data_seed"] = values["seed"]
+        return values
+
+    def parse(self, cuda: bool) -> tuple[RunArguments, "MDPOConfig"]:
+        """(RunArguments, MDPOConfig) of this run on a machine with (``cuda``) or without a CUDA device."""
+        from transformers import HfArgumentParser
+
+        from mdpo_pipeline.programs.training.config import MDPOConfig
+
+        values = self.mdpo_values(cuda) | {k: v for k, v in self.items() if k in run_argument_names()}
+        values["output_dir"] = str(self.checkpoint_dir)
+        run_args, args = HfArgumentParser((RunArguments, MDPOConfig)).parse_dict(values, allow_extra_keys=False)
+        return run_args, args
+
+    def resolved(self, cuda: bool) -> dict[str, Any]:
+        """The run config with every value this pipeline decides filled in: what the adapter's run_config.json
+        records (RunArguments, output_dir = the adapter, the MDPOConfig values of ``mdpo_values``)."""
+        return asdict(self.run_arguments()) | {"output_dir": self["output_dir"]} | self.mdpo_values(cuda)
 
 
 def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -122,7 +185,7 @@ def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(max(steps, key=lambda s: s[0])[1]) if steps else None
 
 
-def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
+def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
     import torch
     from peft import prepare_model_for_kbit_training
@@ -133,40 +196,41 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     from mdpo_pipeline.programs.training.presets import get_preset
     from mdpo_pipeline.programs.training.trainer import MDPOTrainer
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    # Before the model exists: LoRA's A matrices are drawn at wrapping time, before the Trainer seeds anything.
-    set_seed(cfg.seed)
-    preset = get_preset(cfg.base_model)
+    cfg = cfg if isinstance(cfg, TrainRunConfig) else TrainRunConfig(cfg)
     cuda = torch.cuda.is_available()
-    dataset = load_preference_dataset(cfg.pairs_dir, cfg.image_root, cfg.corrupted_dir)
+    run, args = cfg.parse(cuda)  # a bad value stops the run before any weights load
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    # Before the model exists: LoRA's A matrices are drawn at wrapping time, before the Trainer seeds anything.
+    set_seed(args.seed)
+    preset = get_preset(run.base_model)
+    dataset = load_preference_dataset(run.pairs_dir, run.image_root, run.corrupted_dir)
     model, processor = load_model_and_processor(
-        preset, cfg.base_model_path, allow_remote_code=cfg.allow_remote_code, quantization=cfg.quantization
+        preset, run.base_model_path, allow_remote_code=run.allow_remote_code, quantization=run.quantization
     )
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
-    args = _mdpo_args(cfg, preset, cuda)
-    if cfg.reference_cache:
+    if args.reference_cache:
         from mdpo_pipeline.programs.training.reference import verify_reference_cache
 
-        verify_reference_cache(cfg.reference_cache, model, processor, dataset, args.max_length)
+        verify_reference_cache(args.reference_cache, model, processor, dataset, args.max_length)
     read = len(dataset)
     dataset, too_long = fit_max_length(dataset, processor, args.max_length, withhold_image=args.withhold_image)
     if not len(dataset):
         raise ValueError(f"no pair fits max_length={args.max_length}: every prompt leaves no room for an answer")
     # TRL wraps the model itself: handed a PEFT model it would also copy the adapter as a "ref" adapter.
-    peft_config = lora_config(model, preset, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    peft_config = lora_config(model, preset, r=run.lora_r, alpha=run.lora_alpha)
     trainer = MDPOTrainer(
         model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
     )
-    last = _last_complete_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
+    last = _last_complete_checkpoint(cfg.checkpoint_dir) if run.resume else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
     history = [h for h in trainer.state.log_history if "step" in h]
     logged = [h for h in history if "loss" in h]
     summary = {
-        "method": cfg.method,
+        "method": args.method,
         "base_model": preset.name,
         "global_step": trainer.state.global_step,
         "resumed_from": Path(last).name if last else None,
@@ -185,7 +249,7 @@ def run_training(cfg: TrainRunConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         with atomic_dir(cfg.output_dir) as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
-            write_json(asdict(cfg), tmp / "run_config.json")
+            write_json(cfg.resolved(cuda), tmp / "run_config.json")
             write_json(history, tmp / "log_history.json")
             write_json(summary, tmp / "summary.json")
             write_json(too_long, tmp / "dropped_pairs.json")
