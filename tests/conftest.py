@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist every worker gets its share of the cores (set before torch is imported), so that two workers
+# on two cores do not each start two compute threads.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 
 def dvc_executable() -> str:
@@ -65,8 +71,6 @@ BASE_SELECTION = "group:data or key:base_model or key:reference_logprobs"
 def shapeworld_base(tmp_path_factory) -> Path:
     """A checkout whose data, base_model and reference_logprobs were materialized through Dagster once per session
     (once for all xdist workers): building the base is most of an end-to-end test's time and the same every time."""
-    import os
-
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp()
