@@ -125,7 +125,7 @@ def make_data(root: Path, side: int, n_pairs: int) -> datasets.Dataset:
     """``n_pairs`` ShapeWorld pairs through the pipeline's own stages: pairs, images, corrupted images."""
     raw = root / "raw"
     # About a quarter of the instructions are LLaVA-sourced, the only ones make_pairs keeps by default.
-    generate_vlfeedback(ShapeWorldConfig(n_instructions=16 * n_pairs + 64, image_size=side), raw)
+    generate_vlfeedback(ShapeWorldConfig(n_instructions=16 * n_pairs + 64, image_size=side, bad_rating_share=0.0), raw)
     result = ingest.ingest(ingest.IngestConfig(format="vlfeedback", path=str(raw), workers=1))
     made = pairs.make_pairs(result.instructions, pairs.PairsConfig(strategy="one_per_instruction", n=n_pairs))
     pairs.write_pairs(made, root / "pairs")

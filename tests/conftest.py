@@ -43,7 +43,7 @@ def make_project(dest: Path, params: dict) -> Path:
 
 #: Small enough for seconds, large enough that every source, kind and failure mode occurs.
 TINY_PARAMS = {
-    "shapeworld": {"seed": 0, "n_instructions": 240, "image_size": 32},
+    "shapeworld": {"seed": 0, "n_instructions": 240, "image_size": 32, "bad_rating_share": 0.0},
     "raw_silkie": {"format": "vlfeedback", "path": "data/shapeworld/vlfeedback", "max_quarantine_share": 0.05},
     "preference_pairs": {"strategy": "one_per_instruction", "sources": ["llava"], "n": 40, "seed": 0},
     "corrupted_images": {"strategy": "crop_1_20", "seed": 0, "workers": 2},

@@ -70,7 +70,7 @@ def _shapeworld_texts(root) -> list[str]:
 
 def test_tokenizer_covers_every_shapeworld_text(tmp_path):
     tok = build_tiny_llava()[1].tokenizer
-    cfg = ShapeWorldConfig(n_instructions=150, image_size=32, amber_generative=10, amber_discriminative=40,
+    cfg = ShapeWorldConfig(n_instructions=150, image_size=32, bad_rating_share=0.0, amber_generative=10, amber_discriminative=40,
                            object_halbench=6)
     generate_vlfeedback(cfg, tmp_path / "vlf")
     generate_benchmarks(cfg, tmp_path / "bench")

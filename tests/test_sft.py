@@ -34,7 +34,7 @@ FAST = {"steps": 30, "batch_size": 8, "learning_rate": 3e-3, "eval_images": 8, "
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    generate_vlfeedback(ShapeWorldConfig(n_instructions=80, image_size=32), root)
+    generate_vlfeedback(ShapeWorldConfig(n_instructions=80, image_size=32, bad_rating_share=0.0), root)
     return root
 
 

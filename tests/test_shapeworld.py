@@ -33,7 +33,7 @@ from mdpo_pipeline.shapeworld import (
     synonym_lines,
 )
 
-TINY = dict(n_instructions=40, image_size=32, amber_generative=10, amber_discriminative=40, object_halbench=6, pope=5)
+TINY = dict(n_instructions=40, image_size=32, bad_rating_share=0.0, amber_generative=10, amber_discriminative=40, object_halbench=6, pope=5)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -158,7 +158,7 @@ def test_vlfeedback_rows_have_the_release_shape(vlf):
 
 def test_bad_ratings_are_non_numeric_and_change_nothing_else(tmp_path, vlf):
     out, _ = vlf
-    summary = generate_vlfeedback(ShapeWorldConfig(**TINY, bad_rating_share=0.3), tmp_path)
+    summary = generate_vlfeedback(ShapeWorldConfig(**{**TINY, "bad_rating_share": 0.3}), tmp_path)
     clean, noisy = _jsonl(out / "vlfeedback_80k.jsonl"), _jsonl(tmp_path / "vlfeedback_80k.jsonl")
     ratings = [a["Rating"] for r in noisy for c in r["completions"] for a in c["annotations"].values()]
     assert summary["non_numeric_ratings"] == ratings.count("N/A") and 0.15 < ratings.count("N/A") / len(ratings) < 0.45
@@ -167,7 +167,7 @@ def test_bad_ratings_are_non_numeric_and_change_nothing_else(tmp_path, vlf):
 
 
 def test_annotator_rates_faithful_answers_above_hallucinated_ones(tmp_path):
-    generate_vlfeedback(ShapeWorldConfig(n_instructions=300, image_size=16), tmp_path)
+    generate_vlfeedback(ShapeWorldConfig(n_instructions=300, image_size=16, bad_rating_share=0.0), tmp_path)
     rows, truth = _jsonl(tmp_path / "vlfeedback_80k.jsonl"), _jsonl(tmp_path / "shapeworld_truth.jsonl")
     vf = {name: [] for name in MODELS}
     for row, t in zip(rows, truth):
@@ -208,7 +208,8 @@ def test_unconditional_share_controls_text_only_cues(tmp_path):
 
 
 def test_conditional_pairs_use_each_phrase_on_both_sides(tmp_path):
-    generate_vlfeedback(ShapeWorldConfig(n_instructions=400, image_size=16, unconditional_share=0.0), tmp_path)
+    generate_vlfeedback(ShapeWorldConfig(n_instructions=400, image_size=16, unconditional_share=0.0, bad_rating_share=0.0),
+                        tmp_path)
     truth = [t for t in _jsonl(tmp_path / "shapeworld_truth.jsonl") if t["contrast"]]
     shown = Counter(t["contrast"]["shown"] for t in truth)
     absent = Counter(t["contrast"]["absent"] for t in truth)

@@ -89,14 +89,14 @@ class ShapeWorldConfig:
     """Settings of the synthetic world; the generated files are a pure function of them."""
 
     seed: int = 0  #: master seed of every random stream
-    n_instructions: int = 3000  #: VLFeedback instructions (rows) to generate
+    n_instructions: int = 6400  #: VLFeedback instructions (rows); ~24 % LLaVA-sourced: enough for a 1,500-pair sample
     image_size: int = 64  #: side of every image in pixels
     min_objects: int = 1  #: fewest objects per image
     max_objects: int = 4  #: most objects per image
     unconditional_share: float = 0.5  #: share of instructions whose worse answers also carry a text-only cue
     weak_evidence_share: float = 0.2  #: share of objects drawn small, low-contrast or partly hidden
     cooccurrence_prob: float = 0.8  #: chance a hallucination names the co-occurrence partner when one is absent
-    bad_rating_share: float = 0.0  #: share of ratings written as "N/A", as in the real release
+    bad_rating_share: float = 0.02  #: share of ratings written as "N/A", as the real release has (exercises the quarantine)
     source_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_MIX))  #: source -> weight
     kind_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_MIX))  #: instruction kind -> weight
     amber_generative: int = 200  #: AMBER images, each with one "Describe this image." query
