@@ -57,7 +57,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
     preset = model_preset(settings.base_model.preset)
     methods = {}
     for method in args.method or METHODS:
-        placeholders = {"method": method, "output_dir": f"artifacts/adapters/{method}", "pairs_dir": "-",
+        placeholders = {"method": method, "output_dir": project.rel(project.adapter_path(method)), "pairs_dir": "-",
                         "image_root": "-", "corrupted_dir": "-", "base_model": preset.name,
                         "max_length": settings.reference_logprobs.resolved_max_length(preset)}
         cfg = training_run_config(settings, method, placeholders)

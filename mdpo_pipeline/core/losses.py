@@ -52,6 +52,9 @@ class LossWeights:
         return self.conditional > 0 or self.anchor_corrupted > 0
 
 
+#: The model key of the base model itself (no adapter, no loss): a row of every comparison, a Dagster partition.
+BASE = "base"
+
 METHODS: dict[str, LossWeights] = {
     "dpo": LossWeights(1, 0, 0),
     "mdpo": LossWeights(1, 1, 1),

@@ -6,12 +6,11 @@ new version of the registered model named after the base model, tagged with its 
 
 import dagster as dg
 
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.core.losses import METHODS
+from mdpo_pipeline.core.losses import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.programs.pipeline.project import BASE
+from mdpo_pipeline.programs.pipeline import stages
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.

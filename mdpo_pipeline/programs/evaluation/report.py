@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdpo_pipeline.core.eval.metrics import METRICS, PAPER_COLUMNS, TABLE_COLUMNS
+from mdpo_pipeline.core.losses import BASE, METHODS
 
 #: (column title, our metric key, shown as percent, better direction), from the metric definitions.
 COLUMNS: tuple[tuple[str, str, bool, str], ...] = tuple(
     (METRICS[k].heading, k, METRICS[k].percent, "up" if METRICS[k].higher_is_better else "down") for k in TABLE_COLUMNS
 )
 #: Row order: the base model, the two main methods, then the ablations.
-ROW_ORDER = ("base", "dpo", "mdpo", "mdpo_no_conditional", "mdpo_no_anchor", "mdpo_anchor_all", "dpo_no_image")
+ROW_ORDER = (BASE, *METHODS)
 
 #: The paper's Table 1 (FACTS §3), keyed by our preset names; values already in the table's units.
 PAPER_ROWS: dict[str, dict[str, tuple[float, ...]]] = {

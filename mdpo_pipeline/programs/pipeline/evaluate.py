@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from mdpo_pipeline.core.io import write_json
+from mdpo_pipeline.core.losses import BASE
+from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
 from mdpo_pipeline.programs.evaluation.benchmarks import (
     EVAL_DIR,
     EvalContext,
     benchmark,
     check_metrics,
 )
-from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
 from mdpo_pipeline.programs.evaluation.registry import GatePolicy
-from mdpo_pipeline.programs.pipeline.project import BASE, ConfigError, Project
+from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
 from mdpo_pipeline.programs.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 

@@ -17,8 +17,6 @@ from mdpo_pipeline.core.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 ROOT_ENV = "MDPO_PROJECT_ROOT"
-#: The model key of the base model itself (no adapter): a partition of adapters and benchmark_scores.
-BASE = "base"
 
 
 def find_project_root(start: str | os.PathLike | None = None) -> Path:
