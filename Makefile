@@ -7,6 +7,8 @@ DVC := $(DVC_VENV)/bin/dvc
 STAMP := $(VENV)/.installed
 PORT ?= 3000
 DEMO_MODELS ?= base dpo mdpo
+#: pytest-xdist workers of `make test` (one per core; the Docker test runs beside the others)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MDPO_PROJECT_ROOT := $(CURDIR)
@@ -30,21 +32,13 @@ $(DVC_VENV)/.installed: constraints-dvc.txt
 install: $(STAMP) dvc-env  ## create both environments
 dvc-env: $(DVC_VENV)/.installed  ## DVC in its own environment (antlr4 pin conflicts with Dagster)
 
-demo: install  ## materialize every asset of the default (offline ShapeWorld) pipeline
-	$(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select 'group:data or key:base_model or key:reference_logprobs'
-	# One run per model: train its adapter (nothing for "base") and score it; the gate check runs with it.
-	# A model that fails the gate fails its run but has its scores: the report shows it, the champion skips it.
-	for m in $(DEMO_MODELS); do rm -f artifacts/eval/$$m/scores.json; \
-	  $(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select 'key:adapters or key:benchmark_scores' \
-	    --partition $$m || test -f artifacts/eval/$$m/scores.json || exit 1; done
-	$(BIN)/dagster asset materialize -m mdpo_pipeline.definitions --select 'key:comparison_report or key:champion'
-	cat artifacts/eval/comparison.md
+demo: install  ## materialize every asset of the default (offline ShapeWorld) pipeline (scripts/demo.sh)
+	DAGSTER=$(BIN)/dagster DEMO_MODELS="$(DEMO_MODELS)" bash scripts/demo.sh
 	$(DVC) status
 
-test: install  ## import contracts, the whole test suite (slow end-to-end tests included), then the Docker test
+test: install  ## import contracts, then the whole suite (slow end-to-end and Docker tests included) on every core
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not docker"
-	$(MAKE) test-docker
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15
 
 test-fast: install  ## the suite without the slow end-to-end and Docker tests
 	$(BIN)/python -m pytest -m "not slow and not docker"

@@ -193,3 +193,10 @@ def stop_process_group(proc, sig) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first: the Docker test, then the other end-to-end tests, then the rest. Under pytest-xdist the long
+    tests then start at once on every worker and the short ones fill the gaps, instead of one long test at the end."""
+    rank = {"docker": 0, "slow": 1}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))

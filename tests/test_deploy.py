@@ -215,7 +215,14 @@ def test_training_image_tag_is_the_python_constant():
             assert tag in (DEFAULT_TAG, CPU_TAG), f"{path.name}: {tag}"
 
 
-_DELETE = object()
+class _Delete:
+    """Marks a key to remove; its repr names it, so test ids are the same in every process (pytest-xdist)."""
+
+    def __repr__(self) -> str:
+        return "<delete>"
+
+
+_DELETE = _Delete()
 
 
 def _mutate(compose: dict, path: str, value) -> None:

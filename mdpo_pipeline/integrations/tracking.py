@@ -74,11 +74,19 @@ class TrainingRecord:
 
 def experiment_id(client, name: str, artifact_root: Path | None) -> str:
     """The id of experiment ``name``, created (artifacts under ``artifact_root``/name) when missing."""
+    from mlflow.exceptions import MlflowException  # see log_training_run: mlflow is imported on use
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = (artifact_root / name).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another run (the demo trains models side by side) created it first.
+        if (exp := client.get_experiment_by_name(name)) is None:
+            raise
+        return exp.experiment_id
 
 
 def log_training_run(
@@ -92,7 +100,7 @@ def log_training_run(
     # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     import mlflow
     from mlflow import MlflowClient
-
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(uri)
     exp_id = experiment_id(client, experiment, artifact_root)
@@ -132,7 +140,12 @@ def log_training_run(
         raise
     name = registered_model_name(record.base_model)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name, description=f"LoRA adapters of {record.base_model} (mdpo-pipeline)")
+        try:
+            client.create_registered_model(name, description=f"LoRA adapters of {record.base_model} (mdpo-pipeline)")
+        except MlflowException:
+            # Another run registered its first version at the same time.
+            if not client.search_registered_models(filter_string=f"name = '{name}'"):
+                raise
     version = client.create_model_version(
         name, source=f"runs:/{run_id}/adapter", run_id=run_id, tags={"method": record.method}
     )
