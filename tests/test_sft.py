@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -18,8 +19,10 @@ from mdpo_pipeline.shapeworld import (
 )
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
+from mdpo_pipeline.programs.training.chat import generation_prompt
 from mdpo_pipeline.shapeworld.sft import (
     _batch,
+    _Pixels,
     caption,
     cell_targets,
     hallucination_metrics,
@@ -80,10 +83,29 @@ def test_labels_cover_exactly_the_answer_and_eos():
     _, processor = build_tiny_llava(image_size=32)
     pairs = [("Describe this image.", "A red star."), ("What colour is the ring in the image?", "It is a blue ring.")]
     images = [Image.new("RGB", (32, 32))] * 2
-    batch = _batch(processor, images, pairs, max_len=200)
+    batch = _batch(processor, _Pixels(processor, images), [0, 1], pairs, max_len=200)
     for (_, answer), labels in zip(pairs, batch["labels"]):
         assert processor.tokenizer.decode(labels[labels != -100]) == f"{answer.lower()} </s>"
     assert batch["attention_mask"][0, -1] == 0  # right-padded
+
+
+def test_batches_equal_what_the_processor_makes_of_the_same_images_and_texts():
+    """The SFT computes every image's pixels once and tokenizes the texts itself: the inputs must be exactly the
+    processor's (a different token or pixel would change the base model)."""
+    _, processor = build_tiny_llava(image_size=32)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(5)]
+    pixels = _Pixels(processor, images)
+    idx = [3, 0, 3, 4]
+    pairs = [("Describe this image.", "A red star."), ("Is there a ring in the image?", "No."),
+             ("Describe this image.", "A small blue ring at the top left and a cross."), ("What is it?", "A cross.")]
+    ours = _batch(processor, pixels, idx, pairs, max_len=500)
+    texts = [f"{generation_prompt(processor, q)} {a}{processor.tokenizer.eos_token}" for q, a in pairs]
+    theirs = processor(images=[images[i] for i in idx], text=texts, padding=True, padding_side="right",
+                       return_tensors="pt", add_special_tokens=False)
+    assert set(ours) == set(theirs) | {"labels"}
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
 
 
 def test_mention_matching_and_metrics():

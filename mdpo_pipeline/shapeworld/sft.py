@@ -106,11 +106,26 @@ def _example(row: dict, rng: random.Random, settings: SFTSettings) -> tuple[str,
     return rng.choice(DESCRIBE_PROMPTS), caption(row, rng, settings.cooccurrence_bias, settings.detailed)
 
 
-def _batch(processor, images: list[Image.Image], pairs: list[tuple[str, str]], max_len: int) -> dict:
-    """Model inputs with labels on the answer tokens (and the closing </s>) only."""
+class _Pixels:
+    """Every image's pixel values, computed once by the processor's image processor (it treats each image on its
+    own), and the number of tokens the processor expands one image token into: SFT batches then cost a gather and
+    a tokenizer call instead of re-processing 32 images per step (the same tensors, a fifth of the SFT's time)."""
+
+    def __init__(self, processor, images: list[Image.Image]):
+        self.values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        probe = processor(images=images[:1], text=[processor.image_token], add_special_tokens=False)
+        self.image_tokens = probe["input_ids"][0].count(processor.image_token_id)
+
+
+def _batch(processor, pixels: _Pixels, idx: list[int], pairs: list[tuple[str, str]], max_len: int) -> dict:
+    """Model inputs of images ``idx`` with labels on the answer tokens (and the closing </s>) only; equal to what
+    ``processor(images=..., text=...)`` returns for them."""
     texts = [f"{generation_prompt(processor, q)} {a}{processor.tokenizer.eos_token}" for q, a in pairs]
-    batch = processor(images=images, text=texts, padding=True, padding_side="right", return_tensors="pt",
-                      add_special_tokens=False)
+    image_token = processor.image_token
+    texts = [t.replace(image_token, image_token * pixels.image_tokens) for t in texts]
+    batch = processor.tokenizer(texts, padding=True, padding_side="right", return_tensors="pt",
+                                add_special_tokens=False)
+    batch["pixel_values"] = pixels.values[idx]
     tok = processor.tokenizer
     # A word-level tokenizer splits the same way in context and alone, so the answer is the last n real tokens.
     n_answer = [len(tok(f" {a}{tok.eos_token}", add_special_tokens=False)["input_ids"]) for _, a in pairs]
@@ -228,11 +243,11 @@ def train_base_model(
     grid = tower.config.image_size // tower.config.patch_size
     vision_losses: list[float] = []
     vision_start = time.perf_counter()
+    pixels = _Pixels(processor, images)
     if settings.vision_pretrain_steps:
         train_rows = [rows[i] for i in train_idx]
-        pixels = processor.image_processor([images[i] for i in train_idx], return_tensors="pt")["pixel_values"]
-        vision_losses = pretrain_vision(tower, aux_head, pixels, cell_targets(train_rows, grid), settings, rng, progress)
-        del pixels
+        vision_losses = pretrain_vision(tower, aux_head, pixels.values[train_idx], cell_targets(train_rows, grid),
+                                        settings, rng, progress)
     vision_s = time.perf_counter() - vision_start
     captured: dict[str, torch.Tensor] = {}
     hook = tower.register_forward_hook(lambda m, a, out: captured.__setitem__("tokens", out.last_hidden_state))
@@ -254,8 +269,7 @@ def train_base_model(
     start = time.perf_counter()
     for _ in steps:
         idx = [rng.choice(train_idx) for _ in range(settings.batch_size)]
-        batch = _batch(processor, [images[i] for i in idx], [_example(rows[i], rng, settings) for i in idx],
-                       settings.max_len)
+        batch = _batch(processor, pixels, idx, [_example(rows[i], rng, settings) for i in idx], settings.max_len)
         lm_loss = loss = model(**batch).loss
         if settings.vision_aux_weight:
             aux = torch.nn.functional.binary_cross_entropy_with_logits(
