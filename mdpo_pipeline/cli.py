@@ -15,6 +15,7 @@ from mdpo_pipeline.programs.pipeline.stages import STAGES
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.programs.pipeline import stages
 
     project = Project.discover()
@@ -25,6 +26,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from dataclasses import asdict
 
     import yaml
@@ -32,6 +34,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
     from mdpo_pipeline.programs.pipeline.settings import field_docs, load_settings
 
     if args.help_fields:
+        # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
         from mdpo_pipeline.programs.pipeline.evaluate import typed_sections
         from mdpo_pipeline.programs.training.config import MDPOConfig
         from mdpo_pipeline.programs.training.run import RunArguments
@@ -47,6 +50,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
         for key, kind, default, text in training:
             print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
         return 0
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.core.losses import METHODS
     from mdpo_pipeline.programs.pipeline.evaluate import gate_policy, generation_settings
     from mdpo_pipeline.programs.pipeline.stages import model_preset, training_run_config
@@ -79,6 +83,7 @@ def _pipes():
     Only rank 0 of an ``accelerate launch`` reports, so the orchestrator sees one summary per run."""
     if "DAGSTER_PIPES_CONTEXT" not in os.environ or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext(None)
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from dagster_pipes import open_dagster_pipes
 
     return open_dagster_pipes()
@@ -91,6 +96,7 @@ def _die_with_agent() -> None:
     OOM killer) would otherwise leave the ranks training on, racing a restarted run for the same checkpoints."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     import ctypes
     import signal
 
@@ -103,6 +109,7 @@ def _die_with_agent() -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.programs.training.run import TrainRunConfig, run_training
 
     _die_with_agent()
@@ -116,6 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from pathlib import Path
 
     from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG, build_training_image
@@ -127,6 +135,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.programs.training.families import CheckpointError, build_checkpoint, describe
 
     try:
@@ -139,6 +148,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from pathlib import Path
 
     from mdpo_pipeline.core.io import write_json

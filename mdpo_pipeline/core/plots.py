@@ -46,7 +46,7 @@ def training_curves(log_history: Sequence[dict], out: str | Path, title: str = "
     import matplotlib  # heavy: imported only when drawing, with the headless backend set before pyplot
 
     matplotlib.use("Agg")  # headless: training runs in containers and CI
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is set (above)
 
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.2))
     for ax, (panel, keys) in zip(axes, CURVE_PANELS):

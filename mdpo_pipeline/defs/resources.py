@@ -10,10 +10,11 @@ from typing import Any, get_args
 import dagster as dg
 from pydantic import Field
 
+from mdpo_pipeline.integrations import launchers as launcher
 from mdpo_pipeline.integrations.dvc import Dvc
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
-from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
 from mdpo_pipeline.integrations.tracking import tracking_uri
+from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -98,8 +99,6 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
 
     def launch(self, cfg, context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
         """Run one training config (a run config, read as its JSON object) to completion; return the adapter's summary."""
-        from mdpo_pipeline.integrations import launchers as launcher
-
         run = launcher.run_json(cfg)
         if self.threads and not run.get("threads"):
             run["threads"] = self.threads
@@ -110,10 +109,10 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
         return self._launch_docker(run, context, project)
 
     def _launch_docker(self, run: dict[str, Any], context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
-        import docker
+        # optional: only the Docker launcher needs the Docker SDK
         from dagster_docker import PipesDockerClient
 
-        from mdpo_pipeline.integrations import launchers as launcher
+        import docker
 
         spec = launcher.container_spec(run, self, project.root)
         launcher.prepare_output(run, self, project.root)
@@ -143,6 +142,7 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
 
 def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
     """Remove the finished training containers (PipesDockerClient stops but keeps them)."""
+    # optional: only the Docker launcher needs the Docker SDK
     import docker
 
     try:

@@ -257,6 +257,7 @@ def mlflow_backend_uri(settings: DeploymentSettings) -> str:
 
 def ensure_database(settings: DeploymentSettings, name: str) -> bool:
     """Create database ``name`` unless it exists (connecting to ``pg_db``); True when it was created."""
+    # optional: only the production deployment talks to PostgreSQL
     import psycopg2
     from psycopg2 import errors, sql
 
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text)
         return 0
     if args.command == "check-compose":
+        # compose_check imports this module: import at use, not circularly
         from mdpo_pipeline.integrations.compose_check import validate_compose
 
         with open(args.file) as fh:

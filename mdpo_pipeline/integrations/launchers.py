@@ -105,6 +105,7 @@ def stop_local(proc: subprocess.Popen, grace_s: float = 30) -> None:
 
 def available_devices() -> tuple[int, str]:
     """How many training processes this machine can hold, and what it counts: CUDA devices, else CPU cores."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     import torch
 
     if torch.cuda.is_available():
@@ -241,6 +242,7 @@ def container_spec(cfg: RunConfig, settings: LauncherSettings, project_root: str
         "labels": {"mdpo.method": cfg["method"], "mdpo.output": Path(cfg["output_dir"]).name},
     }
     if settings.gpus is not None:
+        # optional: only the Docker launcher needs the Docker SDK
         from docker.types import DeviceRequest
 
         ids = None if settings.gpus == "all" else settings.gpus.split(",")

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from mdpo_pipeline.core.eval.chair import SynonymTable, chair_scores
 from mdpo_pipeline.core.io import atomic_dir, write_json
+from mdpo_pipeline.programs.training.chat import generation_prompt
+from mdpo_pipeline.programs.training.models import save_model
 from mdpo_pipeline.shapeworld import (
     COLOURS,
     COOCCURRENCE,
@@ -28,11 +31,9 @@ from mdpo_pipeline.shapeworld import (
     synonym_lines,
 )
 from mdpo_pipeline.shapeworld.feedback import DESCRIBE_PROMPTS, Mention
-from mdpo_pipeline.shapeworld.world import SIZES, article
-from mdpo_pipeline.programs.training.chat import generation_prompt
-from mdpo_pipeline.programs.training.models import save_model
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
+from mdpo_pipeline.shapeworld.world import SIZES, article
 
 EVAL_PROMPT = DESCRIBE_PROMPTS[0]  # "Describe this image."
 _PARTNERS: dict[str, tuple[str, ...]] = {
@@ -172,7 +173,6 @@ def pretrain_vision(
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = range(settings.vision_pretrain_steps)
     if progress:
-        from tqdm import tqdm
 
         steps = tqdm(steps, desc="vision pretraining")
     losses = []
@@ -262,7 +262,6 @@ def train_base_model(
     aux_losses: list[float] = []
     steps = range(settings.steps)
     if progress:
-        from tqdm import tqdm
 
         steps = tqdm(steps, desc="sft")
     model.train()

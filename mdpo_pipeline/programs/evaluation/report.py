@@ -77,7 +77,7 @@ def comparison_chart(table: ComparisonTable, out: str | Path, title: str = "") -
     import matplotlib  # heavy: imported only when drawing, with the headless backend set before pyplot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is set (above)
 
     out = Path(out)
     n_rows = -(-len(COLUMNS) // 5)

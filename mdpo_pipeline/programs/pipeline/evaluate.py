@@ -13,16 +13,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mdpo_pipeline.core.eval.metrics import lower_is_better
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.core.losses import BASE
-from mdpo_pipeline.programs.evaluation.answers import GenerationSettings
+from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, experiment_id, registered_model_name
+from mdpo_pipeline.programs.evaluation.answers import (
+    GenerationSettings,
+    generation_fingerprint,
+    read_generations,
+    write_generations,
+)
 from mdpo_pipeline.programs.evaluation.benchmarks import (
     EVAL_DIR,
     EvalContext,
     benchmark,
     check_metrics,
 )
-from mdpo_pipeline.programs.evaluation.registry import GatePolicy
+from mdpo_pipeline.programs.evaluation.registry import Decision, GatePolicy, decide
+from mdpo_pipeline.programs.evaluation.report import comparison_chart, comparison_table
 from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
 from mdpo_pipeline.programs.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
@@ -109,7 +117,7 @@ def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -
 
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
     """Stored answers when they were made by this model from these prompts, else newly generated (and stored)."""
-    from mdpo_pipeline.programs.evaluation.answers import generation_fingerprint, read_generations, write_generations
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.programs.evaluation.generation import generate_answers
 
     fingerprint = generation_fingerprint(model_sha, prompts, settings)
@@ -134,6 +142,7 @@ def run_benchmark_scores(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.programs.evaluation.generation import load_eval_model
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
     from mdpo_pipeline.programs.training.reference import weights_sha256
@@ -186,10 +195,10 @@ def _latest_version(client, name: str, method: str):
 
 def log_scores(project: Project, key: str, preset: str, record: dict, out: Path, uri: str, experiment: str) -> str:
     """Log the scores to the adapter's training run (its newest registry version), or to a "base" run."""
+    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from mdpo_pipeline.integrations.tracking import experiment_id, registered_model_name
 
     client = MlflowClient(uri)
     run_id = None
@@ -214,7 +223,6 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
 
 def gate_partition(project: Project, key: str):
     """The gate decision of one model partition against the base model (the base passes by definition)."""
-    from mdpo_pipeline.programs.evaluation.registry import Decision, decide
 
     if key == BASE:
         return Decision(candidate=BASE, passed=True, promote=False, reasons=["the base model is the reference"])
@@ -248,7 +256,7 @@ def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str
 
 def run_comparison_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
     """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run)."""
-    from mdpo_pipeline.programs.evaluation.report import comparison_chart, comparison_table
+    # stages imports this module (settings checks): import at use, not circularly
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
 
     models, left_out = scored_models(project)
@@ -267,9 +275,9 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     write_json({"rows": [[n, v] for n, v in table.rows], "paper_rows": table.paper_rows, "judges": judges},
                out / "comparison.json")
     if uri:
+        # mlflow takes seconds to import: only the code that logs pays for it
         from mlflow import MlflowClient
 
-        from mdpo_pipeline.integrations.tracking import experiment_id
 
         client = MlflowClient(uri)
         run = client.create_run(experiment_id(client, experiment, project.root / "mlartifacts"),
@@ -283,11 +291,9 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
 
 def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     """Gate every scored adapter; the best one that passes becomes champion if it beats the current champion."""
+    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.core.eval.metrics import lower_is_better
-    from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, registered_model_name
-    from mdpo_pipeline.programs.evaluation.registry import decide
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
 
     settings = load_settings(project)

@@ -91,6 +91,7 @@ def raw_data_path(project: Project) -> str:
 
 def model_preset(name: str) -> "ModelPreset":
     """The model preset ``name`` (params.yaml:base_model.preset), or a ConfigError naming the key."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.programs.training.presets import get_preset
 
     try:
@@ -101,6 +102,7 @@ def model_preset(name: str) -> "ModelPreset":
 
 def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.programs.training.models import resolve_model_path
 
     settings = load_settings(project)
@@ -108,6 +110,7 @@ def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
     preset = model_preset(base.preset)
     out = project.data_dir("base_model")
     if preset.hf_id is None:  # built by the pipeline itself
+        # stage-scoped: lineage.py derives each stage's code deps from its function's imports
         from mdpo_pipeline.shapeworld.sft import train_base_model
 
         world = project.path(settings.raw_silkie.reader.path)
@@ -136,6 +139,7 @@ def base_model_location(project: Project, settings: Settings | None = None) -> t
 
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model's summed log-probs for every pair's three views, computed once for every training run."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.programs.training.data import load_preference_dataset
     from mdpo_pipeline.programs.training.models import load_model_and_processor
     from mdpo_pipeline.programs.training.reference import compute_reference_logprobs
@@ -188,6 +192,7 @@ def train_run_config(project: Project, method: str, output_dir: Path,
 def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) -> "TrainRunConfig":
     """params.yaml:training's values for ``method`` (typed against RunArguments and MDPOConfig, every error naming
     its key) with ``fixed`` (the pipeline's own keys), parsed into MDPOConfig the way the run will parse them."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.losses import METHODS
     from mdpo_pipeline.programs.pipeline.settings import check, did_you_mean, type_hints
     from mdpo_pipeline.programs.training.config import MDPOConfig
@@ -222,6 +227,7 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
 
 def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str) -> dict[str, Any]:
     """Log a finished adapter as an MLflow run and a new registry version; draw its curves beside it."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.plots import training_curves
     from mdpo_pipeline.integrations.dvc import lock_hashes
     from mdpo_pipeline.integrations.tracking import TrainingRecord, git_commit, log_training_run
@@ -245,6 +251,7 @@ def validate_params(project: Project) -> None:
 
     Loading types every section; here also what needs more than the file: the model preset, every method's
     MDPOConfig (one adapter per method, so all of them), GatePolicy, GenerationSettings and the benchmarks."""
+    # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.losses import METHODS
     from mdpo_pipeline.programs.evaluation.benchmarks import benchmark
     from mdpo_pipeline.programs.pipeline.evaluate import eval_context, gate_policy, generation_settings

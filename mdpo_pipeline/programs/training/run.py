@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdpo_pipeline.core.io import atomic_dir, write_json
+from mdpo_pipeline.programs.training.presets import get_preset
 
 if TYPE_CHECKING:
     from mdpo_pipeline.programs.training.config import MDPOConfig
@@ -84,6 +85,7 @@ def run_argument_names() -> frozenset[str]:
 @cache
 def mdpo_config_names() -> frozenset[str]:
     """The fields of MDPOConfig (imports TRL)."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.programs.training.config import MDPOConfig
 
     return frozenset(f.name for f in fields(MDPOConfig) if f.init)
@@ -143,7 +145,6 @@ class TrainRunConfig(dict):
     def mdpo_values(self, cuda: bool) -> dict[str, Any]:
         """The MDPOConfig keyword arguments of this run (output_dir aside): the run config's own values over the
         base model preset's defaults over RUN_DEFAULTS; data_seed follows seed unless set."""
-        from mdpo_pipeline.programs.training.presets import get_preset
 
         own = {k: v for k, v in self.items() if k in mdpo_config_names() and k != "output_dir"}
         preset = get_preset(self.base_model).training.mdpo_config(cuda)
@@ -154,6 +155,7 @@ class TrainRunConfig(dict):
 
     def parse(self, cuda: bool) -> tuple[RunArguments, "MDPOConfig"]:
         """(RunArguments, MDPOConfig) of this run on a machine with (``cuda``) or without a CUDA device."""
+        # the model stack: loaded when a model is trained or run, not when settings are checked
         from transformers import HfArgumentParser
 
         from mdpo_pipeline.programs.training.config import MDPOConfig
@@ -171,6 +173,7 @@ class TrainRunConfig(dict):
 
 def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest checkpoint that was saved to the end (a kill can land in the middle of writing one)."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -187,13 +190,13 @@ def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
 
 def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
 
     from mdpo_pipeline.programs.training.data import fit_max_length, load_preference_dataset
     from mdpo_pipeline.programs.training.models import load_model_and_processor, lora_config
-    from mdpo_pipeline.programs.training.presets import get_preset
     from mdpo_pipeline.programs.training.trainer import MDPOTrainer
 
     cfg = cfg if isinstance(cfg, TrainRunConfig) else TrainRunConfig(cfg)
@@ -211,6 +214,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
     if args.reference_cache:
+        # the model stack: loaded when a model is trained or run, not when settings are checked
         from mdpo_pipeline.programs.training.reference import verify_reference_cache
 
         verify_reference_cache(args.reference_cache, model, processor, dataset, args.max_length)
