@@ -137,6 +137,10 @@ def test_train_saves_a_loadable_model_with_metrics_and_is_deterministic(world, t
     train_base_model(*args, tmp_path / "b", settings)
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The whole directory, not only the weights: DVC versions it, so a rerun must hash the same (no timings in it).
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
 
 
 def test_settings_are_validated():

@@ -186,7 +186,12 @@ def test_reference_cache_matches_live_reference(tmp_path, dataset):
     assert table.num_rows == N_PAIRS == summary["n"]
     assert table["pair_id"].to_pylist() == list(dataset["pair_id"])
     assert all(str(table[c].type) == "double" for c in table.column_names[1:])
-    assert read_reference_summary(cache_path) == summary
+    # Stored: the summary without its timings (they would make every rerun's file differ); returned: both.
+    assert read_reference_summary(cache_path) == {k: v for k, v in summary.items() if k != "timing"}
+    assert set(summary["timing"]) == {"seconds", "fingerprint_seconds"}
+    again = cache_path.with_name("again.parquet")
+    compute_reference_logprobs(base, processor, dataset, 4, again, max_length=1024)
+    assert again.read_bytes() == cache_path.read_bytes(), "DVC versions the cache: a rerun must be byte-identical"
     assert set(summary["fingerprints"]) == {"combined", "model", "processor", "pairs", "corrupted_images"}
     cache = load_reference_cache(cache_path)
     assert all(v[0] < 0 and v[1] < 0 and v[2] < 0 for v in cache.values())

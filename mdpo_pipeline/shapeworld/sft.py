@@ -293,16 +293,15 @@ def train_base_model(
         "final_vision_pretrain_loss": sum(vision_losses[-20:]) / len(vision_losses[-20:]) if vision_losses else None,
         "final_vision_aux_loss": sum(aux_losses[-20:]) / len(aux_losses[-20:]) if aux_losses else None,
         "steps": settings.steps,
-        "steps_per_s": settings.steps / train_s,
-        "train_s": train_s,
-        "vision_pretrain_s": vision_s,
-        "eval_s": time.perf_counter() - start,
         "n_params": sum(p.numel() for p in model.parameters()),
         "eval": hallucination_metrics(answers, eval_rows),
         "eval_examples": [{"id": r["id"], "answer": a} for r, a in zip(eval_rows[:5], answers)],
     }
+    # Timings are returned, not saved: the model directory is a pure function of its inputs (byte-identical reruns).
+    timing = {"steps_per_s": settings.steps / train_s, "train_s": train_s, "vision_pretrain_s": vision_s,
+              "eval_s": time.perf_counter() - start}
     with atomic_dir(out_dir) as tmp:
         save_model(model, processor, tmp)
         write_json({"settings": asdict(settings), "metrics": metrics, "losses": losses,
                     "vision_pretrain_losses": vision_losses}, tmp / "sft.json")
-    return metrics
+    return metrics | timing

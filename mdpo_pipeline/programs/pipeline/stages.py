@@ -156,7 +156,8 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
         max_length=max_length,
     )
     summary = {"preset": preset, **summary}
-    (out.parent / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    stored = {k: v for k, v in summary.items() if k != "timing"}  # timings vary: they go to the metadata only
+    (out.parent / "summary.json").write_text(json.dumps(stored, indent=2, sort_keys=True, default=str) + "\n")
     return summary
 
 
