@@ -51,7 +51,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
             print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
         return 0
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-    from mdpo_pipeline.core.losses import METHODS
+    from mdpo_pipeline.core.methods import METHODS
     from mdpo_pipeline.programs.pipeline.evaluate import gate_policy, generation_settings
     from mdpo_pipeline.programs.pipeline.stages import model_preset, training_run_config
 

@@ -20,7 +20,8 @@ import math
 import pytest
 import torch
 
-from mdpo_pipeline.core.losses import METHODS, LossOutput, LossWeights, dpo_loss, mdpo_loss
+from mdpo_pipeline.core.losses import LossOutput, dpo_loss, mdpo_loss
+from mdpo_pipeline.core.methods import METHODS, LossWeights
 
 DPO = 0.5543552445
 COND = 0.4374879505

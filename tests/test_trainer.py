@@ -12,10 +12,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from trl import DPOConfig
 
-from mdpo_pipeline.core.losses import METHODS
+from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.programs.training.config import MDPOConfig
 from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, load_preference_dataset
-from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from mdpo_pipeline.programs.training.reference import (
     completion_logps,
     compute_reference_logprobs,
@@ -26,6 +25,7 @@ from mdpo_pipeline.programs.training.reference import (
     weights_sha256,
 )
 from mdpo_pipeline.programs.training.trainer import MDPOTrainer
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from tests.conftest import write_tiny_training_data
 
 IMAGE_SIZE = 32

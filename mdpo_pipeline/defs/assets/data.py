@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mdpo_pipeline.programs.pipeline import stages
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, ProjectResource
+from mdpo_pipeline.programs.pipeline import stages
 
 GROUP = "data"
 _downstream = dg.AutomationCondition.eager()

@@ -6,7 +6,7 @@ to Dagster metadata; the gate is a blocking check per partition, and ``champion`
 
 import dagster as dg
 
-from mdpo_pipeline.core.losses import BASE
+from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import JudgeResource, MlflowResource, ProjectResource

@@ -6,7 +6,7 @@ new version of the registered model named after the base model, tagged with its 
 
 import dagster as dg
 
-from mdpo_pipeline.core.losses import BASE, METHODS
+from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher

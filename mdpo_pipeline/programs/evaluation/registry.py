@@ -11,6 +11,7 @@ from typing import Any
 
 from mdpo_pipeline.core.eval.metrics import lower_is_better
 
+
 @dataclass(frozen=True)
 class GatePolicy:
     """What an adapter must show to pass the gate and to become champion."""

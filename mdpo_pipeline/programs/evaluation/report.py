@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdpo_pipeline.core.eval.metrics import METRICS, PAPER_COLUMNS, TABLE_COLUMNS
-from mdpo_pipeline.core.losses import BASE, METHODS
+from mdpo_pipeline.core.methods import BASE, METHODS
 
 #: (column title, our metric key, shown as percent, better direction), from the metric definitions.
 COLUMNS: tuple[tuple[str, str, bool, str], ...] = tuple(

@@ -15,7 +15,7 @@ from typing import Any
 
 from mdpo_pipeline.core.eval.metrics import lower_is_better
 from mdpo_pipeline.core.io import write_json
-from mdpo_pipeline.core.losses import BASE
+from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, experiment_id, registered_model_name
 from mdpo_pipeline.programs.evaluation.answers import (
     GenerationSettings,

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.plots import contact_sheet
 from mdpo_pipeline.core.schemas import instruction_from_row
-from mdpo_pipeline.shapeworld import generate_benchmarks, generate_vlfeedback
 from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
 from mdpo_pipeline.programs.pipeline.settings import Settings, load_settings
+from mdpo_pipeline.shapeworld import generate_benchmarks, generate_vlfeedback
 
 if TYPE_CHECKING:
     from mdpo_pipeline.programs.training.presets import ModelPreset
@@ -194,7 +194,7 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
     """params.yaml:training's values for ``method`` (typed against RunArguments and MDPOConfig, every error naming
     its key) with ``fixed`` (the pipeline's own keys), parsed into MDPOConfig the way the run will parse them."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
-    from mdpo_pipeline.core.losses import METHODS
+    from mdpo_pipeline.core.methods import METHODS
     from mdpo_pipeline.programs.pipeline.settings import check, did_you_mean, type_hints
     from mdpo_pipeline.programs.training.config import MDPOConfig
     from mdpo_pipeline.programs.training.run import RunArguments, TrainRunConfig
@@ -253,7 +253,7 @@ def validate_params(project: Project) -> None:
     Loading types every section; here also what needs more than the file: the model preset, every method's
     MDPOConfig (one adapter per method, so all of them), GatePolicy, GenerationSettings and the benchmarks."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
-    from mdpo_pipeline.core.losses import METHODS
+    from mdpo_pipeline.core.methods import METHODS
     from mdpo_pipeline.programs.evaluation.benchmarks import benchmark
     from mdpo_pipeline.programs.pipeline.evaluate import eval_context, gate_policy, generation_settings
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from mdpo_pipeline.core.losses import METHODS, LossWeights
+from mdpo_pipeline.core.methods import METHODS, LossWeights
 
 #: The method whose prompts carry no image (policy and reference): DPO without the visual condition.
 TEXT_ONLY_METHOD = "dpo_no_image"
@@ -41,7 +41,7 @@ class MDPOConfig(DPOConfig):
     method: str = field(
         default="mdpo",
         metadata={
-            "help": "Preference objective: one of the presets of mdpo_pipeline.core.losses.METHODS (mdpo = DPO + "
+            "help": "Preference objective: one of the presets of mdpo_pipeline.core.methods.METHODS (mdpo = DPO + "
             "conditional + anchor; dpo; the ablations mdpo_no_conditional, mdpo_no_anchor, mdpo_anchor_all; "
             "dpo_no_image = DPO with the image withheld).",
             "choices": list(METHODS),
