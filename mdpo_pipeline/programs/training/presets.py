@@ -43,7 +43,7 @@ class TrainingDefaults:
             "weight_decay": self.weight_decay,
             "adam_beta2": self.adam_beta2,
             "bf16": cuda and self.bf16,
-            "gradient_checkpointing": cuda and self.gradient_checkpointing,
+            "activation_checkpointing": cuda and self.gradient_checkpointing,  # transformers 5 name
             "max_length": self.max_length,
         }
 
