@@ -2,9 +2,8 @@
 # The default pipeline end to end, as `make demo` runs it, through the Dagster CLI (same runs as the UI would start):
 #   1. the data and the base model, in one run (the data stages run beside the base model's SFT);
 #   2. the reference cache beside the base model's own scores (neither needs the other);
-#   3. every method's adapter, trained side by side (each run trains one partition);
-#   4. every method's scores and its gate check, side by side;
-#   5. the comparison report and the champion.
+#   3. every method's adapter, its scores and its gate check: one run per method, side by side;
+#   4. the comparison report and the champion.
 # Runs of one phase write their output to artifacts/logs/<model>.<phase>.log; the terminal gets one line per run.
 # A model that fails the promotion gate fails its run but has its scores: the report shows it, the champion skips it.
 set -euo pipefail
@@ -74,10 +73,9 @@ echo "  reference_logprobs done   ($LOGS/reference.log)"
 [[ $base_ok == 0 ]] || exit 1
 
 if ((${#methods[@]})); then
-  echo "== adapters, side by side"
-  side_by_side train 'key:adapters' "${methods[@]}"
-  echo "== scores and gate checks, side by side"
-  side_by_side scores 'key:benchmark_scores' "${methods[@]}"
+  # One run per method trains its adapter and scores it: one model scores while the other still trains.
+  echo "== adapters, their scores and gate checks, side by side"
+  side_by_side train-score 'key:adapters or key:benchmark_scores' "${methods[@]}"
 fi
 
 echo "== comparison report and champion"
