@@ -67,14 +67,6 @@ def test_pairs_of_a_quarantined_corrupted_image_leave_the_training_set(tmp_path,
 def test_max_length_is_one_setting_for_the_reference_cache_and_every_training_run(tmp_path, monkeypatch):
     """params.yaml:reference_logprobs.max_length (or, unset, the preset's) is what the reference_logprobs stage
     computes the cache with and what every method's run config trains with; training cannot set another."""
-    import pytest
-    import yaml
-
-    from mdpo_pipeline.programs.pipeline import stages
-    from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-    from mdpo_pipeline.programs.training import data, models, reference
-    from tests.conftest import REPO
-
     seen = {}
     monkeypatch.setattr(stages, "base_model_location", lambda project, settings=None: ("shapeworld-tiny", "base"))
     monkeypatch.setattr(stages, "_training_data_dirs", lambda project: (Path("p"), Path("i"), Path("c")))

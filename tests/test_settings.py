@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdpo_pipeline.programs.pipeline import settings as settings_module
 from mdpo_pipeline.programs.pipeline import stages
 from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
 from mdpo_pipeline.programs.pipeline.settings import (
