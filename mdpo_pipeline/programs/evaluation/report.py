@@ -34,6 +34,24 @@ PAPER_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
     },
 }
 
+#: The paper's Tables 2 and 3 (FACTS §3): Bunny only, four columns, in the tables' units.
+PAPER_ABLATION_MODEL = "bunny-v1.0-3b"
+PAPER_ABLATION_COLUMNS: tuple[str, ...] = ("mmhal_score", "mmhal_hallucination_rate", "chair_s", "chair_i")
+#: Table 2, keyed by our method names (the paper's "without both" row is plain DPO).
+PAPER_TABLE2: dict[str, tuple[float, ...]] = {
+    "mdpo": (2.96, 0.42, 27.0, 4.6),
+    "mdpo_no_conditional": (2.36, 0.53, 40.3, 7.1),
+    "mdpo_no_anchor": (2.50, 0.48, 34.3, 5.7),
+    "dpo": (2.28, 0.56, 44.3, 7.6),
+}
+#: Table 3 (mDPO with each corruption), keyed by core/corruption.py's strategy names.
+PAPER_TABLE3: dict[str, tuple[float, ...]] = {
+    "random_image": (2.81, 0.46, 40.7, 6.6),
+    "crop_1_20": (2.96, 0.42, 27.0, 4.6),
+    "crop_20_50": (2.92, 0.42, 33.7, 5.4),
+    "moco_v2": (2.82, 0.44, 32.3, 5.9),
+}
+
 
 @dataclass(frozen=True)
 class ComparisonTable:
