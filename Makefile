@@ -57,6 +57,12 @@ image-cpu: install  ## the CPU training image, offline (local Debian base + host
 dev: install  ## Dagster UI on http://127.0.0.1:$(PORT)
 	$(BIN)/dagster dev -m mdpo_pipeline.definitions -h 127.0.0.1 -p $(PORT)
 
+.PHONY: mlflow-ui
+mlflow-ui: install  ## MLflow UI on http://127.0.0.1:5000 over this checkout's runs and registry (mlflow.db)
+	@# A copied or moved checkout's store still names the old folder's artifacts until something logs: move them first.
+	$(BIN)/python -c "from mdpo_pipeline.integrations.tracking import relocate_artifacts; relocate_artifacts('$(CURDIR)')"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
+
 repro: install  ## the data stages through DVC instead of Dagster (same code, same outputs)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(DVC) repro
 

@@ -8,7 +8,7 @@ import dagster as dg
 
 from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
-from mdpo_pipeline.defs.metadata import md_image, summary_metadata
+from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
 from mdpo_pipeline.programs.pipeline import stages
 
@@ -51,11 +51,13 @@ def adapters(
     out = proj.adapter_path(method)
     cfg = stages.train_run_config(proj, method, out)
     summary = launcher.launch(cfg, context, proj)
-    recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment)
-    meta = summary_metadata({k: v for k, v in summary.items() if k != "final"}) | summary_metadata(summary["final"])
+    recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment, tags=dagster_run_tags(context))
+    shown = {k: v for k, v in summary.items() if k not in ("final", "started_at", "ended_at")}
+    meta = summary_metadata(shown) | summary_metadata(summary["final"])
     meta |= {
         "mlflow_run_id": recorded["mlflow_run_id"],
         "registered_version": recorded["registered_version"],
+        **mlflow_links(recorded["run_url"], recorded["version_url"]),
         "curves": md_image(recorded["curves"], alt=f"{method} curves"),
         "path": dg.MetadataValue.path(str(out)),
     }

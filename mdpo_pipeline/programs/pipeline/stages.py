@@ -226,25 +226,44 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
     return cfg
 
 
-def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str) -> dict[str, Any]:
-    """Log a finished adapter as an MLflow run and a new registry version; draw its curves beside it."""
+def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str,
+                   tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Log a finished adapter as an MLflow run (with ``tags``) and a new registry version; draw its curves beside
+    it. Returns the run id, the version and their MLflow UI pages."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.plots import training_curves
     from mdpo_pipeline.integrations.dvc import lock_hashes
-    from mdpo_pipeline.integrations.tracking import TrainingRecord, git_commit, log_training_run
+    from mdpo_pipeline.integrations.tracking import (
+        TrainingRecord,
+        git_commit,
+        log_training_run,
+        model_version_ui_url,
+        registered_model_name,
+        run_ui_url,
+        split_history,
+    )
 
     out = Path(cfg.output_dir)
     history = json.loads((out / "log_history.json").read_text())
-    curves = training_curves(history, out.parent / f"{cfg.method}.curves.png", title=cfg.method)
-    # What the run resolved (its defaults and the preset's included), as it wrote it beside the adapter.
+    curves = training_curves(split_history(history)[0], out.parent / f"{cfg.method}.curves.png", title=cfg.method)
+    # What the run trained with (its defaults, the preset's and LoRA's included), as it wrote it beside the adapter.
     saved = out / "run_config.json"
     config = json.loads(saved.read_text()) if saved.is_file() else dict(cfg)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     record = TrainingRecord(cfg.method, cfg.base_model, out, config, history, lock_hashes(project.root),
-                            curves=curves)
-    run_id, version = log_training_run(
-        record, uri, experiment, artifact_root=project.root / "mlartifacts", git_sha=git_commit(project.root)
-    )
-    return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves}
+                            tags=dict(tags or {}), curves=curves, started_at=summary.get("started_at"),
+                            ended_at=summary.get("ended_at"))
+    artifact_root = project.root / "mlartifacts"
+    run_id, version = log_training_run(record, uri, experiment, artifact_root=artifact_root,
+                                       git_sha=git_commit(project.root))
+    # mlflow takes seconds to import: only the code that logs pays for it
+    from mlflow import MlflowClient
+
+    exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves, "experiment_id": exp_id,
+            "run_url": run_ui_url(exp_id, run_id),
+            "version_url": model_version_ui_url(registered_model_name(cfg.base_model), version)}
 
 
 def validate_params(project: Project) -> None:

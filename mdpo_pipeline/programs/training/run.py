@@ -18,8 +18,10 @@ import copy
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from mdpo_pipeline.programs.training.config import MDPOConfig
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+#: The key ``WallClock`` adds to every log_history entry: seconds since the epoch when the Trainer logged it
+#: (MLflow's metric timestamps); it is no metric itself.
+WALL_TIME = "wall_time"
 
 #: MDPOConfig values of every run of this pipeline that neither the run config nor the model preset sets (TRL's
 #: own defaults are for long GPU runs: seed 42, a log and a checkpoint every 500 steps, every tracker on).
@@ -166,9 +171,63 @@ class TrainRunConfig(dict):
         return run_args, args
 
     def resolved(self, cuda: bool) -> dict[str, Any]:
-        """The run config with every value this pipeline decides filled in: what the adapter's run_config.json
-        records (RunArguments, output_dir = the adapter, the MDPOConfig values of ``mdpo_values``)."""
+        """The run config with every value this pipeline decides filled in (RunArguments, output_dir = the adapter,
+        the MDPOConfig values of ``mdpo_values``); ``trained`` is what a finished run records."""
         return asdict(self.run_arguments()) | {"output_dir": self["output_dir"]} | self.mdpo_values(cuda)
+
+    def trained(self, args: "MDPOConfig", lora: Any, threads: int) -> dict[str, Any]:
+        """What the adapter's run_config.json records: ``resolved`` with every value read back from what the run
+        trained with (the parsed MDPOConfig, the LoRA config the preset completed, torch's thread count), so no
+        "None: the preset's" is left and the file is still a run config that trains the same adapter."""
+        values = self.resolved(cuda=not args.use_cpu)
+        mdpo = [k for k in values if k in mdpo_config_names() and k != "output_dir"]
+        # The objective and its loss weights as the method resolved them: comparing two methods' runs means
+        # comparing these, whether or not params.yaml spelled them out.
+        values |= {k: _plain(getattr(args, k)) for k in (*mdpo, "method", "beta", "delta", "reference_cache",
+                                                          "withhold_image")}
+        weights = args.mdpo_weights
+        values |= {f"{term}_weight": getattr(weights, term)
+                   for term in ("conditional", "anchor", "anchor_rejected", "anchor_corrupted")}
+        return values | {"lora_r": lora.r, "lora_alpha": lora.lora_alpha, "threads": threads}
+
+
+def _plain(value: Any) -> Any:
+    """An enum-typed TrainingArguments value (SchedulerType, SaveStrategy) as the string a run config holds."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _callbacks(tty: bool) -> tuple[list[Any], list[type]]:
+    """(callbacks to add, callbacks to remove): every run stamps its logs with the wall clock; without a terminal
+    the progress bar gives way to one line per log (a bar redrawn into a pipe is a flood of \\r-joined updates)."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class WallClock(TrainerCallback):
+        """Adds WALL_TIME to the log entry the Trainer just appended (MLflow's timestamp of that step)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.log_history and WALL_TIME not in state.log_history[-1]:
+                state.log_history[-1][WALL_TIME] = round(time.time(), 3)
+
+    class LogLines(TrainerCallback):
+        """One line per Trainer log: step, elapsed time, the loss and the margins, 4 significant digits."""
+
+        started = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_local_process_zero or not logs:
+                return
+            shown = {k: v for k, v in logs.items() if k in ("loss", "rewards/margins", "rewards/accuracies",
+                                                             "learning_rate", "train_loss", "train_runtime")}
+            text = "  ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, int | float))
+            print(f"step {state.global_step}/{state.max_steps}  {time.monotonic() - self.started:.0f} s  {text}",
+                  flush=True)
+
+    return ([WallClock()], []) if tty else ([WallClock(), LogLines()], [ProgressCallback, PrinterCallback])
 
 
 def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -227,7 +286,13 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     trainer = MDPOTrainer(
         model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
     )
+    added, removed = _callbacks(sys.stdout.isatty())
+    for callback in removed:
+        trainer.remove_callback(callback)
+    for callback in added:
+        trainer.add_callback(callback)
     last = _last_complete_checkpoint(cfg.checkpoint_dir) if run.resume else None
+    started_at = time.time()
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
@@ -240,12 +305,16 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
         "resumed_from": Path(last).name if last else None,
         "train_loss": output.training_loss,
         "seconds": seconds,
+        # Wall clock (seconds since the epoch) of this process's training: the MLflow run's start and end.
+        "started_at": round(started_at, 3),
+        "ended_at": round(started_at + seconds, 3),
         "pairs": len(dataset),
         "pairs_read": read,
         "pairs_dropped": {"prompt_exceeds_max_length": len(too_long)},
         "device": "cuda" if cuda else "cpu",
         "num_processes": trainer.accelerator.num_processes,
-        "final": {k: v for k, v in logged[-1].items() if isinstance(v, int | float)} if logged else {},
+        "final": {k: v for k, v in logged[-1].items() if isinstance(v, int | float) and k != WALL_TIME}
+        if logged else {},
     }
     # Under `accelerate launch` every rank gets here with the same weights (DDP keeps them in step); one
     # writer is enough and two would race on the rename. The log and the loss are already global means.
@@ -253,7 +322,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     if accelerator.is_main_process:
         with atomic_dir(cfg.output_dir) as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
-            write_json(cfg.resolved(cuda), tmp / "run_config.json")
+            write_json(cfg.trained(args, peft_config, torch.get_num_threads()), tmp / "run_config.json")
             write_json(history, tmp / "log_history.json")
             write_json(summary, tmp / "summary.json")
             write_json(too_long, tmp / "dropped_pairs.json")
