@@ -17,7 +17,7 @@ export MDPO_PROJECT_ROOT := $(CURDIR)
 export MDPO_DVC := $(CURDIR)/$(DVC)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install dvc-env demo test test-fast test-docker image image-cpu dev repro lock clean-data
+.PHONY: install dvc-env demo reproduce test test-fast test-docker image image-cpu dev repro lock clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ dvc-env: $(DVC_VENV)/.installed  ## DVC in its own environment (antlr4 pin confl
 demo: install  ## materialize every asset of the default (offline ShapeWorld) pipeline (scripts/demo.sh)
 	DAGSTER=$(BIN)/dagster DEMO_MODELS="$(DEMO_MODELS)" bash scripts/demo.sh
 	$(DVC) status
+
+reproduce: install  ## the experiment grid of params.yaml:experiment and the paper's claims checked (scripts/reproduce.sh)
+	DAGSTER=$(BIN)/dagster MDPO=$(BIN)/mdpo bash scripts/reproduce.sh
 
 test: install  ## import contracts, then the whole suite (slow end-to-end and Docker tests included) on every core
 	$(BIN)/lint-imports

@@ -172,6 +172,37 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grid(args: argparse.Namespace) -> int:
+    """The experiment grid of params.yaml:experiment: list its cells, run one, or write the claims report."""
+    # only this command plans the grid (reading params.yaml) or runs a cell
+    from mdpo_pipeline.programs.pipeline.grid import GridPlan, run_and_log_cell, run_claims_report
+    from mdpo_pipeline.programs.pipeline.project import Project
+
+    project = Project.discover()
+    if args.action == "path":
+        print(GridPlan(project).dir / "report" / "claims.md")
+        return 0
+    if args.action in ("cells", "pending"):
+        plan = GridPlan(project)
+        for cell in plan.pending() if args.action == "pending" else plan.cells:
+            print(cell.key)
+        return 0
+    # mlflow's URI: the project's store unless MLFLOW_TRACKING_URI says otherwise
+    from mdpo_pipeline.integrations.tracking import tracking_uri
+
+    uri = None if args.no_mlflow else tracking_uri(project.root)
+    if args.action == "run":
+        if not args.cell:
+            print("mdpo grid run: name the cell (`mdpo grid cells` lists them)", file=sys.stderr)
+            return 2
+        record = run_and_log_cell(project, args.cell, uri=uri, force=args.force)
+        print(json.dumps({k: record.get(k) for k in ("cell", "scores", "probe", "timing")}, indent=2, default=str))
+        return 0
+    result = run_claims_report(project, uri=uri)
+    print(result["markdown"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mdpo`` argument parser."""
     parser = argparse.ArgumentParser(prog="mdpo", description=__doc__)
@@ -218,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
                                               "judge is MDPO_JUDGE_BASE_URL / MDPO_JUDGE_MODEL with OPENAI_API_KEY")
     score.add_argument("--out", required=True, help="metrics JSON to write (official metric names)")
     score.set_defaults(func=_cmd_score)
+    grid = sub.add_parser("grid", help="the experiment grid of params.yaml:experiment (what `make reproduce` runs "
+                          "through Dagster): list its cells, run one, write the claims report")
+    grid.add_argument("action", choices=("cells", "pending", "run", "report", "path"),
+                      help="cells: every cell; pending: the cells still to run; run: one cell; report: write the "
+                           "claims report; path: where the claims report is")
+    grid.add_argument("cell", nargs="?", help="the cell to run (e.g. mdpo-s1)")
+    grid.add_argument("--force", action="store_true", help="run the cell again even when it finished")
+    grid.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    grid.set_defaults(func=_cmd_grid)
     image = sub.add_parser("image", help="build the training image (docker/Dockerfile.train)")
     image.add_argument("--offline", action="store_true",
                        help="no registry: a local Debian base (debootstrap) and wheels downloaded on this host; CPU only")

@@ -4,6 +4,7 @@ import dagster as dg
 
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
+from mdpo_pipeline.defs.assets.grid import grid_assets
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.automation import jobs, schedules, sensors
 from mdpo_pipeline.defs.checks import data_checks
@@ -14,7 +15,7 @@ data_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*data_assets, *training_assets, *evaluation_assets],
+    assets=[*data_assets, *training_assets, *evaluation_assets, *grid_assets],
     asset_checks=[*data_checks, *evaluation_checks],
     jobs=[data_job, *jobs],
     schedules=schedules,

@@ -165,6 +165,11 @@ def embedded_images(questions: Path, out_dir: Path) -> Path | None:
     return out_dir if written else None
 
 
+#: Object HalBench's per-answer detail, written beside scores.json.
+PER_ANSWER_FILE = "object_halbench_per_answer.json"
+PER_ANSWER_KEYS = ("image_id", "mentioned", "hallucinated", "covered", "truth", "chair_s")
+
+
 class ObjectHalBench:
     """Object HalBench: detailed descriptions scored with CHAIR (offline rules, or RLHF-V's official scorer)."""
 
@@ -211,7 +216,10 @@ class ObjectHalBench:
             cache = JudgmentCache(ctx.judgments)
             extract = llm_extractor(lambda prompt: judge_all(client, [prompt], cache)[0])
         result = state.score({int(k): v for k, v in answers.items()}, extract=extract)
-        return Scored(self.metrics(result), result.as_dict(), identity={"mode": result.mode})
+        # Per answer, the mentions in order and the truths: what recall-matched CHAIR and objects-per-answer need.
+        per_answer = [{k: v for k, v in a.as_dict().items() if k in PER_ANSWER_KEYS} for a in result.per_answer]
+        return Scored(self.metrics(result), result.as_dict(), identity={"mode": result.mode},
+                      artifacts={PER_ANSWER_FILE: per_answer})
 
     @staticmethod
     def metrics(result) -> dict[str, float | None]:

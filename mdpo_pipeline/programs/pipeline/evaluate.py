@@ -53,10 +53,12 @@ def typed_sections() -> dict[str, type]:
 
 
 def eval_context(project: Project, settings: dict[str, Any], judge: dict[str, Any] | None = None,
-                 progress: bool = False, log: Callable[[str], None] = print) -> EvalContext:
-    """The benchmarks' context: paths against the project, ShapeWorld's rule judge for ShapeWorld's splits."""
+                 progress: bool = False, log: Callable[[str], None] = print,
+                 rule_judge_root: Path | None = None) -> EvalContext:
+    """The benchmarks' context: paths against the project, ShapeWorld's rule judge for ShapeWorld's splits (the
+    demo's by default, or ``rule_judge_root``: an experiment grid's larger split)."""
     return EvalContext(project.root, settings, judge, progress, log, rule_judge=ShapeWorldJudge,
-                       rule_judge_root=project.path(SHAPEWORLD_BENCHMARKS))
+                       rule_judge_root=rule_judge_root or project.path(SHAPEWORLD_BENCHMARKS))
 
 
 def model_dir(project: Project, key: str) -> Path:
@@ -131,40 +133,42 @@ def _answers(path: Path, model, processor, prompts, settings, model_sha: str, pr
     return {p.id: a for p, a in zip(prompts, answers)}
 
 
-def run_benchmark_scores(
+def score_model(
     project: Project,
     key: str,
     *,
-    uri: str | None = None,
-    experiment: str = "mdpo",
+    adapter: Path | None,
+    out: Path,
+    settings: Settings | None = None,
+    bench: dict[str, Any] | None = None,
+    rule_judge_root: Path | None = None,
     judge: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Generate (or reuse) answers of model ``key`` on every configured benchmark, score them, store and log them."""
+    """Generate (or reuse) answers of the base model with ``adapter`` (None: the base itself) on every benchmark of
+    ``bench`` (default: params.yaml:benchmark_scores), score them and write ``out``/scores.json; the record."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.programs.evaluation.generation import load_eval_model
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
     from mdpo_pipeline.programs.training.reference import weights_sha256
 
-    everything = load_settings(project)
-    settings = everything.benchmark_scores.context()
+    everything = settings or load_settings(project)
+    bench = bench or everything.benchmark_scores.context()
     gen = generation_settings(everything)
-    ctx = eval_context(project, settings, judge, progress, log)
+    ctx = eval_context(project, bench, judge, progress, log, rule_judge_root)
     # Every benchmark's files (and a judge script) are read before the model loads: a wrong path fails in seconds.
-    prepared = {name: benchmark(name).prepare(ctx) for name in settings["benchmarks"]}
+    prepared = {name: benchmark(name).prepare(ctx) for name in bench["benchmarks"]}
     preset, base_path = base_model_location(project, everything)
-    adapter = adapter_dir(project, key, preset)
     model, processor, base_sha = load_eval_model(preset, base_path, adapter,
                                                  allow_remote_code=everything.base_model.allow_remote_code)
     model_sha = weights_sha256(model) if adapter else base_sha
-    out = model_dir(project, key)
 
     flat: dict[str, float | None] = {}
     record: dict[str, Any] = {
         "model": key, "preset": preset, "adapter": str(adapter) if adapter else None, "weights_sha256": model_sha,
         "base_model": {"preset": preset, "weights_sha256": base_sha}, "scores": flat, "judge": None,
-        "benchmarks": {}, "generation": settings["generation"], "max_items": settings["max_items"],
+        "benchmarks": {}, "generation": bench["generation"], "max_items": bench["max_items"],
     }
     for name, (state, prompts) in prepared.items():
         answers = _answers(out / "generations" / f"{name}.jsonl", model, processor, prompts, gen, model_sha,
@@ -178,8 +182,32 @@ def run_benchmark_scores(
         for file_name, content in scored.artifacts.items():
             write_json(content, out / file_name)
     write_json(record, out / "scores.json")
+    return record
+
+
+def run_benchmark_scores(
+    project: Project,
+    key: str,
+    *,
+    uri: str | None = None,
+    experiment: str = "mdpo",
+    judge: dict[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Generate (or reuse) answers of model partition ``key`` on every configured benchmark, score, store and log
+    them."""
+    # the model stack: loaded when a model is trained or run, not when settings are checked
+    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+
+    everything = load_settings(project)
+    preset, _ = base_model_location(project, everything)
+    out = model_dir(project, key)
+    record = score_model(project, key, adapter=adapter_dir(project, key, preset), out=out, settings=everything,
+                         judge=judge, progress=progress, log=log)
     run_id = log_scores(project, key, preset, record, out, uri, experiment) if uri else None
-    return {"scores": flat, "path": str(out / "scores.json"), "judge": record["judge"], "mlflow_run_id": run_id}
+    return {"scores": record["scores"], "path": str(out / "scores.json"), "judge": record["judge"],
+            "mlflow_run_id": run_id}
 
 
 def read_scores(project: Project, key: str) -> dict[str, Any] | None:
@@ -198,19 +226,22 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
     # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
     from mlflow.entities import Metric
-
+    from mlflow.utils.time import get_current_time_millis
 
     client = MlflowClient(uri)
+    # The same call as every logging path: it tags the experiment's kind and moves a copied checkout's artifacts.
+    exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
     run_id = None
     if key != BASE:
         version = _latest_version(client, registered_model_name(preset), key) if client.search_registered_models(
             filter_string=f"name = '{registered_model_name(preset)}'") else None
         run_id = version.run_id if version else None
+    now = get_current_time_millis()
     if run_id is None:
-        exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
-        run_id = client.create_run(exp_id, run_name=f"{key}-eval", tags={"method": key, "base_model": preset}).info.run_id
-        client.set_terminated(run_id, "FINISHED")
-    metrics = [Metric(f"eval/{k}", float(v), 0, 0) for k, v in record["scores"].items() if v is not None]
+        run_id = client.create_run(exp_id, start_time=now, run_name=f"{key}-eval",
+                                   tags={"method": key, "base_model": preset}).info.run_id
+        client.set_terminated(run_id, "FINISHED", end_time=now)
+    metrics = [Metric(f"eval/{k}", float(v), now, 0) for k, v in record["scores"].items() if v is not None]
     client.log_batch(run_id, metrics=metrics)
     if record.get("judge"):
         client.set_tag(run_id, "eval.judge", record["judge"][:5000])
@@ -254,8 +285,10 @@ def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str
     return models, left_out
 
 
-def run_comparison_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
-    """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run)."""
+def run_comparison_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo",
+                          tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run, with
+    ``tags``)."""
     # stages imports this module (settings checks): import at use, not circularly
     from mdpo_pipeline.programs.pipeline.stages import base_model_location
 
@@ -280,13 +313,15 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
 
 
         client = MlflowClient(uri)
-        run = client.create_run(experiment_id(client, experiment, project.root / "mlartifacts"),
-                                run_name="comparison_report", tags={"kind": "comparison_report", "base_model": preset})
+        exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
+        run = client.create_run(exp_id, run_name="comparison_report",
+                                tags={"kind": "comparison_report", "base_model": preset} | dict(tags or {}))
         for name in ("comparison.md", "comparison.png", "comparison.json"):
             client.log_artifact(run.info.run_id, str(out / name), artifact_path="report")
         client.set_terminated(run.info.run_id, "FINISHED")
+        logged = {"mlflow_run_id": run.info.run_id, "experiment_id": exp_id}
     return {"markdown": markdown, "chart": str(chart), "rows": table.rows, "path": str(out / "comparison.md"),
-            "left_out": left_out}
+            "left_out": left_out, **(logged if uri else {})}
 
 
 def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
@@ -331,6 +366,9 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
         if decision.promote:
             champion_scores, champion_name = decision.numbers, key
     new = current_champion(client, name)
-    return {"decisions": decisions, "left_out": left_out, "champion_before": before,
-            "champion_after": new.version if new else None,
-            "champion_method": new.tags.get("method") if new else None, "model": name}
+    result = {"decisions": decisions, "left_out": left_out, "champion_before": before,
+              "champion_after": new.version if new else None,
+              "champion_method": new.tags.get("method") if new else None, "model": name}
+    # What `make demo` prints at its end, and a script can read without importing MLflow.
+    write_json(result, project.root / EVAL_DIR / "champion.json")
+    return result

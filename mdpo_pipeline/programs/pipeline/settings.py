@@ -58,6 +58,7 @@ import yaml
 
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
@@ -258,6 +259,57 @@ class BenchmarkScoresSettings:
         return out
 
 
+#: The grid axes that change the data (each value combination is a data variant with its own data stages, base
+#: model and reference cache where their inputs differ); "training.<key>" axes change only the runs.
+DATA_SECTIONS = ("shapeworld", "preference_pairs", "corrupted_images")
+#: The ShapeWorld benchmark sizes (ShapeWorldConfig fields) of the grid's own evaluation split.
+EVAL_SIZE_KEYS = ("object_halbench", "amber_generative", "amber_discriminative", "mmhal", "pope")
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """params.yaml:experiment: the grid of `make reproduce` and Dagster's grid_cells partitions: every combination
+    of methods × seeds × axes is one cell with its own adapter, answers, scores and probe."""
+
+    name: str = field(default="claims", metadata=_meta(
+        "the grid's name: its cells live in artifacts/grid/<name>/ and its MLflow parent run is named after it"))
+    methods: tuple[str, ...] = field(default=("dpo", "mdpo", "mdpo_no_conditional", "mdpo_no_anchor", "dpo_no_image"),
+                                     metadata=_meta("the methods (core/methods.py); the base model is always scored"))
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_meta(
+        "training seeds (LoRA init and data order); cells of one seed are paired in the claims report", ge=0))
+    axes: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, metadata=_meta(
+        "optional axes, each a dotted params key and its values, e.g. {shapeworld.unconditional_share: [0.0, 0.5, "
+        "1.0]}, {preference_pairs.n: [375, 750, 1500]}, {corrupted_images.strategy: [crop_1_20, crop_20_50]}, "
+        "{training.beta: [0.1, 0.5]}; the first value of each is its default in the claims tables"))
+    eval_sizes: Mapping[Literal[EVAL_SIZE_KEYS], int] = field(default_factory=lambda: {
+        "object_halbench": 600, "amber_generative": 400, "amber_discriminative": 600, "mmhal": 96, "pope": 100},
+        metadata=_meta("items of the grid's own ShapeWorld benchmark split (larger than the demo's, so sampling "
+                       "error does not swamp the effects); unused when benchmark_scores points at real files", ge=1))
+    benchmarks: tuple[Literal[BENCHMARK_NAMES], ...] = field(default=("object_halbench", "amber", "mmhal"),
+                                                              metadata=_meta("the benchmarks every cell is scored on"))
+    probe_pairs: int = field(default=300, metadata=_meta(
+        "held-out pairs (instructions never sampled for training) of the image-use probe", ge=1))
+
+    def __post_init__(self):
+        # the base model is always in the grid; methods must be known; no repeats (a cell key each)
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; known: {sorted(METHODS)}")
+        for name in ("methods", "seeds"):
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name}: must be a non-empty list without repeats, got {list(values)}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ValueError(f"name: letters, digits, '_', '.', '-' only (it names a folder), got {self.name!r}")
+        for axis, values in self.axes.items():
+            section, _, rest = axis.partition(".")
+            if section not in (*DATA_SECTIONS, "training") or not rest:
+                raise ValueError(f"axes.{axis}: an axis is '<section>.<key>' with section one of "
+                                 f"{[*DATA_SECTIONS, 'training']}")
+            if not isinstance(values, list | tuple) or not values or len(set(map(repr, values))) != len(values):
+                raise ValueError(f"axes.{axis}: must be a non-empty list of distinct values, got {values!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """params.yaml, every section typed."""
@@ -277,6 +329,8 @@ class Settings:
         "preference training: MDPOConfig fields and run arguments, per-method overrides"))
     benchmark_scores: BenchmarkScoresSettings = field(default_factory=BenchmarkScoresSettings, metadata=_meta(
         "the hallucination benchmarks and the registry gate"))
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings, metadata=_meta(
+        "the experiment grid (methods × seeds × axes) of `make reproduce` and the claims report"))
 
     def as_dict(self) -> dict[str, Any]:
         """Every section's resolved values laid out as in params.yaml, as plain data (paths as strings, tuples as
