@@ -23,8 +23,9 @@ def test_quality_gates_are_blocking_checks():
     for check_def in defs.asset_checks or []:
         for spec in check_def.check_specs:
             specs[spec.key.name] = spec
-    assert {"quarantine_share_below_threshold", "pairs_are_usable", "every_pair_has_its_corrupted_image"} <= set(specs)
-    assert all(s.blocking for s in specs.values())
+    data = {"quarantine_share_below_threshold", "pairs_are_usable", "every_pair_has_its_corrupted_image"}
+    assert data <= set(specs)
+    assert all(specs[name].blocking for name in data)
 
 
 def test_retraining_is_off_by_default_and_requests_one_run_per_model(monkeypatch):
@@ -83,7 +84,8 @@ def test_evaluation_graph_and_gate_check():
     assert parents["benchmark_scores"] == {"base_model", "adapters"}
     assert parents["comparison_report"] == {"benchmark_scores"} and parents["champion"] == {"comparison_report"}
     specs = {s.key.name: s for c in defs.asset_checks or [] for s in c.check_specs}
-    assert specs["beats_base_model"].blocking
+    # The registry gate decides promotion only: a model that fails it is a finished, scored model.
+    assert not specs["beats_base_model"].blocking
     assert {j.name for j in defs.jobs} >= {"retrain_job", "refresh_job", "data_job"}
 
 

@@ -50,6 +50,7 @@ def test_scores_report_and_champion(project):
     assert "NOT comparable with GPT-4" in scores["judge"]
     meta = results["dpo"].asset_materializations_for_node("benchmark_scores")[-1].metadata
     assert "chair_s" in meta and "mlflow_run_id" in meta
+    assert meta["mlflow_run"].value.endswith(f"/runs/{meta['mlflow_run_id'].value}")
     (check,) = results["dpo"].get_asset_check_evaluations()
     assert check.check_name == "beats_base_model" and "reasons" in check.metadata
 
@@ -77,7 +78,8 @@ def test_scores_report_and_champion(project):
     assert dg.materialize(everything, selection="key:benchmark_scores", partition_key="dpo", resources=resources).success
     assert answers.stat().st_mtime_ns == before
 
-    # An adapter that does not beat the base model fails the blocking gate, and the run says so.
+    # An adapter that does not beat the base model fails the gate as a warning: scored, its run succeeds, and the
+    # check says which partition it judged.
     import yaml
 
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -86,4 +88,6 @@ def test_scores_report_and_champion(project):
     blocked = dg.materialize(everything, selection="key:benchmark_scores", partition_key="dpo", resources=resources,
                              raise_on_error=False)
     (evaluation,) = blocked.get_asset_check_evaluations()
-    assert evaluation.passed is False and not blocked.success
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["partition"].value == "dpo"
+    assert blocked.success and blocked.asset_materializations_for_node("benchmark_scores")
