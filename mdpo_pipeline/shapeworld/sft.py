@@ -211,8 +211,19 @@ def describe(model, processor, images: list[Image.Image], batch_size: int = 64, 
     return answers
 
 
-def _load(truth_jsonl: str | Path, image_dir: str | Path) -> tuple[list[dict], list[Image.Image]]:
+#: The fields of a ShapeWorld truth record the SFT reads (and nothing else: the preference answers' cues are not
+#: among them, so a world that differs only there trains the same base model; the experiment grid relies on it).
+TRUTH_FIELDS = ("id", "kind", "question", "expected_answer", "objects", "background")
+
+
+def read_truths(truth_jsonl: str | Path) -> list[dict]:
+    """The truth records of ``truth_jsonl`` as the SFT sees them: TRUTH_FIELDS only."""
     rows = [json.loads(line) for line in Path(truth_jsonl).read_text().splitlines() if line.strip()]
+    return [{k: row[k] for k in TRUTH_FIELDS} for row in rows]
+
+
+def _load(truth_jsonl: str | Path, image_dir: str | Path) -> tuple[list[dict], list[Image.Image]]:
+    rows = read_truths(truth_jsonl)
     images = []
     for row in rows:
         with Image.open(Path(image_dir) / f"{row['id']}.jpg") as im:

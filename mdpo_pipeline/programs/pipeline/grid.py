@@ -141,9 +141,13 @@ def _files_sha(paths: list[Path]) -> str:
 
 
 def _sft_inputs_sha(world: Path) -> str:
-    """What the tiny model's SFT reads from ShapeWorld: the truths and the images (not the preference answers, so an
-    axis on the answers alone, e.g. unconditional_share, keeps the base model)."""
-    return _files_sha([world / "shapeworld_truth.jsonl", *sorted((world / "merged_images").glob("*"))])
+    """What the tiny model's SFT reads from ShapeWorld: the truths' fields it uses and the images (not the preference
+    answers, so an axis on the answers alone, e.g. unconditional_share, keeps the base model)."""
+    # stage-scoped: only the tiny preset's SFT reads ShapeWorld's truths
+    from mdpo_pipeline.shapeworld.sft import read_truths
+
+    digest = hashlib.sha256(canonical_json(read_truths(world / "shapeworld_truth.jsonl")).encode()).hexdigest()
+    return _hash([digest, _files_sha(sorted((world / "merged_images").glob("*")))])
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,8 @@ class GridPlan:
     def variant(self, cell: Cell, progress: bool = False, log: Callable[[str], None] = print) -> Variant:
         """The cell's data variant, every stage made (or shared) first; the project itself when no axis changes
         the data."""
-        if not cell.data_axes:
+        settings = variant_settings(self.project, cell.data_axes) if cell.data_axes else self.settings
+        if settings.as_dict() == self.settings.as_dict():  # no axis, or every axis at params.yaml's own value
             for stage in _RUNNERS:
                 if not _stage_done(self.project.data_dir(stage), stage):
                     raise ConfigError(f"{self.project.data_dir(stage)} is missing: materialize {stage} first "
@@ -241,7 +246,6 @@ class GridPlan:
         # A lock per variant: cells of one variant run side by side and must build its stages once.
         from filelock import FileLock  # a dependency of torch and huggingface_hub: always installed
 
-        settings = variant_settings(self.project, cell.data_axes)
         root = self.root / "variants" / _hash(_sections(settings, STAGE_SECTIONS["corrupted_images"] + (
             "base_model", "reference_logprobs")))
         root.mkdir(parents=True, exist_ok=True)
