@@ -35,8 +35,7 @@ install: $(STAMP) dvc-env  ## create both environments
 dvc-env: $(DVC_VENV)/.installed  ## DVC in its own environment (antlr4 pin conflicts with Dagster)
 
 demo: install  ## materialize every asset of the default (offline ShapeWorld) pipeline (scripts/demo.sh)
-	DAGSTER=$(BIN)/dagster DEMO_MODELS="$(DEMO_MODELS)" bash scripts/demo.sh
-	$(DVC) status
+	DAGSTER=$(BIN)/dagster DVC=$(DVC) DEMO_MODELS="$(DEMO_MODELS)" bash scripts/demo.sh
 
 reproduce: install  ## the experiment grid of params.yaml:experiment and the paper's claims checked (scripts/reproduce.sh)
 	DAGSTER=$(BIN)/dagster MDPO=$(BIN)/mdpo bash scripts/reproduce.sh

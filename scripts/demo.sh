@@ -109,9 +109,15 @@ if result["champion_after"]:
 else:
     print(f"No champion: no adapter passed the promotion gate (registered model {result['model']})")
 PY
+# The data versions: what `dvc status` says of the stages just materialized (each was recorded with `dvc commit`).
+if [[ -n ${DVC:-} ]]; then
+  echo
+  echo "DVC: $("$DVC" status 2>&1 | head -n 20)"
+fi
 cat <<NEXT
 
 Next:
+  make reproduce   # the experiment grid (5 methods × 3 seeds) and the paper's claims checked, ~15 min on 2 cores
   make dev         # Dagster UI on http://127.0.0.1:3000: runs, assets, checks, metadata (links to MLflow)
   make mlflow-ui   # MLflow UI on http://127.0.0.1:5000: the runs side by side, the registry and its aliases
 Every run's log: $LOGS/

@@ -35,9 +35,9 @@ echo "== experiment grid: ${#cells[@]} cells, $((${#cells[@]} - ${#pending[@]}))
 
 declare -A pids=() started=()
 failed=0
-finish() {  # wait for any one run; report it
-  local pid done_key=""
-  wait -n "${!pids[@]}" 2>/dev/null || true
+finish() {  # wait for any one run to end; report every run that ended
+  local key pid done_key=""
+  wait -n "${pids[@]}" 2>/dev/null || true
   for key in "${!pids[@]}"; do
     pid=${pids[$key]}
     if ! kill -0 "$pid" 2>/dev/null; then

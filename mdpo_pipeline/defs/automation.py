@@ -1,7 +1,7 @@
 """Scheduled retraining and the raw-data sensor.
 
 - ``retrain_job`` (partitioned by model): train the adapter and score it; ``comparison_report`` and
-  ``champion`` follow through their eager automation conditions, and the registry gate is a blocking check.
+  ``champion`` follow through their eager automation conditions; the registry gate check runs with it.
 - ``retrain_schedule``: runs ``retrain_job`` for the configured models on a cron (``MDPO_RETRAIN_CRON``);
   STOPPED by default, so ``dagster dev`` never trains on its own: turn it on in the UI (Automation tab).
 - ``raw_data_sensor``: when the raw data's DVC version changes (a new ``dvc pull``/``dvc add``), refreshes the

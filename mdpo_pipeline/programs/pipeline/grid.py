@@ -289,11 +289,18 @@ class GridPlan:
             store.parent.mkdir(parents=True, exist_ok=True)
             os.replace(link, store)
             target = store
-        if link.is_symlink() or link.exists():
-            _remove(link)
-        link.parent.mkdir(parents=True, exist_ok=True)
         # Relative links: a copied checkout's variants point into the copy.
-        link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        relative = os.path.relpath(target, link.parent)
+        if link.is_symlink() and os.readlink(link) == relative:
+            return  # already right: cells of this variant may be reading through it
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.exists() and not link.is_symlink():
+            _remove(link)
+        # Swapped in one rename: a cell reading through the old link never finds it missing.
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(relative, target_is_directory=True)
+        os.replace(tmp, link)
 
 
 def _remove(path: Path) -> None:
@@ -569,8 +576,16 @@ def run_claims_report(project: Project, *, uri: str | None = None, experiment: s
     # stage-scoped: the report needs the statistics and plots, the grid's planning does not
     from mdpo_pipeline.programs.evaluation.claims import claims_report
 
+    # the per-answer file's name is the benchmark's
+    from mdpo_pipeline.programs.evaluation.benchmarks import PER_ANSWER_FILE
+
     plan = GridPlan(project)
     records = plan.records()
+    for record in records:
+        # Kept beside the scores (one file per cell), read only for the report's recall-matched CHAIR.
+        path = plan.cell_dir(plan.cell(record["cell"])) / PER_ANSWER_FILE
+        if path.is_file():
+            record["per_answer"] = {"object_halbench": json.loads(path.read_text())}
     if not records:
         raise ConfigError(f"no cell of experiment {plan.experiment.name!r} has finished: materialize grid_cells "
                           "(`make reproduce`)")
