@@ -182,3 +182,32 @@ def test_data_axis_variant_shares_what_its_inputs_share(shapeworld_base, tmp_pat
     half = run_cell(plan, "mdpo-s0@unconditional_share=0.5")
     assert half["variant"]["root"] == "."
     assert one["fingerprint"] != half["fingerprint"]
+
+
+def test_grid_cli_lists_cells_and_pending(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from mdpo_pipeline.cli import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"experiment": {"methods": ["mdpo"], "seeds": [3, 4]}}))
+    monkeypatch.setenv("MDPO_PROJECT_ROOT", str(tmp_path))
+    assert main(["grid", "cells"]) == 0
+    assert capsys.readouterr().out.split() == ["base", "mdpo-s3", "mdpo-s4"]
+    # a cell.json with another fingerprint is not a finished cell
+    done = tmp_path / "artifacts" / "grid" / "claims" / "cells" / "mdpo-s3"
+    done.mkdir(parents=True)
+    (done / "cell.json").write_text('{"fingerprint": "stale"}')
+    assert main(["grid", "pending"]) == 0
+    assert capsys.readouterr().out.split() == ["base", "mdpo-s3", "mdpo-s4"]
+    # with today's fingerprint it is finished: not run again
+    from mdpo_pipeline.programs.pipeline.grid import GridPlan
+    from mdpo_pipeline.programs.pipeline.project import Project
+
+    plan = GridPlan(Project(tmp_path))
+    (done / "cell.json").write_text(json.dumps({"fingerprint": plan.fingerprint(plan.cell("mdpo-s3"))}))
+    assert main(["grid", "pending"]) == 0
+    assert capsys.readouterr().out.split() == ["base", "mdpo-s4"]
+    assert main(["grid", "path"]) == 0
+    assert capsys.readouterr().out.strip().endswith("artifacts/grid/claims/report/claims.md")
+    assert main(["grid", "run", "ppo-s0", "--no-mlflow"]) == 2
+    assert "not a cell" in capsys.readouterr().err

@@ -557,7 +557,7 @@ class _Report:
             s = {k: self.grid.summary(m, k, self.fixed) for k in keys}
             rows.append({"method": m, "values": {k: v.as_dict() for k, v in s.items()}})
             md_rows.append([m, *(quantity(k).show_summary(s[k]) for k in keys)])
-        self.md += ["Held-out pairs. conditional_margin = mean [r(y_w|m) − r(y_w|m_l)] with r = log π − log π_ref "
+        self.md += ["Held-out pairs. conditional_margin = mean [r(y_w|m) − r(y_w|m_l)] with r = β·(log π − log π_ref) "
                     "(how much more the adapter than the reference prefers the chosen answer WITH the real image); "
                     "image_gap = mean log π(y_w|m) − log π(y_w|m_l) under the adapter (base: under the base model). "
                     "Mean ± std over seeds.", "",
