@@ -16,6 +16,9 @@ LOGS=artifacts/logs/grid
 IN_PROCESS='{"execution": {"config": {"in_process": {}}}}'
 # Runs side by side share the cores: torch's OpenMP threads must sleep, not spin, while they wait (scripts/demo.sh).
 export OMP_WAIT_POLICY=PASSIVE
+# The cores shared out among the runs (at least 2 threads each: what the measured 2-core grid ran with).
+threads=$(( $(nproc) / PARALLEL )); (( threads >= 2 )) || threads=2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
 
 materialize() { "$DAGSTER" asset materialize -m mdpo_pipeline.definitions --config-json "$IN_PROCESS" "$@"; }
 mkdir -p "$LOGS"
