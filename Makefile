@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, from the pinned CPU build: a bare `torch` requirement would pull GBs of CUDA wheels.
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[pipeline,dev,ray]'
 	touch $@
 
 $(DVC_VENV)/.installed: constraints-dvc.txt

@@ -112,6 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.programs.training.run import TrainRunConfig, run_training
 
+    if args.ray is not None:
+        return _train_on_ray(args)
     _die_with_agent()
     with _pipes() as pipes:
         summary = run_training(TrainRunConfig.from_json(args.config))
@@ -119,6 +121,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             pipes.report_custom_message({k: summary[k] for k in ("method", "global_step", "train_loss", "device")})
     if os.environ.get("RANK", "0") == "0":  # the other ranks' summaries are rank 0's, and not the one written
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _train_on_ray(args: argparse.Namespace) -> int:
+    """``mdpo train --ray``: this process is the Ray driver; the workers run the same training (run_training)."""
+    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
+    from pathlib import Path
+
+    from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
+    from mdpo_pipeline.integrations.ray_launcher import train_on_ray
+    from mdpo_pipeline.programs.training.ray_worker import train_loop_per_worker
+    from mdpo_pipeline.programs.training.run import TrainRunConfig
+
+    settings = (LauncherSettings(**json.loads(Path(args.ray).read_text())) if args.ray
+                else LauncherSettings.from_env())
+    summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 
 
@@ -222,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one adapter from a run config (what the launcher runs)")
     train.add_argument("--config", required=True, help="run config: one flat JSON object of RunArguments and MDPOConfig "
                        "fields, output_dir the adapter (mdpo_pipeline.programs.training.run)")
+    train.add_argument("--ray", nargs="?", const="", metavar="SETTINGS",
+                       help="train as Ray Train workers on a Ray cluster, this process the driver; the launcher "
+                            "settings (ray_address, num_workers, ...) come from SETTINGS, a JSON file, or without it "
+                            "from the environment (MDPO_RAY_ADDRESS, MDPO_RAY_NUM_WORKERS, ...)")
     train.set_defaults(func=_cmd_train)
     ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family in the hub's "
                           "layout (an offline stand-in for real weights: tests, benchmarks, trying the pipeline)")

@@ -43,7 +43,9 @@ FULL_ENV = {
     "MDPO_MAX_CONCURRENT_RUNS": "2", "MDPO_LAUNCHER_MODE": "docker", "MDPO_TRAIN_IMAGE": "registry.local/train:1",
     "MDPO_GPUS": "0,1", "MDPO_NUM_PROCESSES": "2", "MDPO_ACCELERATE_CONFIG": "docker/accelerate/deepspeed_zero2.yaml",
     "MDPO_HOST_PROJECT_ROOT": "/srv/mdpo", "DOCKER_HOST": "unix:///var/run/docker.sock", "MDPO_BIND_HOST": "10.0.0.5",
-    "MDPO_WEBSERVER_PORT": "8080", "MDPO_MLFLOW_PORT": "8081",
+    "MDPO_WEBSERVER_PORT": "8080", "MDPO_MLFLOW_PORT": "8081", "MDPO_RAY_ADDRESS": "ray://head:10001",
+    "MDPO_RAY_NUM_WORKERS": "4", "MDPO_RAY_CPUS_PER_WORKER": "2", "MDPO_RAY_GPUS_PER_WORKER": "1",
+    "MDPO_RAY_STORAGE_PATH": "/mnt/shared", "MDPO_RAY_MAX_FAILURES": "3",
 }
 
 

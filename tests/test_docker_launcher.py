@@ -100,7 +100,7 @@ def test_engine_in_another_container_mounts_the_host_path(tmp_path):
 @pytest.mark.parametrize(
     "field, value, why",
     [
-        ("mode", "k8s", "use 'local' or 'docker'"), ("gpus", "two", "comma-separated device ids"),
+        ("mode", "k8s", "use 'local', 'docker' or 'ray'"), ("gpus", "two", "comma-separated device ids"),
         ("gpus", "0,", "comma-separated device ids"), ("num_processes", 0, "integer >= 1"),
         ("num_processes", "two", "valid integer"), ("threads", 0, "integer >= 1"), ("user", "mdpo", "uid:gid"),
         ("shm_size", "lots", "size such as '16g'"), ("network_mode", " ", "network mode"), ("image", "", "image name"),

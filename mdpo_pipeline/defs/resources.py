@@ -13,6 +13,7 @@ from pydantic import Field
 from mdpo_pipeline.integrations import launchers as launcher
 from mdpo_pipeline.integrations.dvc import Dvc
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
+from mdpo_pipeline.integrations.ray_launcher import launch_ray
 from mdpo_pipeline.integrations.tracking import tracking_uri
 from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
 
@@ -73,7 +74,8 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
-    """Starts `mdpo train` as its own process: a local subprocess (default) or a Docker container (GPU box).
+    """Starts `mdpo train` as its own process: a local subprocess (default), a Docker container (GPU box) or the
+    driver of Ray Train workers on a Ray cluster.
 
     Its fields, descriptions and checks are LauncherSettings' (integrations/launcher_settings.py); any of them
     may be a `dg.EnvVar`, checked once Dagster resolves it at run launch (`from_env`)."""
@@ -106,6 +108,8 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
             return launcher.launch_local(run, log=context.log.info, env=dict(self.env) or None,
                                          num_processes=self.num_processes,
                                          accelerate_config=self.accelerate_config and str(project.path(self.accelerate_config)))
+        if self.mode == "ray":
+            return launch_ray(run, self, log=context.log.info)
         return self._launch_docker(run, context, project)
 
     def _launch_docker(self, run: dict[str, Any], context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
