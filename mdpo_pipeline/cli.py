@@ -130,13 +130,18 @@ def _train_on_ray(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
+    from mdpo_pipeline.integrations.launchers import TrainingFailed
     from mdpo_pipeline.integrations.ray_launcher import train_on_ray
     from mdpo_pipeline.programs.training.ray_worker import train_loop_per_worker
     from mdpo_pipeline.programs.training.run import TrainRunConfig
 
     settings = (LauncherSettings(**json.loads(Path(args.ray).read_text())) if args.ray
                 else LauncherSettings.from_env())
-    summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
+    try:
+        summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
+    except TrainingFailed as e:
+        print(f"mdpo: error: {e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
+        return 1
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 

@@ -7,6 +7,7 @@ and the driver's checks are also tested without a cluster."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -107,6 +108,21 @@ def test_an_address_nothing_listens_at_is_refused_at_once():
     check_reachable("auto")
 
 
+def test_the_driver_sends_this_machines_token_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    ray_launcher._token_auth_if_available()
+    assert "RAY_AUTH_MODE" not in os.environ  # no token here: a cluster without authentication
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t" * 32)
+    ray_launcher._token_auth_if_available()
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray_launcher._token_auth_if_available()
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
 def test_workers_the_cluster_cannot_hold_are_refused():
     nodes = [{"CPU": 2.0}, {"CPU": 2.0, "GPU": 1.0}]
     total = {"CPU": 4.0, "GPU": 1.0}
@@ -143,7 +159,8 @@ def cluster() -> str:
     # optional: only the ray launcher's tests need Ray (the `ray` extra)
     import ray
 
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new cluster even when this machine has one from `ray start` (which ray.init() would join).
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
@@ -323,7 +340,10 @@ def test_an_unreachable_cluster_fails_fast(project, outputs):
 
 
 @pytest.mark.slow
-def test_more_cpus_than_the_cluster_has_fail_fast(cluster, project, outputs):
+def test_more_cpus_than_the_cluster_has_fail_fast(cluster, project, outputs, monkeypatch):
+    # As a deployment's driver starts, without RAY_AUTH_MODE: it sends this machine's token to the explicit address
+    # (Ray itself would not, and the cluster would refuse it after a minute of retries).
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     start = time.monotonic()
     with pytest.raises(TrainingFailed, match=r"num_workers=3 \(MDPO_RAY_NUM_WORKERS\).*need 3 CPUs but the Ray "
                                              r"cluster at .* has 2 CPUs"):

@@ -102,9 +102,9 @@ class LauncherSettings(BaseModel):
     network_mode: str = _setting("none", "docker: the container's network; 'none', training reads mounted files only.")
     shm_size: str | None = _setting(None, "docker: the container's /dev/shm size; unset: 16g with GPUs, else the engine's.")
     ray_address: str | None = _setting(
-        None, "ray: the cluster: unset, $RAY_ADDRESS or else a local cluster started for the run; 'auto', the one "
-        "started on this machine (`ray start --head`); host:port, a head's GCS; ray://host:10001, Ray Client "
-        "(e.g. a KubeRay head service).", env="MDPO_RAY_ADDRESS")
+        None, "ray: the cluster: unset, $RAY_ADDRESS, else the one `ray start --head` started on this machine, else a "
+        "local one started for the run; 'auto', an existing one on this machine; host:port, a head's GCS; "
+        "ray://host:10001, Ray Client (e.g. a KubeRay head service).", env="MDPO_RAY_ADDRESS")
     num_workers: int = _setting(
         1, "ray: Ray Train workers, one training process each (DDP: gloo on CPU, NCCL with GPUs).",
         env="MDPO_RAY_NUM_WORKERS")

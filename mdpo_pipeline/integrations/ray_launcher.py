@@ -133,6 +133,17 @@ def check_resources(settings: LauncherSettings, total: Mapping[str, float], node
             raise RayClusterError(f"{asks}: no node of {where} has {each:g} {kind}s for one worker ({have})")
 
 
+def _token_auth_if_available() -> None:
+    """Send this machine's Ray token when RAY_AUTH_MODE is unset and a token is there, as Ray itself does only
+    for a cluster it finds on this machine: to an explicit address it sends none, and a cluster with token
+    authentication (the default since Ray 2.5x) refuses it after a minute of retries."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (
+            Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def run_name(run: RunConfig) -> str:
     """The Ray run's name: the adapter's directory name and a digest of its path (one per adapter, stable)."""
     out = Path(run_json(run)["output_dir"])
@@ -178,6 +189,7 @@ def train_on_ray(
 ) -> dict[str, Any]:
     """The driver: train ``cfg`` with ``train_loop({"run": run config})`` on every Ray Train worker; return the
     adapter's summary once it is at the run's output_dir."""
+    _token_auth_if_available()  # before Ray is imported: its core reads RAY_AUTH_MODE once
     # optional: only the ray launcher needs Ray (the `ray` extra)
     import ray
     from ray.train import FailureConfig, ScalingConfig, TrainingFailedError
