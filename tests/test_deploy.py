@@ -292,7 +292,8 @@ def test_bind_host_override_is_allowed_only_through_its_variable():
 def test_pipeline_dockerfile():
     text = (REPO / "docker" / "Dockerfile.pipeline").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim" in text and "FROM ${BASE_IMAGE}" in text
-    assert '"/opt/mdpo/src[pipeline]"' in text and "dagster-postgres==" in text and "psycopg2-binary==" in text
+    # the ray extra: the daemon's launcher may start Ray drivers (MDPO_LAUNCHER_MODE=ray)
+    assert '"/opt/mdpo/src[pipeline,ray]"' in text and "dagster-postgres==" in text and "psycopg2-binary==" in text
     assert re.search(r"^USER mdpo$", text, re.MULTILINE)
     # The compose build context is the checkout; everything the Dockerfile copies must pass its ignore file.
     ignore = (REPO / "docker" / "Dockerfile.pipeline.dockerignore").read_text().split()
