@@ -137,11 +137,17 @@ def _train_on_ray(args: argparse.Namespace) -> int:
 
     settings = (LauncherSettings(**json.loads(Path(args.ray).read_text())) if args.ray
                 else LauncherSettings.from_env())
-    try:
-        summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
-    except TrainingFailed as e:
-        print(f"mdpo: error: {e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
-        return 1
+    with _pipes() as pipes:
+        try:
+            summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
+        except TrainingFailed as e:
+            print(f"mdpo: error: {e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
+            return 1
+        if pipes is not None:
+            # What Dagster records of the run beside its log: the outcome and the last logged training metrics.
+            pipes.report_custom_message(
+                {k: summary.get(k) for k in ("method", "global_step", "train_loss", "device", "num_processes",
+                                             "seconds")} | {"final": summary.get("final", {})})
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 

@@ -349,3 +349,32 @@ def test_more_cpus_than_the_cluster_has_fail_fast(cluster, project, outputs, mon
                                              r"cluster at .* has 2 CPUs"):
         launch_ray(_config(project, outputs / "too-big", B), _ray(cluster, num_workers=3), lambda _: None)
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+@cpu_ranks
+def test_the_adapters_asset_trains_on_ray_and_dagster_hears_the_driver_through_pipes(cluster, shapeworld_base, tmp_path,
+                                                                                     monkeypatch):
+    """The same asset as locally, only the launcher settings changed: the adapter is trained on Ray, registered, and
+    the Ray driver's Pipes message (its outcome and final metrics) is in the Dagster run's log."""
+    import dagster as dg
+
+    from mdpo_pipeline.defs.assets.training import training_assets
+    from tests.conftest import pipeline_resources, project_from_base
+
+    root = project_from_base(shapeworld_base, tmp_path / "proj", training={
+        "max_steps": 4, "per_device_train_batch_size": 2, "logging_steps": 2, "save_steps": 50, "threads": 1})
+    monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    launcher = TrainingLauncher(mode="ray", ray_address=cluster, num_workers=2, cpus_per_worker=1)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(training_assets, selection="adapters", partition_key="mdpo", instance=instance,
+                            resources=pipeline_resources(root, launcher=launcher))
+    assert result.success
+    adapter = Project(root).adapter_path("mdpo")
+    summary = json.loads((adapter / "summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["num_processes"] == 2
+    messages = [e.user_message for e in instance.all_logs(result.run_id) if "ray driver reported:" in e.user_message]
+    assert len(messages) == 1 and "'global_step': 4" in messages[0] and "'num_processes': 2" in messages[0]
+    meta = result.asset_materializations_for_node("adapters")[0].metadata
+    assert meta["registered_version"].value

@@ -109,8 +109,20 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
                                          num_processes=self.num_processes,
                                          accelerate_config=self.accelerate_config and str(project.path(self.accelerate_config)))
         if self.mode == "ray":
-            return launch_ray(run, self, log=context.log.info)
+            return self._launch_ray(run, context)
         return self._launch_docker(run, context, project)
+
+    def _launch_ray(self, run: dict[str, Any], context: dg.AssetExecutionContext) -> dict[str, Any]:
+        if not isinstance(context, dg.AssetExecutionContext | dg.OpExecutionContext):
+            return launch_ray(run, self, log=context.log.info)  # called outside a Dagster run: no Pipes session
+        # Dagster Pipes: the Ray driver reports its outcome and final metrics as messages of this run; its output
+        # (the workers' step lines) streams into the run's log.
+        with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
+                                   message_reader=dg.PipesTempFileMessageReader()) as session:
+            summary = launch_ray(run, self, log=context.log.info, env=session.get_bootstrap_env_vars())
+        for message in session.get_custom_messages():
+            context.log.info(f"ray driver reported: {message}")
+        return summary
 
     def _launch_docker(self, run: dict[str, Any], context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
         # optional: only the Docker launcher needs the Docker SDK

@@ -66,9 +66,11 @@ def check_ray_settings(settings: LauncherSettings) -> None:
 
 
 def launch_ray(
-    cfg: RunConfig, settings: LauncherSettings, log: Callable[[str], None] = print, grace_s: float = 30
+    cfg: RunConfig, settings: LauncherSettings, log: Callable[[str], None] = print, grace_s: float = 30,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the training on Ray through a driver subprocess streaming to ``log``; return the adapter's summary.json."""
+    """Run the training on Ray through a driver subprocess streaming to ``log`` (``env``: more variables for the
+    driver, e.g. a Dagster Pipes session's); return the adapter's summary.json."""
     check_ray_settings(settings)
     run = run_json(cfg)
     write_json(run, run_config_path(run))
@@ -77,7 +79,7 @@ def launch_ray(
     cmd = [sys.executable, *TRAIN_MODULE, str(run_config_path(run)), "--ray", str(settings_path(run))]
     # A session of its own: stop_local's killpg reaches the driver and a local cluster it started.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **dict(settings.env)}, start_new_session=True)
+                            env={**os.environ, **dict(settings.env), **dict(env or {})}, start_new_session=True)
     tail: deque[str] = deque(maxlen=40)
     assert proc.stdout is not None
     try:
