@@ -50,6 +50,13 @@ def launch_local(
     """Run ``mdpo train`` in a subprocess with this interpreter (``accelerate launch`` for several processes);
     return the adapter's summary.json."""
     proc = start_local(cfg, env=env, num_processes=num_processes, accelerate_config=accelerate_config)
+    follow(proc, log)
+    return read_summary(cfg)
+
+
+def follow(proc: subprocess.Popen, log: Callable[[str], None], grace_s: float = 30) -> None:
+    """Pass a training process's output to ``log`` line by line until it exits; TrainingFailed (with the end of
+    its output) when it fails. A launch cancelled meanwhile stops the process's whole session."""
     tail: deque[str] = deque(maxlen=40)
     assert proc.stdout is not None
     try:
@@ -60,12 +67,13 @@ def launch_local(
                 tail.append(text)
                 log(text)
     except BaseException:
-        # Its own session no longer hears the terminal's Ctrl-C: a cancelled launch stops the run itself.
-        stop_local(proc)
+        # Its own session no longer hears the terminal's Ctrl-C: a cancelled launch stops the run itself (for the
+        # Ray driver, ending it ends its Ray job: the workers are its actors).
+        stop_local(proc, grace_s)
         raise
     if proc.wait() != 0:
-        raise TrainingFailed(f"`{' '.join(proc.args)}` exited {proc.returncode}:\n" + "\n".join(tail))
-    return read_summary(cfg)
+        args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
+        raise TrainingFailed(f"`{args}` exited {proc.returncode}:\n" + "\n".join(tail))
 
 
 def start_local(

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,10 @@ from mdpo_pipeline.integrations.launchers import (
     TRAIN_MODULE,
     RunConfig,
     TrainingFailed,
+    follow,
     read_summary,
     run_config_path,
     run_json,
-    stop_local,
 )
 
 #: Seconds a cluster address gets to accept a TCP connection before the launch is refused.
@@ -80,20 +79,7 @@ def launch_ray(
     # A session of its own: stop_local's killpg reaches the driver and a local cluster it started.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **dict(settings.env), **dict(env or {})}, start_new_session=True)
-    tail: deque[str] = deque(maxlen=40)
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            text = line.rstrip().rsplit("\r", 1)[-1]
-            if text:
-                tail.append(text)
-                log(text)
-    except BaseException:
-        # A cancelled launch: ending the driver ends its Ray job (the workers are its actors).
-        stop_local(proc, grace_s)
-        raise
-    if proc.wait() != 0:
-        raise TrainingFailed(f"`{' '.join(cmd)}` exited {proc.returncode}:\n" + "\n".join(tail))
+    follow(proc, log, grace_s)
     return read_summary(run)
 
 
