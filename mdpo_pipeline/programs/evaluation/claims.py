@@ -283,6 +283,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
+def _beside_paper(ours: Mapping[str, stats.Summary], paper: Mapping[str, float]) -> list[str]:
+    """Table cells of the paper's ablation columns: ours (mean ± std), then the paper's number ("–" if none)."""
+    cells = []
+    for k in PAPER_ABLATION_COLUMNS:
+        q = quantity(k)
+        cells += [q.show_summary(ours[k]), "–" if k not in paper else f"{paper[k]:.{q.decimals}f}"]
+    return cells
+
+
 def _md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -391,11 +400,7 @@ class _Report:
             ours = {k: self.grid.summary(m, k, self.fixed) for k in PAPER_ABLATION_COLUMNS}
             paper = dict(zip(PAPER_ABLATION_COLUMNS, PAPER_TABLE2.get(m, ())))
             rows.append({"method": m, "ours": {k: s.as_dict() for k, s in ours.items()}, "paper": paper})
-            cells = []
-            for k in PAPER_ABLATION_COLUMNS:
-                q = quantity(k)
-                cells += [q.show_summary(ours[k]), "–" if k not in paper else f"{paper[k]:.{q.decimals}f}"]
-            md_rows.append([m, *cells])
+            md_rows.append([m, *_beside_paper(ours, paper)])
         head = ["method"] + [h for k in PAPER_ABLATION_COLUMNS for h in (quantity(k).heading, "paper")]
         self.md += [f"Ours: mean ± std over seeds; paper: {PAPER_ABLATION_MODEL} (its Table 2).", "",
                     _md_table(head, md_rows), ""]
@@ -418,11 +423,7 @@ class _Report:
             ours = {k: self.grid.summary("mdpo", k, fixed) for k in PAPER_ABLATION_COLUMNS}
             paper = dict(zip(PAPER_ABLATION_COLUMNS, PAPER_TABLE3.get(value, ())))
             rows.append({"strategy": value, "ours": {k: s.as_dict() for k, s in ours.items()}, "paper": paper})
-            cells = []
-            for k in PAPER_ABLATION_COLUMNS:
-                q = quantity(k)
-                cells += [q.show_summary(ours[k]), "–" if k not in paper else f"{paper[k]:.{q.decimals}f}"]
-            md_rows.append([value, *cells])
+            md_rows.append([value, *_beside_paper(ours, paper)])
         head = ["mDPO corruption"] + [h for k in PAPER_ABLATION_COLUMNS for h in (quantity(k).heading, "paper")]
         self.md += [f"mDPO cells per strategy (other axes at their defaults); paper: {PAPER_ABLATION_MODEL}, "
                     "Table 3.", "", _md_table(head, md_rows), ""]
