@@ -25,8 +25,8 @@ from mdpo_pipeline.core.eval.chair import chair_scores, load_object_halbench
 from mdpo_pipeline.core.eval.mmhal import load_mmhal, mmhal_scores, parse_rating
 from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_benchmarks
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
-from mdpo_pipeline.programs.evaluation.answers import GenerationSettings, Prompt
-from mdpo_pipeline.programs.evaluation.generation import generate_answers, generate_one_by_one
+from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
+from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_by_one
 
 
 def _model(path: str | None, image_size: int):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.integrations.ray_launcher import launch_ray
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import Project
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import Project
 
 
 def _config(project: Project, out: Path, method: str, seed: int, steps: int, batch: int) -> dict:

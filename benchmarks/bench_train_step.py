@@ -65,13 +65,13 @@ import torch
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.losses import mdpo_loss
 from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_vlfeedback
-from mdpo_pipeline.programs.training import families, reference
-from mdpo_pipeline.programs.training.config import MDPOConfig
-from mdpo_pipeline.programs.training.data import load_preference_dataset
-from mdpo_pipeline.programs.training.models import NON_LANGUAGE_PARTS, language_model_linear_names, lora_config
-from mdpo_pipeline.programs.training.reference import completion_logps, compute_reference_logprobs, reference_mode
+from mdpo_pipeline.training import families, reference
+from mdpo_pipeline.training.config import MDPOConfig
+from mdpo_pipeline.training.data import load_preference_dataset
+from mdpo_pipeline.training.models import NON_LANGUAGE_PARTS, language_model_linear_names, lora_config
+from mdpo_pipeline.training.reference import completion_logps, compute_reference_logprobs, reference_mode
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava, shapeworld_words
-from mdpo_pipeline.programs.training.trainer import MDPOTrainer
+from mdpo_pipeline.training.trainer import MDPOTrainer
 
 VARIANTS = {"a": "DPO, live ref", "b": "mDPO, cached ref", "c": "mDPO, live ref", "d": "paper 4-call loop"}
 TINY = "tiny"

@@ -9,14 +9,14 @@ import json
 import os
 import sys
 
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.pipeline.settings import PIPELINE_SET
-from mdpo_pipeline.programs.pipeline.stages import STAGES
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import PIPELINE_SET
+from mdpo_pipeline.pipeline.stages import STAGES
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-    from mdpo_pipeline.programs.pipeline import stages
+    from mdpo_pipeline.pipeline import stages
 
     project = Project.discover()
     stages.validate_params(project)
@@ -31,13 +31,13 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from mdpo_pipeline.programs.pipeline.settings import field_docs, load_settings
+    from mdpo_pipeline.pipeline.settings import field_docs, load_settings
 
     if args.help_fields:
         # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-        from mdpo_pipeline.programs.pipeline.evaluate import typed_sections
-        from mdpo_pipeline.programs.training.config import MDPOConfig
-        from mdpo_pipeline.programs.training.run import RunArguments
+        from mdpo_pipeline.pipeline.evaluate import typed_sections
+        from mdpo_pipeline.training.config import MDPOConfig
+        from mdpo_pipeline.training.run import RunArguments
 
         rows = [r for r in field_docs(typed=typed_sections()) if r[0] != "params.yaml:training.common"]
         training = [r for cls in (RunArguments, MDPOConfig) for r in field_docs(cls, "params.yaml:training")
@@ -52,8 +52,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
         return 0
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.core.methods import METHODS
-    from mdpo_pipeline.programs.pipeline.evaluate import gate_policy, generation_settings
-    from mdpo_pipeline.programs.pipeline.stages import model_preset, training_run_config
+    from mdpo_pipeline.pipeline.evaluate import gate_policy, generation_settings
+    from mdpo_pipeline.pipeline.stages import model_preset, training_run_config
 
     project = Project.discover()
     settings = load_settings(project)
@@ -110,7 +110,7 @@ def _die_with_agent() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-    from mdpo_pipeline.programs.training.run import TrainRunConfig, run_training
+    from mdpo_pipeline.training.run import TrainRunConfig, run_training
 
     if args.ray is not None:
         return _train_on_ray(args)
@@ -132,8 +132,8 @@ def _train_on_ray(args: argparse.Namespace) -> int:
     from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
     from mdpo_pipeline.integrations.launchers import TrainingFailed
     from mdpo_pipeline.integrations.ray_launcher import train_on_ray
-    from mdpo_pipeline.programs.training.ray_worker import train_loop_per_worker
-    from mdpo_pipeline.programs.training.run import TrainRunConfig
+    from mdpo_pipeline.training.ray_worker import train_loop_per_worker
+    from mdpo_pipeline.training.run import TrainRunConfig
 
     settings = (LauncherSettings(**json.loads(Path(args.ray).read_text())) if args.ray
                 else LauncherSettings.from_env())
@@ -166,7 +166,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-    from mdpo_pipeline.programs.training.families import CheckpointError, build_checkpoint, describe
+    from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, describe
 
     try:
         model, _ = build_checkpoint(args.family, args.out, size=args.size, seed=args.seed, image_size=args.image_size)
@@ -182,7 +182,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mdpo_pipeline.core.io import write_json
-    from mdpo_pipeline.programs.evaluation.benchmarks import benchmark
+    from mdpo_pipeline.evaluation.benchmarks import benchmark
     from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
     bench = benchmark(args.benchmark)
@@ -205,8 +205,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_grid(args: argparse.Namespace) -> int:
     """The experiment grid of params.yaml:experiment: list its cells, run one, or write the claims report."""
     # only this command plans the grid (reading params.yaml) or runs a cell
-    from mdpo_pipeline.programs.pipeline.grid import GridPlan, run_and_log_cell, run_claims_report
-    from mdpo_pipeline.programs.pipeline.project import Project
+    from mdpo_pipeline.pipeline.grid import GridPlan, run_and_log_cell, run_claims_report
+    from mdpo_pipeline.pipeline.project import Project
 
     project = Project.discover()
     if args.action == "path":
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.set_defaults(func=_cmd_params)
     train = sub.add_parser("train", help="train one adapter from a run config (what the launcher runs)")
     train.add_argument("--config", required=True, help="run config: one flat JSON object of RunArguments and MDPOConfig "
-                       "fields, output_dir the adapter (mdpo_pipeline.programs.training.run)")
+                       "fields, output_dir the adapter (mdpo_pipeline.training.run)")
     train.add_argument("--ray", nargs="?", const="", metavar="SETTINGS",
                        help="train as Ray Train workers on a Ray cluster, this process the driver; the launcher "
                             "settings (ray_address, num_workers, ...) come from SETTINGS, a JSON file, or without it "

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from mdpo_pipeline.core.io import write_json
-from mdpo_pipeline.programs.pipeline.evaluate import adapter_dir, gate_partition, model_dir, scored_models
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.evaluate import adapter_dir, gate_partition, model_dir, scored_models
+from mdpo_pipeline.pipeline.project import ConfigError, Project
 
 SCORES = {"chair_s": 0.5, "recall": 0.7}
 

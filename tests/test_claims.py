@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mdpo_pipeline.programs.evaluation.claims import claims_report
+from mdpo_pipeline.evaluation.claims import claims_report
 
 SEEDS = (1, 2, 3)
 TRUTH = [["cat", "car"], ["bus"]]

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.integrations.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-from mdpo_pipeline.programs.training.presets import get_preset
+from mdpo_pipeline.training.presets import get_preset
 from tests.conftest import pipeline_resources, project_from_base
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image
 
-from mdpo_pipeline.programs.pipeline import quality
+from mdpo_pipeline.pipeline import quality
 
 from mdpo_pipeline.core.corruption import (
     ASPECT_RANGE,

@@ -29,7 +29,7 @@ from mdpo_pipeline.integrations.deploy import (
     render_dagster_yaml,
 )
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
-from mdpo_pipeline.programs.pipeline.project import ConfigError
+from mdpo_pipeline.pipeline.project import ConfigError
 from tests.conftest import REPO, fake_adapter, stop_process_group
 from tests.pg import pg_server  # noqa: F401  (a fixture)
 

@@ -26,7 +26,7 @@ from mdpo_pipeline.integrations.launchers import (
     prepare_output,
     run_json,
 )
-from mdpo_pipeline.programs.training.run import TrainRunConfig
+from mdpo_pipeline.training.run import TrainRunConfig
 from tests.conftest import REPO
 
 

@@ -597,8 +597,8 @@ def _answer(i: int | str) -> str:
 def _run_mmhal(root: Path, monkeypatch, mmhal: dict, judge_settings: dict | None = None):
     """The MMHal benchmark as the stage runs it (prepare, answer, score) with canned answers (no model) and,
     unless judge_settings is given, FakeChatJudge."""
-    from mdpo_pipeline.programs.evaluation import benchmarks
-    from mdpo_pipeline.programs.evaluation.benchmarks import EvalContext, MMHal
+    from mdpo_pipeline.evaluation import benchmarks
+    from mdpo_pipeline.evaluation.benchmarks import EvalContext, MMHal
 
     fake, generated = FakeChatJudge(), []
     if judge_settings is None:
@@ -649,7 +649,7 @@ def test_mmhal_stage_labels_the_own_prompt(tmp_path, monkeypatch):
 
 
 def test_mmhal_stage_stops_on_a_bad_judge_script(tmp_path, monkeypatch):
-    from mdpo_pipeline.programs.pipeline.project import ConfigError
+    from mdpo_pipeline.pipeline.project import ConfigError
 
     path = tmp_path / "response_template.json"
     path.write_text(json.dumps([_record()]))

@@ -16,14 +16,14 @@ import torch
 from peft import get_peft_model
 from PIL import Image, ImageDraw
 
-from mdpo_pipeline.programs.evaluation.answers import GenerationSettings, Prompt
-from mdpo_pipeline.programs.evaluation.generation import encode_prompts, generate_answers
-from mdpo_pipeline.programs.training.chat import generation_prompt
-from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, load_preference_dataset
-from mdpo_pipeline.programs.training.families import FAMILIES, CheckpointError, build_checkpoint
-from mdpo_pipeline.programs.training.models import load_model_and_processor, lora_config
-from mdpo_pipeline.programs.training.presets import PRESETS
-from mdpo_pipeline.programs.training.reference import (
+from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
+from mdpo_pipeline.evaluation.generation import encode_prompts, generate_answers
+from mdpo_pipeline.training.chat import generation_prompt
+from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
+from mdpo_pipeline.training.families import FAMILIES, CheckpointError, build_checkpoint
+from mdpo_pipeline.training.models import load_model_and_processor, lora_config
+from mdpo_pipeline.training.presets import PRESETS
+from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,
     ensure_fused_lm_head,
@@ -102,8 +102,8 @@ def test_checkpoint_has_the_hub_layout_and_loads_without_torchvision(checkpoints
     assert set(fam.special_tokens) <= set(processor.tokenizer.get_vocab())
     stops = model.generation_config.eos_token_id
     assert sorted(stops) == sorted(processor.tokenizer.convert_tokens_to_ids(list(fam.stop_tokens)))
-    from mdpo_pipeline.programs.training.models import load_processor
-    from mdpo_pipeline.programs.training.reference import processor_sha256
+    from mdpo_pipeline.training.models import load_processor
+    from mdpo_pipeline.training.reference import processor_sha256
 
     processor.save_pretrained(tmp_path / "saved")  # and saves, and loads back the same, without torchvision
     assert processor_sha256(load_processor(PRESET_OF[family], tmp_path / "saved")) == processor_sha256(processor)
@@ -250,8 +250,8 @@ def test_unknown_family_name_lists_the_known_ones():
 def test_processor_fingerprint_ignores_how_it_was_loaded(checkpoints):
     """The orchestrator and the training process load with different hub settings (local_files_only follows
     HF_HUB_OFFLINE); the reference cache's fingerprint must not see that."""
-    from mdpo_pipeline.programs.training.models import load_processor
-    from mdpo_pipeline.programs.training.reference import processor_sha256
+    from mdpo_pipeline.training.models import load_processor
+    from mdpo_pipeline.training.reference import processor_sha256
 
     online = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=False)
     offline = load_processor("qwen2.5-vl-3b", checkpoints["qwen2.5-vl"], local_files_only=True)

@@ -17,9 +17,9 @@ from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.checks import data_checks
-from mdpo_pipeline.programs.pipeline.adapters import load_registered_adapter
-from mdpo_pipeline.programs.training.families import FAMILIES, build_checkpoint
-from mdpo_pipeline.programs.training.models import NON_LANGUAGE_PARTS, load_model_and_processor
+from mdpo_pipeline.pipeline.adapters import load_registered_adapter
+from mdpo_pipeline.training.families import FAMILIES, build_checkpoint
+from mdpo_pipeline.training.models import NON_LANGUAGE_PARTS, load_model_and_processor
 from mdpo_pipeline.shapeworld.tiny import shapeworld_words
 from tests.conftest import make_project, pipeline_resources
 from tests.test_families import PRESET_OF

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw
 
-from mdpo_pipeline.programs.evaluation.answers import (
+from mdpo_pipeline.evaluation.answers import (
     GenerationSettings,
     Prompt,
     generation_fingerprint,
     read_generations,
     write_generations,
 )
-from mdpo_pipeline.programs.evaluation.generation import generate_answers, generate_one_by_one
+from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_by_one
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
 

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from mdpo_pipeline.core.errors import ConfigError
-from mdpo_pipeline.programs.pipeline.grid import Cell, cell_training_settings, expand, image_use_probe
-from mdpo_pipeline.programs.pipeline.settings import parse_settings
+from mdpo_pipeline.pipeline.grid import Cell, cell_training_settings, expand, image_use_probe
+from mdpo_pipeline.pipeline.settings import parse_settings
 from tests.conftest import pipeline_resources, project_from_base
 
 
@@ -84,8 +84,8 @@ def test_two_by_two_grid_end_to_end_through_dagster(shapeworld_base, tmp_path, m
 
     from mdpo_pipeline.defs.assets.grid import claims_report, experiment_grid, grid_cells
     from mdpo_pipeline.integrations.tracking import checkout_store
-    from mdpo_pipeline.programs.pipeline.grid import GridPlan
-    from mdpo_pipeline.programs.pipeline.project import Project
+    from mdpo_pipeline.pipeline.grid import GridPlan
+    from mdpo_pipeline.pipeline.project import Project
 
     root = project_from_base(shapeworld_base, tmp_path / "proj", experiment=GRID, training=TRAINING)
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
@@ -156,8 +156,8 @@ def test_two_by_two_grid_end_to_end_through_dagster(shapeworld_base, tmp_path, m
 def test_data_axis_variant_shares_what_its_inputs_share(shapeworld_base, tmp_path, monkeypatch):
     """An axis on the preference answers (unconditional_share) makes new data and a new reference cache, and keeps
     the base model (its SFT reads the same truths and images); the default value uses the project's own data."""
-    from mdpo_pipeline.programs.pipeline.grid import GridPlan, run_cell
-    from mdpo_pipeline.programs.pipeline.project import Project
+    from mdpo_pipeline.pipeline.grid import GridPlan, run_cell
+    from mdpo_pipeline.pipeline.project import Project
 
     grid = GRID | {"methods": ["mdpo"], "seeds": [0], "benchmarks": ["object_halbench"],
                    "axes": {"shapeworld.unconditional_share": [0.5, 1.0]}}
@@ -200,8 +200,8 @@ def test_grid_cli_lists_cells_and_pending(tmp_path, monkeypatch, capsys):
     assert main(["grid", "pending"]) == 0
     assert capsys.readouterr().out.split() == ["base", "mdpo-s3", "mdpo-s4"]
     # with today's fingerprint it is finished: not run again
-    from mdpo_pipeline.programs.pipeline.grid import GridPlan
-    from mdpo_pipeline.programs.pipeline.project import Project
+    from mdpo_pipeline.pipeline.grid import GridPlan
+    from mdpo_pipeline.pipeline.project import Project
 
     plan = GridPlan(Project(tmp_path))
     (done / "cell.json").write_text(json.dumps({"fingerprint": plan.fingerprint(plan.cell("mdpo-s3"))}))

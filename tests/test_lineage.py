@@ -7,7 +7,7 @@ import pytest
 
 from mdpo_pipeline.integrations import lineage
 from mdpo_pipeline.integrations.dvc import Dvc
-from mdpo_pipeline.programs.pipeline.project import Project
+from mdpo_pipeline.pipeline.project import Project
 from tests.conftest import REPO, dvc_executable, make_project
 
 
@@ -20,17 +20,17 @@ def test_derived_deps_cover_what_the_stages_run():
     # Modules the hand-written list used to miss: the tower for base_model, the presets/loading for the reference
     # cache, the shared writers for every stage.
     assert {"mdpo_pipeline/shapeworld/vision.py", "mdpo_pipeline/shapeworld/tiny.py"} <= deps["base_model"]
-    assert {"mdpo_pipeline/programs/training/models.py", "mdpo_pipeline/programs/training/chat.py"} <= deps["reference_logprobs"]
-    assert all({"mdpo_pipeline/core/io.py", "mdpo_pipeline/programs/pipeline/stages.py"} <= d for d in deps.values())
+    assert {"mdpo_pipeline/training/models.py", "mdpo_pipeline/training/chat.py"} <= deps["reference_logprobs"]
+    assert all({"mdpo_pipeline/core/io.py", "mdpo_pipeline/pipeline/stages.py"} <= d for d in deps.values())
     # Parameter checks and other stages' code are not deps: they cannot change this stage's output.
     assert "mdpo_pipeline/shapeworld/sft.py" not in deps["reference_logprobs"]
-    assert not any(d.startswith("mdpo_pipeline/programs/evaluation/") for d in deps["shapeworld"])
+    assert not any(d.startswith("mdpo_pipeline/evaluation/") for d in deps["shapeworld"])
     with pytest.raises(KeyError, match="unknown stage 'adapters'"):
         lineage.stage_modules("adapters")
 
 
 def test_editing_a_module_a_stage_imports_changes_its_dvc_status(tmp_path, tiny_params):
-    from mdpo_pipeline.programs.pipeline import stages
+    from mdpo_pipeline.pipeline import stages
 
     root = make_project(tmp_path / "proj", tiny_params)
     project = Project(root)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.training import data as training_data, models, reference
-from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.training import data as training_data, models, reference
+from mdpo_pipeline.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from tests.conftest import REPO, write_tiny_training_data
 

@@ -16,7 +16,7 @@ from mdpo_pipeline.shapeworld import (
     generate_benchmarks,
     generate_vlfeedback,
 )
-from mdpo_pipeline.programs.training.models import (
+from mdpo_pipeline.training.models import (
     ModelUnavailable,
     RemoteCodeNotAllowed,
     apply_lora,
@@ -24,7 +24,7 @@ from mdpo_pipeline.programs.training.models import (
     load_model_and_processor,
     save_model,
 )
-from mdpo_pipeline.programs.training.presets import PRESETS, ModelPreset
+from mdpo_pipeline.training.presets import PRESETS, ModelPreset
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
 PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]

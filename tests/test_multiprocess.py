@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from mdpo_pipeline.integrations import launchers as launcher
 from mdpo_pipeline.defs.resources import TrainingLauncher
 from mdpo_pipeline.integrations.launchers import check_num_processes, launch_local, run_config_path, start_local
-from mdpo_pipeline.programs.pipeline.project import Project
+from mdpo_pipeline.pipeline.project import Project
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
-from mdpo_pipeline.programs.training.run import TrainRunConfig
+from mdpo_pipeline.training.run import TrainRunConfig
 from tests.conftest import stop_process_group, write_tiny_training_data
 
 #: Per-device batch of each of the two ranks; the single process gets twice as many, the same global batch.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project, find_project_root
+from mdpo_pipeline.pipeline.project import ConfigError, Project, find_project_root
 
 
 def _checkout(tmp_path):

@@ -33,8 +33,8 @@ from mdpo_pipeline.integrations.ray_launcher import (
     launch_ray,
     worker_run,
 )
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import Project
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import Project
 
 #: Per-device batch of each of two workers; one process (or one worker) gets twice as many: the same global batch.
 B = 2

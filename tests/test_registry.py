@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mdpo_pipeline.integrations.tracking import apply_decision, current_champion
-from mdpo_pipeline.programs.evaluation.registry import GatePolicy, decide
+from mdpo_pipeline.evaluation.registry import GatePolicy, decide
 
 BASE = {"chair_s": 0.40, "recall": 0.80}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mdpo_pipeline.programs.evaluation.report import comparison_chart, comparison_table
+from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
 
 SCORES = {
     "mdpo": {"mmhal_score": 3.0, "mmhal_hallucination_rate": 0.4, "chair_s": 0.25, "chair_i": 0.05,

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.integrations.launchers import launch_local, run_config_path
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
-from mdpo_pipeline.programs.training.run import TrainRunConfig
+from mdpo_pipeline.training.run import TrainRunConfig
 from tests.conftest import write_tiny_training_data
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mdpo_pipeline.programs.training.presets import get_preset
-from mdpo_pipeline.programs.training.run import WALL_TIME, TrainRunConfig, _callbacks
+from mdpo_pipeline.training.presets import get_preset
+from mdpo_pipeline.training.run import WALL_TIME, TrainRunConfig, _callbacks
 
 PATHS = {"pairs_dir": "p", "image_root": "i", "corrupted_dir": "c", "output_dir": "/tmp/adapter"}
 

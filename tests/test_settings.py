@@ -1,4 +1,4 @@
-"""params.yaml as one typed settings model (programs/pipeline/settings.py): read once, every field with a help,
+"""params.yaml as one typed settings model (pipeline/settings.py): read once, every field with a help,
 types and ranges checked naming the key, one place per default, and training parsed into each method's MDPOConfig
 (the preset's defaults where params.yaml is silent)."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.pipeline.settings import (
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import (
     BENCHMARK_NAMES,
     Mode,
     PopeSplit,
@@ -42,7 +42,7 @@ def _write(root: Path, params: dict) -> Project:
 
 def _training(settings, method: str, preset: str = "shapeworld-tiny"):
     """(TrainRunConfig, MDPOConfig) of ``method`` as train_run_config builds them, stage outputs stubbed."""
-    from mdpo_pipeline.programs.training.presets import get_preset
+    from mdpo_pipeline.training.presets import get_preset
 
     fixed = {"method": method, "output_dir": f"out/{method}", "pairs_dir": "p", "image_root": "i",
              "corrupted_dir": "c", "base_model": preset,
@@ -55,9 +55,9 @@ def _training(settings, method: str, preset: str = "shapeworld-tiny"):
 
 
 def test_every_field_of_every_section_has_a_one_line_help():
-    from mdpo_pipeline.programs.pipeline.evaluate import typed_sections
-    from mdpo_pipeline.programs.training.config import MDPOConfig
-    from mdpo_pipeline.programs.training.run import RunArguments
+    from mdpo_pipeline.pipeline.evaluate import typed_sections
+    from mdpo_pipeline.training.config import MDPOConfig
+    from mdpo_pipeline.training.run import RunArguments
 
     rows = field_docs(typed=typed_sections())
     keys = {key for key, *_ in rows}
@@ -75,7 +75,7 @@ def test_every_field_of_every_section_has_a_one_line_help():
 
 def test_the_benchmark_names_and_modes_are_the_evaluations():
     from mdpo_pipeline.core.eval.pope import SPLITS
-    from mdpo_pipeline.programs.evaluation.benchmarks import BENCHMARKS, MODES
+    from mdpo_pipeline.evaluation.benchmarks import BENCHMARKS, MODES
 
     assert BENCHMARK_NAMES == tuple(BENCHMARKS)
     assert typing.get_args(Mode) == MODES and typing.get_args(PopeSplit) == SPLITS
@@ -109,7 +109,7 @@ def test_max_quarantine_share_is_a_number_in_0_1(value):
 
 def test_the_quarantine_gate_reads_the_typed_value(tmp_path):
     """The blocking check and the stage read the same typed setting (a string never reaches the comparison)."""
-    from mdpo_pipeline.programs.pipeline import quality
+    from mdpo_pipeline.pipeline import quality
 
     project = _write(tmp_path, _params(raw_silkie={**REPO_PARAMS["raw_silkie"], "max_quarantine_share": 0.0}))
     passed, _ = quality.quarantine_gate({"n_read": 10, "n_quarantined": 1, "n_kept": 9},
@@ -174,7 +174,7 @@ def test_load_settings_is_the_only_reader_of_params_yaml():
     readers = {p.relative_to(REPO).as_posix() for p in package.rglob("*.py")
                if "safe_load" in (text := p.read_text())
                and any(name in text for name in ("PARAMS_FILE", "params_path", '"params.yaml"'))}
-    assert readers == {"mdpo_pipeline/programs/pipeline/settings.py"}
+    assert readers == {"mdpo_pipeline/pipeline/settings.py"}
 
 
 # --- training: MDPOConfig per method ----------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_preset_defaults_apply_where_params_are_silent():
 
 
 def test_the_run_config_is_flat_json_with_the_keys_the_launchers_read(tmp_path):
-    from mdpo_pipeline.programs.training.run import TrainRunConfig
+    from mdpo_pipeline.training.run import TrainRunConfig
 
     cfg, _ = _training(parse_settings({"training": {"threads": 2, "lora_r": 4}}), "mdpo")
     data = json.loads(json.dumps(cfg))

@@ -19,7 +19,7 @@ from mdpo_pipeline.shapeworld import (
 )
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
-from mdpo_pipeline.programs.training.chat import generation_prompt
+from mdpo_pipeline.training.chat import generation_prompt
 from mdpo_pipeline.shapeworld.sft import (
     _batch,
     _Pixels,

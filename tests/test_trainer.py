@@ -13,9 +13,9 @@ from peft import LoraConfig, get_peft_model
 from trl import DPOConfig
 
 from mdpo_pipeline.core.methods import METHODS
-from mdpo_pipeline.programs.training.config import MDPOConfig
-from mdpo_pipeline.programs.training.data import DataCollatorForMDPO, load_preference_dataset
-from mdpo_pipeline.programs.training.reference import (
+from mdpo_pipeline.training.config import MDPOConfig
+from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
+from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,
     ensure_fused_lm_head,
@@ -24,7 +24,7 @@ from mdpo_pipeline.programs.training.reference import (
     reference_mode,
     weights_sha256,
 )
-from mdpo_pipeline.programs.training.trainer import MDPOTrainer
+from mdpo_pipeline.training.trainer import MDPOTrainer
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 from tests.conftest import write_tiny_training_data
 
@@ -228,7 +228,7 @@ def test_reference_cache_must_cover_every_pair(tmp_path, dataset):
 
 
 def test_a_stale_reference_cache_is_refused_naming_what_changed(tmp_path, dataset):
-    from mdpo_pipeline.programs.training.reference import StaleReferenceCache, verify_reference_cache
+    from mdpo_pipeline.training.reference import StaleReferenceCache, verify_reference_cache
 
     base, processor = build_tiny_llava(image_size=IMAGE_SIZE)
     cache_path = tmp_path / "ref.parquet"

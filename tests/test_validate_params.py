@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import ConfigError, Project
 
 REPO_PARAMS = yaml.safe_load((stages.Project.discover().params_path).read_text())
 

@@ -7,8 +7,8 @@ import dagster as dg
 from mdpo_pipeline.defs.assets.data import corrupted_images, preference_pairs, raw_silkie
 from mdpo_pipeline.defs.metadata import summary_metadata
 from mdpo_pipeline.defs.resources import ProjectResource
-from mdpo_pipeline.programs.pipeline import quality
-from mdpo_pipeline.programs.pipeline.settings import load_settings
+from mdpo_pipeline.pipeline import quality
+from mdpo_pipeline.pipeline.settings import load_settings
 
 
 def _result(passed: bool, details: dict) -> dg.AssetCheckResult:

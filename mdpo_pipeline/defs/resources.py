@@ -15,7 +15,7 @@ from mdpo_pipeline.integrations.dvc import Dvc
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.integrations.ray_launcher import launch_ray
 from mdpo_pipeline.integrations.tracking import tracking_uri
-from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, ConfigError, Project
+from mdpo_pipeline.pipeline.project import PARAMS_FILE, ConfigError, Project
 
 
 class ProjectResource(dg.ConfigurableResource):

@@ -21,7 +21,7 @@ import yaml
 PACKAGE = "mdpo_pipeline"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: The stage entry points: the CLI that dvc.yaml runs and the module holding the runners.
-STAGES_MODULE = f"{PACKAGE}.programs.pipeline.stages"
+STAGES_MODULE = f"{PACKAGE}.pipeline.stages"
 ENTRY_MODULES = (f"{PACKAGE}.cli", STAGES_MODULE)
 #: stages.py functions that only check settings (they cannot change a stage's output).
 CHECKS_ONLY = frozenset({"validate_params"})

@@ -7,7 +7,7 @@ Two halves, in two processes:
   of its own: its output (the workers' lines included, Ray forwards them) streams to the log, and stopping it ends
   the Ray job, since the trainer's controller and workers are actors owned by that driver.
 - ``train_on_ray`` (the driver) checks that the cluster answers and is big enough, then runs a ``TorchTrainer``
-  whose workers each call the loop they are given (programs/training/ray_worker.py: ``run_training``). Ray joins
+  whose workers each call the loop they are given (training/ray_worker.py: ``run_training``). Ray joins
   them in one torch.distributed group (gloo on CPU, NCCL with GPUs) and sets RANK/WORLD_SIZE, which the Trainer's
   accelerate state reads; only rank 0 writes the adapter. A failed worker group is restarted
   (``max_failures``) and ``run_training`` resumes from the newest complete checkpoint beside the adapter.

@@ -32,7 +32,7 @@ ARTIFACTS_DIR = "mlartifacts"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 #: Kinds the UI guessed (or never set): ours replaces them; a kind someone chose is left alone.
 _GUESSED_KINDS = ("", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred")
-#: The Trainer's log key with the wall clock of a logged step (programs/training/run.py:WALL_TIME).
+#: The Trainer's log key with the wall clock of a logged step (training/run.py:WALL_TIME).
 WALL_TIME = "wall_time"
 #: The Trainer's closing log entry (means and totals over the whole run), renamed to run-level metrics: logged at
 #: its last step they would put one extra point on every curve.
@@ -316,7 +316,7 @@ CHAMPION, PREVIOUS = "champion", "previous"
 
 
 class GateDecision(Protocol):
-    """What the registry records of a gate decision (``programs.evaluation.registry.Decision``)."""
+    """What the registry records of a gate decision (``evaluation.registry.Decision``)."""
 
     passed: bool
     promote: bool

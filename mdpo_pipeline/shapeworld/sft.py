@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from mdpo_pipeline.core.eval.chair import SynonymTable, chair_scores
 from mdpo_pipeline.core.io import atomic_dir, write_json
-from mdpo_pipeline.programs.training.chat import generation_prompt
-from mdpo_pipeline.programs.training.models import save_model
+from mdpo_pipeline.training.chat import generation_prompt
+from mdpo_pipeline.training.models import save_model
 from mdpo_pipeline.shapeworld import (
     COLOURS,
     COOCCURRENCE,

@@ -28,7 +28,7 @@ from mdpo_pipeline.shapeworld import (
 )
 from mdpo_pipeline.shapeworld.feedback import DESCRIBE_PROMPTS, STYLE_MARKERS
 from mdpo_pipeline.shapeworld.world import BACKGROUNDS, SIZES
-from mdpo_pipeline.programs.training.models import save_model
+from mdpo_pipeline.training.models import save_model
 from mdpo_pipeline.shapeworld.vision import ShapeWorldVisionConfig  # also registers the tower with AutoModel
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")

@@ -5,7 +5,7 @@ ViT does not learn to tell ShapeWorld's objects apart (held-out object recall st
 patch size or width), while a 3-layer CNN learns them quickly (FACTS §7). The tower plugs into
 ``LlavaForConditionalGeneration`` unchanged: LLaVA builds it with ``AutoModel.from_config`` and reads
 ``hidden_states[vision_feature_layer]``, so the model saves and loads with ``from_pretrained`` as long as this
-module is imported (``mdpo_pipeline.programs.training.models`` imports it).
+module is imported (``mdpo_pipeline.training.models`` imports it).
 """
 
 from __future__ import annotations

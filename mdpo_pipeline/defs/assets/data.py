@@ -1,6 +1,6 @@
 """The data half of the pipeline: shapeworld → raw_silkie → preference_pairs → corrupted_images.
 
-Each asset calls one stage function (mdpo_pipeline.programs.pipeline.stages), records the output with DVC and reports
+Each asset calls one stage function (mdpo_pipeline.pipeline.stages), records the output with DVC and reports
 what a person wants to see: counts, reasons, previews, the data version.
 """
 
@@ -10,7 +10,7 @@ import dagster as dg
 
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, ProjectResource
-from mdpo_pipeline.programs.pipeline import stages
+from mdpo_pipeline.pipeline import stages
 
 GROUP = "data"
 _downstream = dg.AutomationCondition.eager()

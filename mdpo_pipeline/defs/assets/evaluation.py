@@ -1,6 +1,6 @@
 """The evaluation half: benchmark_scores (per model partition) → comparison_report → champion (registry gate).
 
-Each asset calls one function of ``mdpo_pipeline.programs.pipeline.evaluate``; scores go to the adapter's MLflow run and
+Each asset calls one function of ``mdpo_pipeline.pipeline.evaluate``; scores go to the adapter's MLflow run and
 to Dagster metadata; the gate is a check per partition that decides promotion only (a model that fails it is still a
 finished, scored model: its run succeeds and the report shows it), and ``champion`` moves the registry aliases.
 """
@@ -21,7 +21,7 @@ from mdpo_pipeline.integrations.tracking import (
     run_ui_url,
     tag_run,
 )
-from mdpo_pipeline.programs.pipeline.evaluate import (
+from mdpo_pipeline.pipeline.evaluate import (
     gate_partition,
     run_benchmark_scores,
     run_comparison_report,

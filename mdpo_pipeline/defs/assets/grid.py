@@ -9,7 +9,7 @@ import dagster as dg
 from mdpo_pipeline.defs.assets.training import reference_logprobs
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, md_table, mlflow_links, rounded
 from mdpo_pipeline.defs.resources import JudgeResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.programs.pipeline.grid import GridPlan, run_and_log_cell, run_claims_report
+from mdpo_pipeline.pipeline.grid import GridPlan, run_and_log_cell, run_claims_report
 
 GROUP = "experiment"
 #: One partition per cell of params.yaml:experiment (``experiment_grid`` adds them), e.g. ``mdpo-s1``.

@@ -10,7 +10,7 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.programs.pipeline import stages
+from mdpo_pipeline.pipeline import stages
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdpo_pipeline.core.io import atomic_dir, write_json
-from mdpo_pipeline.programs.training.presets import get_preset
+from mdpo_pipeline.training.presets import get_preset
 
 if TYPE_CHECKING:
-    from mdpo_pipeline.programs.training.config import MDPOConfig
+    from mdpo_pipeline.training.config import MDPOConfig
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 #: The key ``WallClock`` adds to every log_history entry: seconds since the epoch when the Trainer logged it
@@ -59,7 +59,7 @@ class RunArguments:
     image_root: str = field(metadata={"help": "Where the pairs' image paths resolve (raw_silkie's image root)."})
     corrupted_dir: str = field(metadata={"help": "The corrupted_images stage's output directory (manifest.parquet)."})
     base_model: str = field(default="shapeworld-tiny", metadata={
-        "help": "Model preset name (programs/training/presets.py): how the weights load and the training defaults."})
+        "help": "Model preset name (training/presets.py): how the weights load and the training defaults."})
     base_model_path: str | None = field(default=None, metadata={
         "help": "Local weights of the preset; None: $MDPO_MODEL_DIR/<preset> or the offline hub cache."})
     allow_remote_code: bool = field(default=False, metadata={
@@ -91,7 +91,7 @@ def run_argument_names() -> frozenset[str]:
 def mdpo_config_names() -> frozenset[str]:
     """The fields of MDPOConfig (imports TRL)."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
-    from mdpo_pipeline.programs.training.config import MDPOConfig
+    from mdpo_pipeline.training.config import MDPOConfig
 
     return frozenset(f.name for f in fields(MDPOConfig) if f.init)
 
@@ -163,7 +163,7 @@ class TrainRunConfig(dict):
         # the model stack: loaded when a model is trained or run, not when settings are checked
         from transformers import HfArgumentParser
 
-        from mdpo_pipeline.programs.training.config import MDPOConfig
+        from mdpo_pipeline.training.config import MDPOConfig
 
         values = self.mdpo_values(cuda) | {k: v for k, v in self.items() if k in run_argument_names()}
         values["output_dir"] = str(self.checkpoint_dir)
@@ -254,9 +254,9 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
 
-    from mdpo_pipeline.programs.training.data import fit_max_length, load_preference_dataset
-    from mdpo_pipeline.programs.training.models import load_model_and_processor, lora_config
-    from mdpo_pipeline.programs.training.trainer import MDPOTrainer
+    from mdpo_pipeline.training.data import fit_max_length, load_preference_dataset
+    from mdpo_pipeline.training.models import load_model_and_processor, lora_config
+    from mdpo_pipeline.training.trainer import MDPOTrainer
 
     cfg = cfg if isinstance(cfg, TrainRunConfig) else TrainRunConfig(cfg)
     cuda = torch.cuda.is_available()
@@ -274,7 +274,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
     if args.reference_cache:
         # the model stack: loaded when a model is trained or run, not when settings are checked
-        from mdpo_pipeline.programs.training.reference import verify_reference_cache
+        from mdpo_pipeline.training.reference import verify_reference_cache
 
         verify_reference_cache(args.reference_cache, model, processor, dataset, args.max_length)
     read = len(dataset)

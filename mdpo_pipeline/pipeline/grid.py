@@ -27,9 +27,9 @@ from typing import Any
 
 from mdpo_pipeline.core.io import canonical_json, write_json
 from mdpo_pipeline.core.methods import BASE
-from mdpo_pipeline.programs.pipeline import stages
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.pipeline.settings import (
+from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import (
     DATA_SECTIONS,
     SHAPEWORLD_BENCHMARKS,
     Settings,
@@ -391,7 +391,7 @@ def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = p
 
 def _probe_dataset(variant: Variant, probe_dir: Path):
     # the model stack: loaded when a probe runs, not when the grid is planned
-    from mdpo_pipeline.programs.training.data import load_preference_dataset
+    from mdpo_pipeline.training.data import load_preference_dataset
 
     image_root = variant.project.path(variant.project.summary("raw_silkie")["image_root"])
     return load_preference_dataset(probe_dir / "pairs", image_root, probe_dir / "corrupted")
@@ -400,8 +400,8 @@ def _probe_dataset(variant: Variant, probe_dir: Path):
 def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: str = "reference") -> str:
     """Summed log-probs of the probe pairs' three views under the base model (+ ``adapter``), as a parquet."""
     # the model stack: loaded when a probe runs, not when the grid is planned
-    from mdpo_pipeline.programs.evaluation.generation import load_eval_model
-    from mdpo_pipeline.programs.training.reference import compute_reference_logprobs
+    from mdpo_pipeline.evaluation.generation import load_eval_model
+    from mdpo_pipeline.training.reference import compute_reference_logprobs
 
     preset, path = stages.base_model_location(variant.project, variant.settings)
     model, processor, _ = load_eval_model(preset, path, adapter,
@@ -443,7 +443,7 @@ def answer_stats(cell_dir: Path, benchmarks: list[str]) -> dict[str, dict[str, f
     """Per benchmark with free-text answers: answers, mean words per answer and (Object HalBench) mean objects
     mentioned per answer: what a shorter answer would change in the hallucination metrics."""
     # the per-answer file's name is the benchmark's
-    from mdpo_pipeline.programs.evaluation.benchmarks import PER_ANSWER_FILE
+    from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
 
     stats: dict[str, dict[str, float]] = {}
     for name in ("object_halbench", "amber"):
@@ -490,8 +490,8 @@ def run_cell(
     one cell; write its cell.json. A cell that already finished with today's settings is returned as it is."""
     # stage-scoped: a cell runs the evaluation and the training program
     from mdpo_pipeline.integrations.launchers import launch_local
-    from mdpo_pipeline.programs.pipeline.evaluate import score_model
-    from mdpo_pipeline.programs.training.reference import load_reference_cache
+    from mdpo_pipeline.pipeline.evaluate import score_model
+    from mdpo_pipeline.training.reference import load_reference_cache
 
     cell = plan.cell(key)
     if not force and (done := plan.done(cell)) is not None:
@@ -574,10 +574,10 @@ def run_claims_report(project: Project, *, uri: str | None = None, experiment: s
     """The claims report over every finished cell of params.yaml's grid (``artifacts/grid/<name>/report/``), and
     on the grid's MLflow parent run."""
     # stage-scoped: the report needs the statistics and plots, the grid's planning does not
-    from mdpo_pipeline.programs.evaluation.claims import claims_report
+    from mdpo_pipeline.evaluation.claims import claims_report
 
     # the per-answer file's name is the benchmark's
-    from mdpo_pipeline.programs.evaluation.benchmarks import PER_ANSWER_FILE
+    from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
 
     plan = GridPlan(project)
     records = plan.records()

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
-from mdpo_pipeline.programs.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
+from mdpo_pipeline.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
 
 #: Cache column -> the view whose reference log-prob it holds (FACTS §1: summed over answer tokens).
 CACHE_COLUMNS = {"ref_chosen": "chosen", "ref_rejected": "rejected", "ref_chosen_corrupted": "chosen_corrupted"}

@@ -22,7 +22,7 @@ from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import flush_left
 
 from mdpo_pipeline.core.images import as_rgb
-from mdpo_pipeline.programs.training.chat import preference_texts
+from mdpo_pipeline.training.chat import preference_texts
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ class MDPOConfig(DPOConfig):
         default=None,
         metadata={
             "help": "Parquet of the base model's summed log-probs per pair_id (written by "
-            "mdpo_pipeline.programs.training.reference.compute_reference_logprobs). When set, no reference forward runs "
+            "mdpo_pipeline.training.reference.compute_reference_logprobs). When set, no reference forward runs "
             "during training; None computes the reference live every step."
         },
     )

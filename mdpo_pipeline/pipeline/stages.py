@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.plots import contact_sheet
 from mdpo_pipeline.core.schemas import instruction_from_row
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.pipeline.settings import Settings, load_settings
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import Settings, load_settings
 from mdpo_pipeline.shapeworld import generate_benchmarks, generate_vlfeedback
 
 if TYPE_CHECKING:
-    from mdpo_pipeline.programs.training.presets import ModelPreset
-    from mdpo_pipeline.programs.training.run import TrainRunConfig
+    from mdpo_pipeline.training.presets import ModelPreset
+    from mdpo_pipeline.training.run import TrainRunConfig
 
 STAGES = ("shapeworld", "raw_silkie", "preference_pairs", "corrupted_images", "base_model", "reference_logprobs")
 
@@ -92,7 +92,7 @@ def raw_data_path(project: Project) -> str:
 def model_preset(name: str) -> "ModelPreset":
     """The model preset ``name`` (params.yaml:base_model.preset), or a ConfigError naming the key."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
-    from mdpo_pipeline.programs.training.presets import get_preset
+    from mdpo_pipeline.training.presets import get_preset
 
     try:
         return get_preset(name)
@@ -103,7 +103,7 @@ def model_preset(name: str) -> "ModelPreset":
 def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
-    from mdpo_pipeline.programs.training.models import resolve_model_path
+    from mdpo_pipeline.training.models import resolve_model_path
 
     settings = load_settings(project)
     base = settings.base_model
@@ -140,9 +140,9 @@ def base_model_location(project: Project, settings: Settings | None = None) -> t
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model's summed log-probs for every pair's three views, computed once for every training run."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
-    from mdpo_pipeline.programs.training.data import load_preference_dataset
-    from mdpo_pipeline.programs.training.models import load_model_and_processor
-    from mdpo_pipeline.programs.training.reference import compute_reference_logprobs
+    from mdpo_pipeline.training.data import load_preference_dataset
+    from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.reference import compute_reference_logprobs
 
     settings = load_settings(project)
     preset, path = base_model_location(project, settings)
@@ -195,9 +195,9 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
     its key) with ``fixed`` (the pipeline's own keys), parsed into MDPOConfig the way the run will parse them."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.methods import METHODS
-    from mdpo_pipeline.programs.pipeline.settings import check, did_you_mean, type_hints
-    from mdpo_pipeline.programs.training.config import MDPOConfig
-    from mdpo_pipeline.programs.training.run import RunArguments, TrainRunConfig
+    from mdpo_pipeline.pipeline.settings import check, did_you_mean, type_hints
+    from mdpo_pipeline.training.config import MDPOConfig
+    from mdpo_pipeline.training.run import RunArguments, TrainRunConfig
 
     if method not in METHODS:
         where = f"params.yaml:training.methods.{method}" if method in settings.training.methods else "method"
@@ -273,8 +273,8 @@ def validate_params(project: Project) -> None:
     MDPOConfig (one adapter per method, so all of them), GatePolicy, GenerationSettings and the benchmarks."""
     # stage-scoped: lineage.py derives each stage's code deps from its function's imports
     from mdpo_pipeline.core.methods import METHODS
-    from mdpo_pipeline.programs.evaluation.benchmarks import benchmark
-    from mdpo_pipeline.programs.pipeline.evaluate import eval_context, gate_policy, generation_settings
+    from mdpo_pipeline.evaluation.benchmarks import benchmark
+    from mdpo_pipeline.pipeline.evaluate import eval_context, gate_policy, generation_settings
 
     settings = load_settings(project)
     preset = model_preset(settings.base_model.preset)

@@ -31,7 +31,7 @@ from mdpo_pipeline.core.eval.mmhal import (
 )
 from mdpo_pipeline.core.eval.pope import SPLITS, load_pope, pope_scores, read_pope_answers
 from mdpo_pipeline.core.io import atomic_path
-from mdpo_pipeline.programs.evaluation.answers import Prompt
+from mdpo_pipeline.evaluation.answers import Prompt
 
 EVAL_DIR = Path("artifacts") / "eval"
 MODES = ("offline", "official")

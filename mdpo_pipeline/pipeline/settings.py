@@ -9,7 +9,7 @@ Defaults live in exactly one place. A section the core already defines is that d
 ``shapeworld`` is ShapeWorldConfig, ``raw_silkie`` is IngestConfig (plus the stage's quarantine gate),
 ``preference_pairs`` PairsConfig, ``corrupted_images`` CorruptionConfig, ``base_model.sft`` SFTSettings; the
 registry gate and the generation settings of ``benchmark_scores`` are the evaluation's GatePolicy and
-GenerationSettings (typed by ``programs.pipeline.evaluate``, so the data stages never import the evaluation). The
+GenerationSettings (typed by ``pipeline.evaluate``, so the data stages never import the evaluation). The
 dataclasses declared here (RawSilkieGate, BaseModelSettings, ReferenceSettings, TrainingSettings, the benchmark
 sections) hold settings nothing else declares. Their help is the field's ``help`` metadata, or for the core's
 dataclasses the field's own source comment.
@@ -18,7 +18,7 @@ dataclasses the field's own source comment.
 overrides, learning_rate, per_device_train_batch_size, num_train_epochs, max_steps, seed, ...) and the run-level
 RunArguments (quantization, lora_r, lora_alpha, threads, resume), shared by every method, with per-method
 overrides under ``methods``. A key it does not set comes from the model preset's TrainingDefaults, then the
-pipeline's RUN_DEFAULTS (programs/training/run.py). Here the section is checked for its shape and for the keys
+pipeline's RUN_DEFAULTS (training/run.py). Here the section is checked for its shape and for the keys
 the pipeline sets itself; parsing each method's values into its MDPOConfig (typed, unknown keys named) needs TRL and
 happens in ``stages.train_run_config`` and ``stages.validate_params``. The exception is ``max_length``: one
 setting, ``reference_logprobs.max_length``, which the reference cache is computed with and every training run
@@ -59,14 +59,14 @@ import yaml
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.core.methods import METHODS
-from mdpo_pipeline.programs.pipeline.project import PARAMS_FILE, Project
+from mdpo_pipeline.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 
 #: Where the ShapeWorld stage writes its raw VLFeedback files and its benchmark splits.
 SHAPEWORLD_VLFEEDBACK = "data/shapeworld/vlfeedback"
 SHAPEWORLD_BENCHMARKS = "data/shapeworld/benchmarks"
-#: The benchmarks (programs/evaluation/benchmarks.py BENCHMARKS, in its order) and their scoring modes (MODES).
+#: The benchmarks (evaluation/benchmarks.py BENCHMARKS, in its order) and their scoring modes (MODES).
 BENCHMARK_NAMES = ("object_halbench", "amber", "mmhal", "pope")
 Mode = Literal["offline", "official"]
 PopeSplit = Literal["random", "popular", "adversarial"]
@@ -241,11 +241,11 @@ class BenchmarkScoresSettings:
     mmhal: MMHalSettings = field(default_factory=MMHalSettings, metadata=_meta("MMHal-Bench"))
     pope: PopeSettings = field(default_factory=PopeSettings, metadata=_meta("POPE"))
     generation: Mapping[str, Any] = field(default_factory=dict, metadata=_meta(
-        "GenerationSettings (programs/evaluation/answers.py): batch_size, max_new_tokens", typed_by="generation"))
+        "GenerationSettings (evaluation/answers.py): batch_size, max_new_tokens", typed_by="generation"))
     max_items: Mapping[Literal[BENCHMARK_NAMES], int] = field(default_factory=dict, metadata=_meta(
         "cap a benchmark's items while iterating, e.g. {amber: 200}", ge=1))
     gate: Mapping[str, Any] = field(default_factory=dict, metadata=_meta(
-        "GatePolicy (programs/evaluation/registry.py): primary, coverage, max_coverage_drop, min_improvement",
+        "GatePolicy (evaluation/registry.py): primary, coverage, max_coverage_drop, min_improvement",
         typed_by="gate"))
 
     def context(self) -> dict[str, Any]:

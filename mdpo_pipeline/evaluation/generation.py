@@ -10,10 +10,10 @@ from peft import PeftModel
 from PIL import Image
 from tqdm import tqdm
 
-from mdpo_pipeline.programs.evaluation.answers import GenerationSettings, Prompt
-from mdpo_pipeline.programs.training.chat import generation_prompt
-from mdpo_pipeline.programs.training.models import load_model_and_processor
-from mdpo_pipeline.programs.training.reference import weights_sha256
+from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
+from mdpo_pipeline.training.chat import generation_prompt
+from mdpo_pipeline.training.models import load_model_and_processor
+from mdpo_pipeline.training.reference import weights_sha256
 
 
 def load_eval_model(

@@ -10,6 +10,6 @@ from typing import Any
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: train ``config["run"]`` (a run config); a restarted worker resumes."""
     # the model stack: loaded when a model is trained, not when the driver submits the loop
-    from mdpo_pipeline.programs.training.run import TrainRunConfig, run_training
+    from mdpo_pipeline.training.run import TrainRunConfig, run_training
 
     run_training(TrainRunConfig(config["run"]))

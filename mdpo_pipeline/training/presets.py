@@ -81,7 +81,7 @@ class ModelPreset:
         """The transformers class the weights load into."""
         if self.family == SHAPEWORLD_FAMILY:
             return "LlavaForConditionalGeneration"
-        from mdpo_pipeline.programs.training.families import get_family  # imports transformers: only when loading
+        from mdpo_pipeline.training.families import get_family  # imports transformers: only when loading
 
         return get_family(self.family).model_class
 

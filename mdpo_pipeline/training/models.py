@@ -16,9 +16,9 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from mdpo_pipeline.programs.training.chat import check_chat_template
-from mdpo_pipeline.programs.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
-from mdpo_pipeline.programs.training.presets import PRESETS, SHAPEWORLD_FAMILY, ModelPreset, get_preset
+from mdpo_pipeline.training.chat import check_chat_template
+from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
+from mdpo_pipeline.training.presets import PRESETS, SHAPEWORLD_FAMILY, ModelPreset, get_preset
 
 
 def save_model(model, processor, out_dir: str | Path) -> Path:

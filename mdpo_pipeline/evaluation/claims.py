@@ -24,7 +24,7 @@ from mdpo_pipeline.core.eval.chair.matched import matched_recall_comparison
 from mdpo_pipeline.core.eval.metrics import METRICS, PAPER_COLUMNS, TABLE_COLUMNS
 from mdpo_pipeline.core.io import atomic_path, write_json
 from mdpo_pipeline.core.methods import BASE, METHODS
-from mdpo_pipeline.programs.evaluation.report import (
+from mdpo_pipeline.evaluation.report import (
     PAPER_ABLATION_COLUMNS,
     PAPER_ABLATION_MODEL,
     PAPER_ROWS,

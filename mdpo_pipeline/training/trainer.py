@@ -17,9 +17,9 @@ import torch
 from trl import DPOTrainer
 
 from mdpo_pipeline.core.losses import mdpo_loss
-from mdpo_pipeline.programs.training.config import MDPOConfig
-from mdpo_pipeline.programs.training.data import REFERENCE_COLUMNS, DataCollatorForMDPO
-from mdpo_pipeline.programs.training.reference import (
+from mdpo_pipeline.training.config import MDPOConfig
+from mdpo_pipeline.training.data import REFERENCE_COLUMNS, DataCollatorForMDPO
+from mdpo_pipeline.training.reference import (
     completion_logps,
     load_reference_cache,
     read_reference_summary,
@@ -56,7 +56,7 @@ def _require_columns(dataset, views: tuple[str, ...], name: str) -> None:
     missing = sorted(needed - set(next(iter(dataset))))
     if missing:
         raise ValueError(
-            f"{name} lacks columns {missing}: build it with mdpo_pipeline.programs.training.data.load_preference_dataset"
+            f"{name} lacks columns {missing}: build it with mdpo_pipeline.training.data.load_preference_dataset"
         )
 
 

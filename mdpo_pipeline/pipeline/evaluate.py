@@ -17,22 +17,22 @@ from mdpo_pipeline.core.eval.metrics import lower_is_better
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, experiment_id, registered_model_name
-from mdpo_pipeline.programs.evaluation.answers import (
+from mdpo_pipeline.evaluation.answers import (
     GenerationSettings,
     generation_fingerprint,
     read_generations,
     write_generations,
 )
-from mdpo_pipeline.programs.evaluation.benchmarks import (
+from mdpo_pipeline.evaluation.benchmarks import (
     EVAL_DIR,
     EvalContext,
     benchmark,
     check_metrics,
 )
-from mdpo_pipeline.programs.evaluation.registry import Decision, GatePolicy, decide
-from mdpo_pipeline.programs.evaluation.report import comparison_chart, comparison_table
-from mdpo_pipeline.programs.pipeline.project import ConfigError, Project
-from mdpo_pipeline.programs.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
+from mdpo_pipeline.evaluation.registry import Decision, GatePolicy, decide
+from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
 
@@ -120,7 +120,7 @@ def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
     """Stored answers when they were made by this model from these prompts, else newly generated (and stored)."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
-    from mdpo_pipeline.programs.evaluation.generation import generate_answers
+    from mdpo_pipeline.evaluation.generation import generate_answers
 
     fingerprint = generation_fingerprint(model_sha, prompts, settings)
     stored = read_generations(path, fingerprint)
@@ -149,9 +149,9 @@ def score_model(
     """Generate (or reuse) answers of the base model with ``adapter`` (None: the base itself) on every benchmark of
     ``bench`` (default: params.yaml:benchmark_scores), score them and write ``out``/scores.json; the record."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
-    from mdpo_pipeline.programs.evaluation.generation import load_eval_model
-    from mdpo_pipeline.programs.pipeline.stages import base_model_location
-    from mdpo_pipeline.programs.training.reference import weights_sha256
+    from mdpo_pipeline.evaluation.generation import load_eval_model
+    from mdpo_pipeline.pipeline.stages import base_model_location
+    from mdpo_pipeline.training.reference import weights_sha256
 
     everything = settings or load_settings(project)
     bench = bench or everything.benchmark_scores.context()
@@ -198,7 +198,7 @@ def run_benchmark_scores(
     """Generate (or reuse) answers of model partition ``key`` on every configured benchmark, score, store and log
     them."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
-    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+    from mdpo_pipeline.pipeline.stages import base_model_location
 
     everything = load_settings(project)
     preset, _ = base_model_location(project, everything)
@@ -290,7 +290,7 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run, with
     ``tags``)."""
     # stages imports this module (settings checks): import at use, not circularly
-    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+    from mdpo_pipeline.pipeline.stages import base_model_location
 
     models, left_out = scored_models(project)
     if not models:
@@ -329,7 +329,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.programs.pipeline.stages import base_model_location
+    from mdpo_pipeline.pipeline.stages import base_model_location
 
     settings = load_settings(project)
     policy = gate_policy(settings)

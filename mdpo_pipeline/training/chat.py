@@ -13,7 +13,7 @@ from typing import Any
 
 from trl.data_utils import apply_chat_template
 
-from mdpo_pipeline.programs.training.families import CheckpointError
+from mdpo_pipeline.training.families import CheckpointError
 
 _IMAGE_PROBE = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
 

@@ -7,7 +7,7 @@ import json
 from peft import PeftModel
 
 from mdpo_pipeline.integrations.tracking import download_registered_adapter
-from mdpo_pipeline.programs.training.models import load_model_and_processor
+from mdpo_pipeline.training.models import load_model_and_processor
 
 
 def load_registered_adapter(name: str, version: str, tracking_uri: str, base_model_path: str | None = None):
