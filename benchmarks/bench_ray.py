@@ -23,12 +23,12 @@ from pathlib import Path
 
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.integrations.ray_launcher import launch_ray
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.train import train_run_config
 from mdpo_pipeline.pipeline.project import Project
 
 
 def _config(project: Project, out: Path, method: str, seed: int, steps: int, batch: int) -> dict:
-    cfg = stages.train_run_config(project, method, out)
+    cfg = train_run_config(project, method, out)
     cfg.update(max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1, seed=seed,
                save_steps=10_000, logging_steps=max(1, steps // 4))
     return dict(cfg)

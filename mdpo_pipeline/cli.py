@@ -11,16 +11,16 @@ import sys
 
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import PIPELINE_SET
-from mdpo_pipeline.pipeline.stages import STAGES
+from mdpo_pipeline.pipeline.stages import RUNNERS, STAGES
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
-    from mdpo_pipeline.pipeline import stages
+    # The settings check imports the evaluation's typing: it is not one of the stage's code deps (lineage.py).
+    from mdpo_pipeline.pipeline.validate import validate_params
 
     project = Project.discover()
-    stages.validate_params(project)
-    summary = stages.RUNNERS[args.stage](project, progress=not args.no_progress)
+    validate_params(project)
+    summary = RUNNERS[args.stage](project, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str)[: args.max_print])
     return 0
 
@@ -53,7 +53,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
     # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.core.methods import METHODS
     from mdpo_pipeline.pipeline.evaluate import gate_policy, generation_settings
-    from mdpo_pipeline.pipeline.stages import model_preset, training_run_config
+    from mdpo_pipeline.pipeline.train import model_preset, training_run_config
 
     project = Project.discover()
     settings = load_settings(project)

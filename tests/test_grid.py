@@ -9,7 +9,8 @@ import math
 import pytest
 
 from mdpo_pipeline.core.errors import ConfigError
-from mdpo_pipeline.pipeline.grid import Cell, cell_training_settings, expand, image_use_probe
+from mdpo_pipeline.pipeline.grid import Cell, cell_training_settings, expand, image_use_probe, uses_shapeworld_split
+from mdpo_pipeline.pipeline.project import Project
 from mdpo_pipeline.pipeline.settings import parse_settings
 from tests.conftest import pipeline_resources, project_from_base
 
@@ -52,6 +53,20 @@ def test_cell_training_settings_override_the_methods_own_seed():
     values = cell_training_settings(settings, cell).training.values("mdpo")
     assert values["seed"] == 2 and values["beta"] == 0.5
     assert cell_training_settings(settings, cell).training.values("dpo")["seed"] == 7
+
+
+def test_the_grid_knows_the_shapeworld_split_however_its_path_is_written(tmp_path):
+    """The grid scores on its own larger split only when benchmark_scores.root is ShapeWorld's: a string compare
+    missed ``./data/...`` and absolute paths, and those grids silently scored on the demo's small split."""
+    project = Project(tmp_path)
+    (tmp_path / "data" / "shapeworld" / "benchmarks").mkdir(parents=True)
+    for root in ("data/shapeworld/benchmarks", "./data/shapeworld/benchmarks", "data/shapeworld/../shapeworld/benchmarks",
+                 str(tmp_path / "data" / "shapeworld" / "benchmarks")):
+        assert uses_shapeworld_split(project, root), root
+    (tmp_path / "real").symlink_to(tmp_path / "data" / "shapeworld")
+    assert uses_shapeworld_split(project, "real/benchmarks")  # a link to the split is the split
+    for root in ("data/benchmarks", "data/shapeworld", str(tmp_path / "elsewhere" / "benchmarks")):
+        assert not uses_shapeworld_split(project, root), root
 
 
 def test_probe_by_hand():

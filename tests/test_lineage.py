@@ -30,11 +30,11 @@ def test_derived_deps_cover_what_the_stages_run():
 
 
 def test_editing_a_module_a_stage_imports_changes_its_dvc_status(tmp_path, tiny_params):
-    from mdpo_pipeline.pipeline import stages
+    from mdpo_pipeline.pipeline.data import run_shapeworld
 
     root = make_project(tmp_path / "proj", tiny_params)
     project = Project(root)
-    stages.run_shapeworld(project)
+    run_shapeworld(project)
     dvc = Dvc(root, dvc_executable())
     dvc.commit("shapeworld")
     assert "shapeworld" not in dvc.status("shapeworld")

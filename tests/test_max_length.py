@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline import train
 from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.validate import validate_params
 from mdpo_pipeline.training import data as training_data, models, reference
 from mdpo_pipeline.training.data import DataCollatorForMDPO, fit_max_length, load_preference_dataset, prompt_lengths
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
@@ -68,8 +69,8 @@ def test_max_length_is_one_setting_for_the_reference_cache_and_every_training_ru
     """params.yaml:reference_logprobs.max_length (or, unset, the preset's) is what the reference_logprobs stage
     computes the cache with and what every method's run config trains with; training cannot set another."""
     seen = {}
-    monkeypatch.setattr(stages, "base_model_location", lambda project, settings=None: ("shapeworld-tiny", "base"))
-    monkeypatch.setattr(stages, "_training_data_dirs", lambda project: (Path("p"), Path("i"), Path("c")))
+    monkeypatch.setattr(train, "base_model_location", lambda project, settings=None: ("shapeworld-tiny", "base"))
+    monkeypatch.setattr(train, "_training_data_dirs", lambda project: (Path("p"), Path("i"), Path("c")))
     monkeypatch.setattr(models, "load_model_and_processor", lambda *a, **kw: (None, None))
     monkeypatch.setattr(training_data, "load_preference_dataset", lambda *a: [])
 
@@ -84,11 +85,11 @@ def test_max_length_is_one_setting_for_the_reference_cache_and_every_training_ru
         params["reference_logprobs"]["max_length"] = setting
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         project = Project(tmp_path)
-        stages.run_reference_logprobs(project)
+        train.run_reference_logprobs(project)
         for method in ("dpo", "mdpo", "dpo_no_image"):
-            cfg = stages.train_run_config(project, method, tmp_path / method)
+            cfg = train.train_run_config(project, method, tmp_path / method)
             assert cfg["max_length"] == cfg.parse(cuda=False)[1].max_length == seen["reference"] == expected
     params["training"]["methods"] = {"mdpo": {"max_length": 128}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match="training.methods.mdpo.max_length: max_length is one setting"):
-        stages.validate_params(Project(tmp_path))
+        validate_params(Project(tmp_path))

@@ -33,7 +33,7 @@ from mdpo_pipeline.integrations.ray_launcher import (
     launch_ray,
     worker_run,
 )
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.train import train_run_config
 from mdpo_pipeline.pipeline.project import Project
 
 #: Per-device batch of each of two workers; one process (or one worker) gets twice as many: the same global batch.
@@ -172,7 +172,7 @@ def project(shapeworld_base) -> Project:
 
 
 def _config(project: Project, out: Path, per_device_batch_size: int) -> dict:
-    cfg = stages.train_run_config(project, "mdpo", out)
+    cfg = train_run_config(project, "mdpo", out)
     cfg.update(max_steps=STEPS, per_device_train_batch_size=per_device_batch_size, gradient_accumulation_steps=1,
                learning_rate=1e-3, save_steps=2, logging_steps=1, threads=1, seed=0)
     return cfg

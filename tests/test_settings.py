@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.train import training_run_config
+from mdpo_pipeline.pipeline.validate import validate_params
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import (
     BENCHMARK_NAMES,
@@ -47,7 +48,7 @@ def _training(settings, method: str, preset: str = "shapeworld-tiny"):
     fixed = {"method": method, "output_dir": f"out/{method}", "pairs_dir": "p", "image_root": "i",
              "corrupted_dir": "c", "base_model": preset,
              "max_length": settings.reference_logprobs.resolved_max_length(get_preset(preset))}
-    cfg = stages.training_run_config(settings, method, fixed)
+    cfg = training_run_config(settings, method, fixed)
     return cfg, cfg.parse(cuda=False)[1]
 
 
@@ -165,7 +166,7 @@ def test_params_yaml_is_read_once_per_load(tmp_path, monkeypatch):
     load_settings(project)
     assert len(reads) == 1
     reads.clear()
-    stages.validate_params(project)  # every section, every method's MDPOConfig, the gate: one read
+    validate_params(project)  # every section, every method's MDPOConfig, the gate: one read
     assert len(reads) == 1
 
 

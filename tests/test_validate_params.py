@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mdpo_pipeline.pipeline import stages
 from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.validate import validate_params
 
-REPO_PARAMS = yaml.safe_load((stages.Project.discover().params_path).read_text())
+REPO_PARAMS = yaml.safe_load((Project.discover().params_path).read_text())
 
 
 def _project(tmp_path, **changes) -> Project:
@@ -27,7 +27,7 @@ def _project(tmp_path, **changes) -> Project:
 
 
 def test_the_checked_in_params_are_valid(tmp_path):
-    stages.validate_params(_project(tmp_path))
+    validate_params(_project(tmp_path))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -79,4 +79,4 @@ def test_the_checked_in_params_are_valid(tmp_path):
 ])
 def test_bad_values_are_refused_naming_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        stages.validate_params(_project(tmp_path, **change))
+        validate_params(_project(tmp_path, **change))

@@ -38,6 +38,10 @@ class LossWeights:
         return self.conditional > 0 or self.anchor_corrupted > 0
 
 
+#: The method whose prompts carry no image (policy and reference): DPO without the visual condition, the control
+#: that shows whether DPO uses the image at all. Its reference log-probs cannot come from the image-conditioned cache.
+TEXT_ONLY_METHOD = "dpo_no_image"
+
 #: The model key of the base model itself (no adapter, no loss): a row of every comparison, a Dagster partition.
 BASE = "base"
 
@@ -47,5 +51,5 @@ METHODS: dict[str, LossWeights] = {
     "mdpo_no_conditional": LossWeights(1, 0, 1),
     "mdpo_no_anchor": LossWeights(1, 1, 0),
     "mdpo_anchor_all": LossWeights(1, 1, 1, 1, 1),
-    "dpo_no_image": LossWeights(1, 0, 0),  # same loss as DPO; the trainer withholds the image
+    TEXT_ONLY_METHOD: LossWeights(1, 0, 0),  # same loss as DPO; the trainer withholds the image
 }

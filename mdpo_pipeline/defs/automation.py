@@ -20,7 +20,7 @@ from mdpo_pipeline.defs.assets.evaluation import benchmark_scores
 from mdpo_pipeline.defs.assets.training import adapters, base_model, model_partitions, reference_logprobs
 from mdpo_pipeline.defs.resources import ProjectResource
 from mdpo_pipeline.integrations.dvc import raw_data_version
-from mdpo_pipeline.pipeline.stages import raw_data_path
+from mdpo_pipeline.pipeline.data import raw_data_path
 
 CRON_ENV, MODELS_ENV = "MDPO_RETRAIN_CRON", "MDPO_RETRAIN_MODELS"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC

@@ -1,9 +1,9 @@
 """The code each data stage runs, derived from the import graph, and kept in dvc.yaml as the stage's code deps.
 
-A stage's code is: ``cli.py`` and ``stages.py`` (module level), the stage's runner in ``stages.py`` with every
-``stages.py`` function it calls, and every project module those import, transitively (imports inside functions
-included: they run too). Parameter checks (``validate_params``) are left out: they can stop a stage, never change
-its output. ``python -m mdpo_pipeline.integrations.lineage --check`` says whether dvc.yaml matches; ``--write`` rewrites its
+A stage's code is: ``cli.py`` and ``stages.py`` (module level), the module holding the stage's runner (module level),
+the runner with every function of that module it calls, and every project module those import, transitively (imports
+inside functions included: they run too). Parameter checks (``pipeline/validate.py``) are left out: they can stop a
+stage, never change its output. ``python -m mdpo_pipeline.integrations.lineage --check`` says whether dvc.yaml matches; ``--write`` rewrites its
 code deps. No DVC or Dagster import here.
 """
 
@@ -20,11 +20,9 @@ import yaml
 
 PACKAGE = "mdpo_pipeline"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-#: The stage entry points: the CLI that dvc.yaml runs and the module holding the runners.
+#: The stage entry points: the CLI that dvc.yaml runs and the module holding the table of runners.
 STAGES_MODULE = f"{PACKAGE}.pipeline.stages"
 ENTRY_MODULES = (f"{PACKAGE}.cli", STAGES_MODULE)
-#: stages.py functions that only check settings (they cannot change a stage's output).
-CHECKS_ONLY = frozenset({"validate_params"})
 
 
 def module_file(module: str) -> Path | None:
@@ -97,25 +95,31 @@ def closure(modules: Iterable[str]) -> set[str]:
 
 
 def _stage_functions(tree: ast.Module, runner: str) -> list[ast.FunctionDef]:
-    """``runner`` and every stages.py function it calls, transitively (checks-only functions left out)."""
+    """``runner`` and every function of its module it calls, transitively."""
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     todo, seen = [runner], {}
     while todo:
         name = todo.pop()
-        if name in seen or name not in functions or name in CHECKS_ONLY:
+        if name in seen or name not in functions:
             continue
         seen[name] = functions[name]
         todo.extend(n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions)
     return list(seen.values())
 
 
-def _runner_names() -> dict[str, str]:
-    """stage → name of its runner function, read from stages.py's RUNNERS table."""
+def _runner_names() -> dict[str, tuple[str, str]]:
+    """stage → (module, function) of its runner, read from stages.py's RUNNERS table and the imports naming them."""
     tree = ast.parse(module_file(STAGES_MODULE).read_text())
+    origin = {alias.asname or alias.name: (_resolve(node, STAGES_MODULE, False), alias.name)
+              for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names}
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "RUNNERS" for t in node.targets):
-            return {k.value: v.id for k, v in zip(node.value.keys, node.value.values)}
+            return {k.value: origin.get(v.id, (STAGES_MODULE, v.id)) for k, v in zip(node.value.keys, node.value.values)}
     raise ValueError("stages.py has no RUNNERS table")
+
+
+def _top_level(tree: ast.Module) -> ast.Module:
+    return ast.Module(body=[n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)], type_ignores=[])
 
 
 def stage_modules(stage: str) -> set[str]:
@@ -123,22 +127,17 @@ def stage_modules(stage: str) -> set[str]:
     runners = _runner_names()
     if stage not in runners:
         raise KeyError(f"unknown stage {stage!r}; known: {sorted(runners)}")
-    stages_module = STAGES_MODULE
-    tree = ast.parse(module_file(stages_module).read_text())
-    top_level = ast.Module(body=[n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)],
-                           type_ignores=[])
-    entry = {*ENTRY_MODULES, *_imports(top_level, stages_module, False)}
-    for function in _stage_functions(tree, runners[stage]):
-        entry |= _imports(function, stages_module, False)
-    # cli.py's own module-level imports run for every stage; its stages import is the entry above.
-    cli = f"{PACKAGE}.cli"
-    cli_tree = ast.parse(module_file(cli).read_text())
-    entry |= _imports(ast.Module(body=[n for n in cli_tree.body if not isinstance(n, ast.FunctionDef)],
-                                 type_ignores=[]), cli, False)
-    # stages.py and cli.py are entered through their top level only: their function-level imports are the
-    # other stages' (and commands') business, so they are not followed.
-    followed = closure(entry - set(ENTRY_MODULES))
-    return followed | set(ENTRY_MODULES)
+    module, runner = runners[stage]
+    # cli.py, stages.py and every runner's module are entered through their top level only; of the stage's own
+    # module, the runner and what it calls also run. Other functions' imports are other stages' (and commands')
+    # business, so they are not followed.
+    entered = {*ENTRY_MODULES, *(m for m, _ in runners.values())}
+    entry = set(entered)
+    for name in entered:
+        entry |= _imports(_top_level(ast.parse(module_file(name).read_text())), name, False)
+    for function in _stage_functions(ast.parse(module_file(module).read_text()), runner):
+        entry |= _imports(function, module, False)
+    return closure(entry - entered) | entered
 
 
 def stage_code_deps(stage: str, root: Path | None = None) -> list[str]:

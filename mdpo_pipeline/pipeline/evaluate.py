@@ -33,6 +33,7 @@ from mdpo_pipeline.evaluation.registry import Decision, GatePolicy, decide
 from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
+from mdpo_pipeline.pipeline.train import base_model_location
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
 
@@ -150,7 +151,6 @@ def score_model(
     ``bench`` (default: params.yaml:benchmark_scores), score them and write ``out``/scores.json; the record."""
     # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.evaluation.generation import load_eval_model
-    from mdpo_pipeline.pipeline.stages import base_model_location
     from mdpo_pipeline.training.reference import weights_sha256
 
     everything = settings or load_settings(project)
@@ -197,9 +197,6 @@ def run_benchmark_scores(
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of model partition ``key`` on every configured benchmark, score, store and log
     them."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
-    from mdpo_pipeline.pipeline.stages import base_model_location
-
     everything = load_settings(project)
     preset, _ = base_model_location(project, everything)
     out = model_dir(project, key)
@@ -254,7 +251,6 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
 
 def gate_partition(project: Project, key: str):
     """The gate decision of one model partition against the base model (the base passes by definition)."""
-
     if key == BASE:
         return Decision(candidate=BASE, passed=True, promote=False, reasons=["the base model is the reference"])
     mine, base = read_scores(project, key), read_scores(project, BASE)
@@ -289,9 +285,6 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
                           tags: dict[str, str] | None = None) -> dict[str, Any]:
     """The Table-1 comparison of every scored model as markdown, JSON and a bar chart (also an MLflow run, with
     ``tags``)."""
-    # stages imports this module (settings checks): import at use, not circularly
-    from mdpo_pipeline.pipeline.stages import base_model_location
-
     models, left_out = scored_models(project)
     if not models:
         raise ConfigError("no model has benchmark scores yet: materialize benchmark_scores first")
@@ -311,7 +304,6 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
         # mlflow takes seconds to import: only the code that logs pays for it
         from mlflow import MlflowClient
 
-
         client = MlflowClient(uri)
         exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
         run = client.create_run(exp_id, run_name="comparison_report",
@@ -329,7 +321,6 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
 
-    from mdpo_pipeline.pipeline.stages import base_model_location
 
     settings = load_settings(project)
     policy = gate_policy(settings)

@@ -25,9 +25,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from mdpo_pipeline.core import corruption, pairs
 from mdpo_pipeline.core.io import canonical_json, write_json
 from mdpo_pipeline.core.methods import BASE
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.core.schemas import instruction_from_row
+from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
+from mdpo_pipeline.integrations.launchers import launch_local
+from mdpo_pipeline.pipeline.evaluate import score_model
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import (
     DATA_SECTIONS,
@@ -37,6 +44,9 @@ from mdpo_pipeline.pipeline.settings import (
     parse_settings,
     read_params,
 )
+from mdpo_pipeline.pipeline.stages import RUNNERS
+from mdpo_pipeline.pipeline.train import base_model_location, model_preset, train_run_config
+from mdpo_pipeline.shapeworld import generate_benchmarks
 
 GRID_DIR = Path("artifacts") / "grid"
 CELL_FILE = "cell.json"
@@ -46,14 +56,6 @@ STAGE_SECTIONS = {
     "raw_silkie": ("shapeworld", "raw_silkie"),
     "preference_pairs": ("shapeworld", "raw_silkie", "preference_pairs"),
     "corrupted_images": ("shapeworld", "raw_silkie", "preference_pairs", "corrupted_images"),
-}
-_RUNNERS = {
-    "shapeworld": stages.run_shapeworld,
-    "raw_silkie": stages.run_raw_silkie,
-    "preference_pairs": stages.run_preference_pairs,
-    "corrupted_images": stages.run_corrupted_images,
-    "base_model": stages.run_base_model,
-    "reference_logprobs": stages.run_reference_logprobs,
 }
 
 
@@ -143,7 +145,7 @@ def _files_sha(paths: list[Path]) -> str:
 def _sft_inputs_sha(world: Path) -> str:
     """What the tiny model's SFT reads from ShapeWorld: the truths' fields it uses and the images (not the preference
     answers, so an axis on the answers alone, e.g. unconditional_share, keeps the base model)."""
-    # stage-scoped: only the tiny preset's SFT reads ShapeWorld's truths
+    # the SFT module imports the model stack
     from mdpo_pipeline.shapeworld.sft import read_truths
 
     digest = hashlib.sha256(canonical_json(read_truths(world / "shapeworld_truth.jsonl")).encode()).hexdigest()
@@ -238,13 +240,12 @@ class GridPlan:
         the data."""
         settings = variant_settings(self.project, cell.data_axes) if cell.data_axes else self.settings
         if settings.as_dict() == self.settings.as_dict():  # no axis, or every axis at params.yaml's own value
-            for stage in _RUNNERS:
+            for stage in RUNNERS:
                 if not _stage_done(self.project.data_dir(stage), stage):
                     raise ConfigError(f"{self.project.data_dir(stage)} is missing: materialize {stage} first "
                                       "(`make demo`, or the Dagster assets up to reference_logprobs)")
             return Variant(self.project, self.settings, self._keys(self.settings, self.project))
         # A lock per variant: cells of one variant run side by side and must build its stages once.
-        from filelock import FileLock  # a dependency of torch and huggingface_hub: always installed
 
         root = self.root / "variants" / _hash(_sections(settings, STAGE_SECTIONS["corrupted_images"] + (
             "base_model", "reference_logprobs")))
@@ -255,7 +256,7 @@ class GridPlan:
             project = Project(root)
             keys: dict[str, str] = {}
             own: dict[str, str | None] = {}
-            for stage in _RUNNERS:
+            for stage in RUNNERS:
                 keys[stage] = self.stage_key(stage, settings, project, keys)
                 own[stage] = self.stage_key(stage, self.settings, self.project, own)
                 self._link_stage(project, stage, keys[stage], shared=own[stage] == keys[stage],
@@ -264,7 +265,7 @@ class GridPlan:
 
     def _keys(self, settings: Settings, project: Project) -> dict[str, str]:
         keys: dict[str, str] = {}
-        for stage in _RUNNERS:
+        for stage in RUNNERS:
             keys[stage] = self.stage_key(stage, settings, project, keys)
         return keys
 
@@ -283,7 +284,7 @@ class GridPlan:
             if link.is_symlink() or link.exists():
                 _remove(link)
             log(f"grid: making {stage} for variant {project.root.name} ({key})")
-            _RUNNERS[stage](project, progress=progress)
+            RUNNERS[stage](project, progress=progress)
             if store.exists():
                 shutil.rmtree(store)
             store.parent.mkdir(parents=True, exist_ok=True)
@@ -328,6 +329,12 @@ def _stage_done(path: Path, stage: str) -> bool:
 # --- what every cell of a variant shares: the evaluation split and the probe pairs ----------------
 
 
+def uses_shapeworld_split(project: Project, root: str) -> bool:
+    """Whether params.yaml:benchmark_scores.root names the project's ShapeWorld split, however it is written: then
+    the grid scores on a larger split of its own, real benchmark files are used as they are."""
+    return project.same_path(root, SHAPEWORLD_BENCHMARKS)
+
+
 def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[dict[str, Any], Path | None]:
     """(the benchmarks' settings of every cell, the rule judge's root): ShapeWorld's benchmark split of the
     variant's world at the grid's sizes (made once, shared by equal worlds), or params.yaml's real benchmark files
@@ -335,15 +342,12 @@ def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[dict[str, Any], P
     settings = variant.settings
     bench = settings.benchmark_scores.context()
     bench["benchmarks"] = list(plan.experiment.benchmarks)
-    if settings.benchmark_scores.root != SHAPEWORLD_BENCHMARKS:
+    if not uses_shapeworld_split(plan.project, settings.benchmark_scores.root):
         return bench, None
-    # stage-scoped: only a ShapeWorld grid generates its own split
-    from mdpo_pipeline.shapeworld import generate_benchmarks
 
     world = replace(settings.shapeworld, **dict(plan.experiment.eval_sizes))
     out = plan.root / "benchmarks" / _hash(asdict(world))
     # Several cells start at once: one makes the split, the others wait for it.
-    from filelock import FileLock  # a dependency of torch and huggingface_hub: always installed
 
     with FileLock(str(out) + ".lock"):
         if not (out / "summary.json").is_file():
@@ -356,13 +360,6 @@ def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[dict[str, Any], P
 def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = print) -> Path:
     """Held-out pairs of the variant (instructions never sampled for training), their corrupted images and the base
     model's log-probs of their three views: what the image-use probe scores every adapter on."""
-    # stage-scoped: the probe's data needs the pair builder, the corruption and the model stack
-    import pyarrow.parquet as pq
-    from filelock import FileLock
-
-    from mdpo_pipeline.core import corruption, pairs
-    from mdpo_pipeline.core.schemas import instruction_from_row
-
     project, settings = variant.project, variant.settings
     out = plan.root / "probe" / _hash({"reference": variant.keys["reference_logprobs"], "n": plan.experiment.probe_pairs})
     with FileLock(str(out) + ".lock"):
@@ -403,10 +400,10 @@ def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: 
     from mdpo_pipeline.evaluation.generation import load_eval_model
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
-    preset, path = stages.base_model_location(variant.project, variant.settings)
+    preset, path = base_model_location(variant.project, variant.settings)
     model, processor, _ = load_eval_model(preset, path, adapter,
                                           allow_remote_code=variant.settings.base_model.allow_remote_code)
-    max_length = variant.settings.reference_logprobs.resolved_max_length(stages.model_preset(preset))
+    max_length = variant.settings.reference_logprobs.resolved_max_length(model_preset(preset))
     out = (probe_dir if adapter is None else adapter.parent) / f"probe_{name}.parquet"
     compute_reference_logprobs(model, processor, _probe_dataset(variant, probe_dir),
                                variant.settings.reference_logprobs.batch_size, out, max_length=max_length)
@@ -442,8 +439,6 @@ def image_use_probe(policy: dict[str, tuple[float, float, float]], reference: di
 def answer_stats(cell_dir: Path, benchmarks: list[str]) -> dict[str, dict[str, float]]:
     """Per benchmark with free-text answers: answers, mean words per answer and (Object HalBench) mean objects
     mentioned per answer: what a shorter answer would change in the hallucination metrics."""
-    # the per-answer file's name is the benchmark's
-    from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
 
     stats: dict[str, dict[str, float]] = {}
     for name in ("object_halbench", "amber"):
@@ -488,9 +483,7 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train (``launch``: a run config in, the adapter's summary out; default a local subprocess), score and probe
     one cell; write its cell.json. A cell that already finished with today's settings is returned as it is."""
-    # stage-scoped: a cell runs the evaluation and the training program
-    from mdpo_pipeline.integrations.launchers import launch_local
-    from mdpo_pipeline.pipeline.evaluate import score_model
+    # the model stack: loaded when a cell runs, not when the grid is planned
     from mdpo_pipeline.training.reference import load_reference_cache
 
     cell = plan.cell(key)
@@ -509,7 +502,7 @@ def run_cell(
     if cell.method != BASE:
         settings = cell_training_settings(variant.settings, cell)
         adapter = out / "adapter"
-        config = stages.train_run_config(variant.project, cell.method, adapter, settings=settings)
+        config = train_run_config(variant.project, cell.method, adapter, settings=settings)
         t0 = time.time()
         if not (adapter / "adapter_config.json").is_file() or force:
             training = (launch or launch_local)(config)
@@ -573,11 +566,8 @@ def run_and_log_cell(project: Project, key: str, *, uri: str | None = None, expe
 def run_claims_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
     """The claims report over every finished cell of params.yaml's grid (``artifacts/grid/<name>/report/``), and
     on the grid's MLflow parent run."""
-    # stage-scoped: the report needs the statistics and plots, the grid's planning does not
+    # statistics and plots: the report's business, not the grid's planning
     from mdpo_pipeline.evaluation.claims import claims_report
-
-    # the per-answer file's name is the benchmark's
-    from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
 
     plan = GridPlan(project)
     records = plan.records()

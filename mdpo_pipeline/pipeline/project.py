@@ -61,6 +61,10 @@ class Project:
         p = Path(rel).expanduser()
         return p if p.is_absolute() else self.root / p
 
+    def same_path(self, a: str | os.PathLike, b: str | os.PathLike) -> bool:
+        """Whether two params paths name the same place (``./x``, ``x`` and its absolute form alike; links followed)."""
+        return self.path(a).resolve() == self.path(b).resolve()
+
     def rel(self, path: str | os.PathLike) -> str:
         """``path`` relative to the root when inside it (keeps artifacts portable across clones)."""
         p = Path(path).resolve()

@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from mdpo_pipeline.core.methods import METHODS, LossWeights
-
-#: The method whose prompts carry no image (policy and reference): DPO without the visual condition.
-TEXT_ONLY_METHOD = "dpo_no_image"
+from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD, LossWeights
 #: mDPO computes its own loss, so TRL's loss knobs must stay at the plain-DPO values (TRL field -> required value).
 _TRL_LOSS_DEFAULTS = {
     "loss_type": ["sigmoid"],
@@ -36,7 +33,7 @@ def _override_help(term: str) -> str:
 
 @dataclass
 class MDPOConfig(DPOConfig):
-    """DPOConfig for MDPOTrainer: the mDPO loss (FACTS §1), chosen by ``method`` and tuned by the fields below."""
+    """DPOConfig for MDPOTrainer: the mDPO loss (docs/method.md, "Objective"), chosen by ``method`` and tuned by the fields below."""
 
     method: str = field(
         default="mdpo",

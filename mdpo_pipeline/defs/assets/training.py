@@ -10,7 +10,7 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.pipeline import stages
+from mdpo_pipeline.pipeline.train import base_model_location, record_adapter, train_run_config
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.
@@ -45,13 +45,13 @@ def adapters(
     proj = project.project()
     method = context.partition_key
     if method == BASE:
-        preset, path = stages.base_model_location(proj)
+        preset, path = base_model_location(proj)
         return dg.MaterializeResult(metadata={"adapter": "none: the base model itself", "preset": preset,
                                               "path": dg.MetadataValue.path(path)})
     out = proj.adapter_path(method)
-    cfg = stages.train_run_config(proj, method, out)
+    cfg = train_run_config(proj, method, out)
     summary = launcher.launch(cfg, context, proj)
-    recorded = stages.record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment, tags=dagster_run_tags(context))
+    recorded = record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment, tags=dagster_run_tags(context))
     shown = {k: v for k, v in summary.items() if k not in ("final", "started_at", "ended_at")}
     meta = summary_metadata(shown) | summary_metadata(summary["final"])
     meta |= {

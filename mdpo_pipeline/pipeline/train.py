@@ -1,0 +1,194 @@
+"""The training phase: the base model, the reference log-prob cache, each adapter's run config and its record.
+
+``base_model`` and ``reference_logprobs`` are stages (``stages.RUNNERS``); the adapters are trained by a launcher
+from ``train_run_config`` and logged by ``record_adapter``. The model stack is imported inside the functions that
+load a model, so checking settings or running a data stage never loads torch, and ``integrations/lineage.py`` counts
+a module as a stage's code only when that stage's function imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
+from mdpo_pipeline.core.plots import training_curves
+from mdpo_pipeline.pipeline.project import ConfigError, Project
+from mdpo_pipeline.pipeline.settings import Settings, check, did_you_mean, load_settings, type_hints
+
+if TYPE_CHECKING:
+    from mdpo_pipeline.training.presets import ModelPreset
+    from mdpo_pipeline.training.run import TrainRunConfig
+
+
+def model_preset(name: str) -> "ModelPreset":
+    """The model preset ``name`` (params.yaml:base_model.preset), or a ConfigError naming the key."""
+    from mdpo_pipeline.training.presets import get_preset
+
+    try:
+        return get_preset(name)
+    except KeyError as e:
+        raise ConfigError(f"params.yaml:base_model.preset: {e.args[0]}") from None
+
+
+def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
+    """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
+    from mdpo_pipeline.training.models import resolve_model_path
+
+    settings = load_settings(project)
+    base = settings.base_model
+    preset = model_preset(base.preset)
+    out = project.data_dir("base_model")
+    if preset.hf_id is None:  # built by the pipeline itself
+        from mdpo_pipeline.shapeworld.sft import train_base_model
+
+        world = project.path(settings.raw_silkie.reader.path)
+        metrics = train_base_model(
+            world / "shapeworld_truth.jsonl", world / "merged_images", out, base.sft, progress=progress
+        )
+        return {"preset": preset.name, "path": project.rel(out), **metrics}
+    path = resolve_model_path(preset, project.path(base.path) if base.path else None)
+    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def base_model_location(project: Project, settings: Settings | None = None) -> tuple[str, str]:
+    """(preset name, local path of its weights) as the base_model stage recorded them."""
+    out = project.data_dir("base_model")
+    pointer = out / "preset.json"
+    if pointer.is_file():
+        info = json.loads(pointer.read_text())
+        return info["preset"], info["path"]
+    if not (out / "config.json").is_file():
+        raise FileNotFoundError(f"{out} holds no model: materialize base_model first")
+    return (settings or load_settings(project)).base_model.preset, str(out)
+
+
+def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
+    """The base model's summed log-probs for every pair's three views, computed once for every training run."""
+    from mdpo_pipeline.training.data import load_preference_dataset
+    from mdpo_pipeline.training.models import load_model_and_processor
+    from mdpo_pipeline.training.reference import compute_reference_logprobs
+
+    settings = load_settings(project)
+    preset, path = base_model_location(project, settings)
+    model, processor = load_model_and_processor(preset, path, allow_remote_code=settings.base_model.allow_remote_code)
+    dataset = load_preference_dataset(*_training_data_dirs(project))
+    # The one max_length: every training run against this cache gets the same (train_run_config).
+    max_length = settings.reference_logprobs.resolved_max_length(model_preset(preset))
+    out = project.data_dir("reference_logprobs") / "reference.parquet"
+    summary = compute_reference_logprobs(
+        model, processor, dataset, settings.reference_logprobs.batch_size, out, progress=progress,
+        max_length=max_length,
+    )
+    summary = {"preset": preset, **summary}
+    stored = {k: v for k, v in summary.items() if k != "timing"}  # timings vary: they go to the metadata only
+    (out.parent / "summary.json").write_text(json.dumps(stored, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+def _training_data_dirs(project: Project) -> tuple[Path, Path, Path]:
+    image_root = project.path(project.summary("raw_silkie")["image_root"])
+    return project.data_dir("preference_pairs"), image_root, project.data_dir("corrupted_images")
+
+
+def train_run_config(project: Project, method: str, output_dir: Path,
+                     settings: Settings | None = None) -> "TrainRunConfig":
+    """The run config of one adapter: params.yaml:training (and its overrides for ``method``), the stage outputs,
+    and the one max_length the reference cache was computed with."""
+    settings = settings or load_settings(project)
+    preset, path = base_model_location(project, settings)
+    pairs_dir, image_root, corrupted_dir = _training_data_dirs(project)
+    cache = project.data_dir("reference_logprobs") / "reference.parquet"
+    fixed = {
+        "method": method,
+        "pairs_dir": str(pairs_dir),
+        "image_root": str(image_root),
+        "corrupted_dir": str(corrupted_dir),
+        "output_dir": str(output_dir),
+        "base_model": preset,
+        "base_model_path": path,
+        "allow_remote_code": settings.base_model.allow_remote_code,
+        # The cache holds image-conditioned log-probs only: the image-withheld probe needs a live reference.
+        "reference_cache": str(cache) if cache.is_file() and method != TEXT_ONLY_METHOD else None,
+        "max_length": settings.reference_logprobs.resolved_max_length(model_preset(preset)),
+    }
+    return training_run_config(settings, method, fixed)
+
+
+def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) -> "TrainRunConfig":
+    """params.yaml:training's values for ``method`` (typed against RunArguments and MDPOConfig, every error naming
+    its key) with ``fixed`` (the pipeline's own keys), parsed into MDPOConfig the way the run will parse them."""
+    from mdpo_pipeline.training.config import MDPOConfig
+    from mdpo_pipeline.training.run import RunArguments, TrainRunConfig
+
+    if method not in METHODS:
+        where = f"params.yaml:training.methods.{method}" if method in settings.training.methods else "method"
+        raise ConfigError(f"{where}: unknown method: method must be one of {sorted(METHODS)}")
+    known = {f.name: (cls, f) for cls in (RunArguments, MDPOConfig) for f in fields(cls) if f.init}
+    values = {}
+    for key, (value, where) in settings.training.located(method).items():
+        if key not in known or key == "output_dir":
+            raise ConfigError(f"{where}: unknown key (method {method}): neither an MDPOConfig field nor a run "
+                              f"argument{did_you_mean(key, known)}")
+        cls, f = known[key]
+        values[key] = check(value, type_hints(cls)[key], f.metadata, where)
+    cfg = TrainRunConfig(values | fixed)
+    environ = dict(os.environ)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' renames: the run itself reports them
+            cfg.parse(cuda=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml:training (method {method}): {e}") from e
+    finally:
+        # Parsing TrainingArguments may export accelerate variables; this process must not pass them on.
+        for name in set(os.environ) - set(environ):
+            del os.environ[name]
+        os.environ.update(environ)
+    return cfg
+
+
+def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str,
+                   tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Log a finished adapter as an MLflow run (with ``tags``) and a new registry version; draw its curves beside
+    it. Returns the run id, the version and their MLflow UI pages."""
+    from mdpo_pipeline.integrations.dvc import lock_hashes
+    from mdpo_pipeline.integrations.tracking import (
+        TrainingRecord,
+        git_commit,
+        log_training_run,
+        model_version_ui_url,
+        registered_model_name,
+        run_ui_url,
+        split_history,
+    )
+
+    out = Path(cfg.output_dir)
+    history = json.loads((out / "log_history.json").read_text())
+    curves = training_curves(split_history(history)[0], out.parent / f"{cfg.method}.curves.png", title=cfg.method)
+    # What the run trained with (its defaults, the preset's and LoRA's included), as it wrote it beside the adapter.
+    saved = out / "run_config.json"
+    config = json.loads(saved.read_text()) if saved.is_file() else dict(cfg)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    record = TrainingRecord(cfg.method, cfg.base_model, out, config, history, lock_hashes(project.root),
+                            tags=dict(tags or {}), curves=curves, started_at=summary.get("started_at"),
+                            ended_at=summary.get("ended_at"))
+    artifact_root = project.root / "mlartifacts"
+    run_id, version = log_training_run(record, uri, experiment, artifact_root=artifact_root,
+                                       git_sha=git_commit(project.root))
+    # mlflow takes seconds to import: only the code that logs pays for it
+    from mlflow import MlflowClient
+
+    exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves, "experiment_id": exp_id,
+            "run_url": run_ui_url(exp_id, run_id),
+            "version_url": model_version_ui_url(registered_model_name(cfg.base_model), version)}
+
