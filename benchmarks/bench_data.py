@@ -32,7 +32,8 @@ from PIL import Image
 from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.schemas import ASPECTS
 
-# VLFeedback's instruction sources and counts (FACTS §4): the 10K sample comes from the LLaVA share.
+# VLFeedback's instruction sources and counts (docs/data.md, "Instruction sources"): the 10K sample comes from the
+# LLaVA share.
 SOURCES = {"llava": 19614, "svit": 22823, "llavar": 13770, "lrv": 12357, "llava-med": 5861,
            "comvint": 2384, "pmc-vqa": 2364, "m3it": 687, "pca-eval": 398}  # fmt: skip
 WORDS = ("the image shows a man riding a bicycle along a busy street next to parked cars and a red bus "

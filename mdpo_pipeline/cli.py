@@ -9,9 +9,23 @@ import json
 import os
 import sys
 
+from mdpo_pipeline import use_private_defaults
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import PIPELINE_SET
 from mdpo_pipeline.pipeline.stages import RUNNERS, STAGES
+
+
+def ray_train_loop(config: dict) -> None:
+    """The loop each Ray Train worker runs (``mdpo train --ray`` submits it): ``config["run"]`` trained as one rank of
+    the torch.distributed group Ray has set up (Ray sets RANK and WORLD_SIZE, the Trainer's accelerate state joins
+    that group), resuming when the worker was restarted. A worker process is an entry point of its own."""
+    use_private_defaults()
+    # Ray ships this function by value when the driver runs as `python -m mdpo_pipeline.cli` (it is __main__ then):
+    # the worker never imports this module, so the loop registers the ShapeWorld preset a run may name itself.
+    from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY  # noqa: F401
+    from mdpo_pipeline.training.run import TrainRunConfig, run_training
+
+    run_training(TrainRunConfig(config["run"]))
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -26,7 +40,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from dataclasses import asdict
 
     import yaml
@@ -34,7 +47,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
     from mdpo_pipeline.pipeline.settings import field_docs, load_settings
 
     if args.help_fields:
-        # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
         from mdpo_pipeline.pipeline.evaluate import typed_sections
         from mdpo_pipeline.training.config import MDPOConfig
         from mdpo_pipeline.training.run import RunArguments
@@ -50,7 +62,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
         for key, kind, default, text in training:
             print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
         return 0
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.core.methods import METHODS
     from mdpo_pipeline.pipeline.evaluate import gate_policy, generation_settings
     from mdpo_pipeline.pipeline.train import model_preset, training_run_config
@@ -83,7 +94,6 @@ def _pipes():
     Only rank 0 of an ``accelerate launch`` reports, so the orchestrator sees one summary per run."""
     if "DAGSTER_PIPES_CONTEXT" not in os.environ or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext(None)
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from dagster_pipes import open_dagster_pipes
 
     return open_dagster_pipes()
@@ -96,7 +106,6 @@ def _die_with_agent() -> None:
     OOM killer) would otherwise leave the ranks training on, racing a restarted run for the same checkpoints."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     import ctypes
     import signal
 
@@ -109,7 +118,6 @@ def _die_with_agent() -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.training.run import TrainRunConfig, run_training
 
     if args.ray is not None:
@@ -126,20 +134,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train_on_ray(args: argparse.Namespace) -> int:
     """``mdpo train --ray``: this process is the Ray driver; the workers run the same training (run_training)."""
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from pathlib import Path
 
     from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
     from mdpo_pipeline.integrations.launchers import TrainingFailed
     from mdpo_pipeline.integrations.ray_launcher import train_on_ray
-    from mdpo_pipeline.training.ray_worker import train_loop_per_worker
     from mdpo_pipeline.training.run import TrainRunConfig
 
     settings = (LauncherSettings(**json.loads(Path(args.ray).read_text())) if args.ray
                 else LauncherSettings.from_env())
     with _pipes() as pipes:
         try:
-            summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, train_loop_per_worker)
+            summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, ray_train_loop)
         except TrainingFailed as e:
             print(f"mdpo: error: {e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
             return 1
@@ -153,7 +159,6 @@ def _train_on_ray(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from pathlib import Path
 
     from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG, build_training_image
@@ -165,7 +170,6 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, describe
 
     try:
@@ -178,7 +182,6 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    # per command: each subcommand imports only what it runs (`mdpo data` loads no torch)
     from pathlib import Path
 
     from mdpo_pipeline.core.io import write_json
@@ -306,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the command; configuration errors exit 2 with the message only."""
+    use_private_defaults()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,6 +2,10 @@
 
 import dagster as dg
 
+from mdpo_pipeline import use_private_defaults
+
+use_private_defaults()  # before the definitions import anything that reads them (huggingface_hub reads them once)
+
 from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.grid import grid_assets

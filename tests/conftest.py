@@ -10,7 +10,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mdpo_pipeline import use_private_defaults
+from tests import conformance
+
 REPO = Path(__file__).resolve().parent.parent
+# The suite is an entry point like the CLI: offline and private, set before anything imports a hub client.
+use_private_defaults()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{conformance.MARKER}(*paths): needs the conformance fixtures at these paths "
+                                       "(tests/conformance.py): skips without them, fails under CI")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before any fixture: a test marked ``conformance(*paths)`` skips (fails under CI) when a path is missing."""
+    for mark in item.iter_markers(name=conformance.MARKER):
+        conformance.require(*mark.args)
+
 
 # Under pytest-xdist every worker gets its share of the cores (set before torch is imported), so that two workers
 # on two cores do not each start two compute threads.

@@ -1,8 +1,8 @@
 """AMBER official mode against the conformance fixtures: junyangwang0410/AMBER inference.py's own output on 1,004
 generative and 14,216 yes/no answers, with the real AMBER data files, equal to the last digit, aggregate and per item.
 
-The fixtures live outside the repository, in ../shared/conformance (see its README.md); these tests skip, saying
-so, only when that folder is absent. NLTK data comes from its nltk_data/ folder."""
+The fixtures live outside the repository, in ../shared/conformance (see its README.md); without them these tests
+skip, saying so, and fail under CI (tests/conformance.py). NLTK data comes from its nltk_data/ folder."""
 
 from __future__ import annotations
 
@@ -26,17 +26,14 @@ from mdpo_pipeline.core.eval.amber import (
     nltk_tools,
 )
 
-CONFORMANCE = Path(__file__).parents[2] / "shared" / "conformance"
+from tests.conformance import CONFORMANCE, needs
+
 REAL = CONFORMANCE / "real" / "amber"
 GENERATIVE_FIELDS = ("tokens", "tags", "nouns", "vocab_nouns", "vocab_noun_status", "hallucinated_nouns", "truth",
                      "truth_covered", "covered_truth", "hallu", "hallu_covered", "mentioned_hallu", "counts",
                      "hallucination_free")
 
-if not CONFORMANCE.is_dir():
-    print(f"test_amber_official: skipped, {CONFORMANCE} (the conformance fixtures) is absent")
-pytestmark = pytest.mark.skipif(
-    not CONFORMANCE.is_dir(), reason=f"{CONFORMANCE} (the AMBER conformance fixtures) is absent"
-)
+pytestmark = needs(CONFORMANCE / "amber", REAL, CONFORMANCE / "nltk_data")
 
 
 def _read(name: str):

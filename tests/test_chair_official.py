@@ -23,16 +23,13 @@ from mdpo_pipeline.core.eval.chair import (
     read_coco_annotations,
 )
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-pytestmark = pytest.mark.skipif(
-    not CONFORMANCE.is_dir(),
-    reason=f"conformance fixtures not found at {CONFORMANCE} (the shared folder beside the checkout)",
-)
+from tests.conformance import CONFORMANCE, needs
 
 OBJHAL = CONFORMANCE / "objhal"
 COCO = OBJHAL / "coco"
 ANSWERS = OBJHAL / "answers.jsonl"
 SYNONYMS = CONFORMANCE / "real" / "rlhf-v" / "eval" / "data" / "synonyms_refine.txt"
+pytestmark = needs(COCO, ANSWERS, SYNONYMS, OBJHAL / "chair_official.json", CONFORMANCE / "nltk_data")
 #: What the official scorer reports per answer, compared field by field.
 PER_ITEM_FIELDS = ("image_id", "caption", "words", "mentioned", "hallucinated", "hallucination_idxs",
                    "gt_objects", "correct_classes", "chair_s", "chair_i")

@@ -33,7 +33,8 @@ def test_dagster_dev_lists_the_data_assets(tmp_path):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = _free_port()
     dagster = Path(sys.executable).parent / "dagster"
-    # Its own session: `dagster dev` ignores SIGTERM from a non-interactive parent otherwise (FACTS §6).
+    # Its own session: `dagster dev` ignores SIGTERM from a non-interactive parent otherwise
+    # (docs/environment.md, "`dagster dev` and signals").
     proc = subprocess.Popen(
         [str(dagster), "dev", "-m", "mdpo_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
         env=dict(os.environ, DAGSTER_HOME=str(home)),

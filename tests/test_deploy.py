@@ -20,14 +20,13 @@ import yaml
 from mdpo_pipeline.integrations.compose_check import validate_compose
 from mdpo_pipeline.integrations.containers import CPU_TAG, DEFAULT_TAG
 from mdpo_pipeline.integrations.deploy import (
-    DeploymentSettings,
-    EnvSecret,
     dagster_instance_yaml,
     ensure_database,
     main,
     mlflow_backend_uri,
     render_dagster_yaml,
 )
+from mdpo_pipeline.integrations.deploy_settings import DeploymentSettings, EnvSecret
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.pipeline.project import ConfigError
 from tests.conftest import REPO, fake_adapter, stop_process_group

@@ -39,8 +39,10 @@ from mdpo_pipeline.shapeworld import (
 )
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
-#: Real benchmark files and the official judge scripts (see its README's `real/` section); never copied here.
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+from tests.conformance import CONFORMANCE, needs
+
+#: Real benchmark files and the official judge scripts (see the conformance README's `real/` section); never copied
+#: here.
 REAL_TEMPLATE = CONFORMANCE / "real" / "rlhf-v" / "eval" / "data" / "mmhal-bench_answer_template.json"
 JUDGE_SCRIPTS = {  # path -> the quote that opens and closes its `template` literal
     CONFORMANCE / "real" / "llava-rlhf" / "Eval" / "eval_gpt_mmhal.py": "'''",
@@ -51,11 +53,8 @@ JUDGE_SCRIPT = next(iter(JUDGE_SCRIPTS))
 OFFICIAL_SHA256 = "2c73d8c50f1740d000fae62cfeed103c2f7a5bcfa904b27e6e09900e7ce600cc"
 
 
-#: Tests on the real MMHal files and judge script run only where the shared conformance folder is.
-needs_conformance = pytest.mark.skipif(
-    not CONFORMANCE.is_dir(),
-    reason=f"shared conformance folder {CONFORMANCE} is absent: real MMHal files and judge script unavailable",
-)
+#: Tests on the real MMHal files and judge scripts: they skip without them (fail under CI; tests/conformance.py).
+needs_conformance = needs(REAL_TEMPLATE, *JUDGE_SCRIPTS)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from mdpo_pipeline.core.errors import ConfigError
-from mdpo_pipeline.pipeline.grid import Cell, cell_training_settings, expand, image_use_probe, uses_shapeworld_split
+from mdpo_pipeline.core.losses import image_use_probe
+from mdpo_pipeline.pipeline.grid import Cell, cell_training_settings, expand, uses_shapeworld_split
 from mdpo_pipeline.pipeline.project import Project
 from mdpo_pipeline.pipeline.settings import parse_settings
 from tests.conftest import pipeline_resources, project_from_base

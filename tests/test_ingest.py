@@ -29,6 +29,7 @@ from mdpo_pipeline.core.ingest import (
 from mdpo_pipeline.core.io import read_parquet_rows
 from mdpo_pipeline.core.schemas import ASPECTS, instruction_from_row
 from mdpo_pipeline.core.schemas import QuarantineReason as R
+from tests.conformance import CONFORMANCE, require
 
 GOOD = ((5, 5, 5), (4, 4, 4), (3, 4, 3), (2, 2, 2))
 
@@ -488,7 +489,6 @@ def test_dead_workers_give_a_clear_error(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------ the `datasets` export, real rows
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 REAL_VLF = CONFORMANCE / "real" / "vlfeedback"
 
 
@@ -543,10 +543,10 @@ def test_img_path_column_names_the_image(tmp_path):
     assert [(q.id, q.reason) for q in res.quarantine] == [("c", R.PATH_ESCAPE), ("e", R.BAD_FIELD_TYPE)]
 
 
-@pytest.mark.skipif(not REAL_VLF.is_dir(), reason="no shared conformance data")
 @pytest.mark.parametrize("name", ["vlfeedback_80k.jsonl", "train-00000-of-00001.parquet"])
 def test_real_vlfeedback_rows_both_layouts(tmp_path, name):
     """The real release layout (jsonl) and the real `datasets` export (parquet) give the same kept rows."""
+    require(REAL_VLF / name)
     if (REAL_VLF / "merged_images").is_dir():
         res = run(REAL_VLF / name)
     else:  # images absent: stand-ins for the ids, in tmp, never next to the shared data

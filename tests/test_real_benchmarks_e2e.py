@@ -11,7 +11,6 @@ import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -21,12 +20,11 @@ from mdpo_pipeline.defs.assets.data import data_assets
 from mdpo_pipeline.defs.assets.evaluation import evaluation_assets, evaluation_checks
 from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.resources import JudgeResource
+from tests.conformance import CONFORMANCE, needs
 from tests.conftest import pipeline_resources, project_from_base
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 REAL = CONFORMANCE / "real"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CONFORMANCE.is_dir(), reason=f"{CONFORMANCE} is absent: no real benchmark files")]
+pytestmark = [pytest.mark.slow, needs(REAL, CONFORMANCE / "objhal", CONFORMANCE / "nltk_data")]
 
 
 class _Judge(BaseHTTPRequestHandler):

@@ -13,11 +13,13 @@ from mdpo_pipeline.core.corruption import CorruptionConfig, corrupt_images
 from mdpo_pipeline.core.ingest import IngestConfig, ingest, write_ingest
 from mdpo_pipeline.core.pairs import PairsConfig, make_pairs
 
-REAL_VLF = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "real" / "vlfeedback"
+from tests.conformance import CONFORMANCE, needs
+
+REAL_VLF = CONFORMANCE / "real" / "vlfeedback"
 EXPORT = REAL_VLF / "train-00000-of-00001.parquet"
 IDS = ("svit-detail-90001", "llava-reasoning-90002", "lrv-instruction-90003", "m3it-coco-90004")
 
-pytestmark = pytest.mark.skipif(not EXPORT.is_file(), reason="no shared conformance data")
+pytestmark = needs(EXPORT)
 
 
 def stand_in_images(root: Path) -> Path:

@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
+from tests.conformance import CONFORMANCE, needs
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason=f"{CONFORMANCE} is absent: no official fixtures")
+pytestmark = needs(CONFORMANCE / "amber", CONFORMANCE / "objhal", CONFORMANCE / "real", CONFORMANCE / "nltk_data")
 
 
 def _score(tmp_path, *args: str) -> dict:

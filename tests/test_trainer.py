@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from trl import DPOConfig
 
+from mdpo_pipeline.core.losses import BETA
 from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
@@ -92,6 +93,13 @@ def record_losses(trainer: MDPOTrainer) -> list[float]:
 
     trainer.compute_loss = wrapped
     return losses
+
+
+def test_beta_has_one_default_trls():
+    """MDPOConfig leaves β to TRL's DPOConfig; the pure loss and probe default to the same value (core/losses.BETA)."""
+    assert "beta" not in MDPOConfig.__dataclass_fields__ or MDPOConfig.__dataclass_fields__["beta"].default == \
+        DPOConfig.__dataclass_fields__["beta"].default
+    assert DPOConfig.__dataclass_fields__["beta"].default == BETA == 0.1
 
 
 @pytest.mark.parametrize(

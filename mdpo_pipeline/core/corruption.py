@@ -1,4 +1,5 @@
-"""Seeded corrupted images for mDPO's conditional term (FACTS §1, paper Table 3). PIL and numpy only.
+"""Seeded corrupted images for mDPO's conditional term (paper Table 3; docs/method.md, "Corruption").
+PIL and numpy only.
 
 The public mDPO code draws a new crop at every forward call, so policy and reference see different
 images. Here each corrupted image is drawn once from ``random.Random(stable_seed(seed, strategy, id))``
@@ -44,7 +45,7 @@ from mdpo_pipeline.core.parallel import available_cores, worker_context
 from mdpo_pipeline.core.schemas import QuarantineReason
 
 STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
-#: Kept-area bounds of the crop strategies (FACTS §1: the paper's default keeps 1-20 %).
+#: Kept-area bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption": the default keeps 1-20 %).
 CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
 #: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same.
 CROP_AREA_SLACK = 0.02

@@ -1,4 +1,5 @@
-"""The mDPO loss family (FACTS §1) as pure torch functions over per-sample summed answer log-probs.
+"""The mDPO loss family (docs/method.md, "Objective"; paper Tables 2 and 4) as pure torch functions over
+per-sample summed answer log-probs.
 
 r(y|m) = log π(y|m,q) − log π_ref(y|m,q), each log-prob summed over answer tokens, shape (B,).
 
@@ -8,7 +9,7 @@ r(y|m) = log π(y|m,q) − log π_ref(y|m,q), each log-prob summed over answer t
 - anchor_rejected:  −log σ(δ − β·r(y_l|m))
 - anchor_corrupted: −log σ(δ − β·r(y_w|m_l))
 
-The two extra anchors (paper Table 4) are not written out in the paper or FACTS: the forms above are our
+The two extra anchors (paper Table 4) are described only in words in the paper: the forms above are our
 reading of its description (anchor y_l and (y_w, m_l) so that their rewards are pushed below δ).
 """
 
@@ -16,12 +17,25 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mdpo_pipeline.core.methods import METHODS, TERMS, LossWeights
+
+#: β of the paper, which is also TRL's DPOConfig default: the value MDPOConfig trains with unless set (a test keeps
+#: the two equal); the pure functions below default to it so that their worked examples read as the paper's.
+BETA = 0.1
+#: The three views whose summed log-probs a pair has: chosen | image, rejected | image, chosen | corrupted image.
+VIEWS = ("chosen", "rejected", "chosen_corrupted")
+
+
+def implicit_rewards(policy: Mapping[str, Any], reference: Mapping[str, Any], beta: float) -> dict[str, Any]:
+    """β·(log π − log π_ref) of each view present in ``policy`` (tensors or numbers): the rewards every term compares."""
+    return {view: beta * (policy[view] - reference[view]) for view in VIEWS if view in policy}
 
 
 @dataclass
@@ -71,7 +85,7 @@ def mdpo_loss(
     policy_chosen_corrupted: torch.Tensor | None = None,
     reference_chosen_corrupted: torch.Tensor | None = None,
     *,
-    beta: float = 0.1,
+    beta: float = BETA,
     delta: float = 0.0,
     weights: LossWeights = METHODS["mdpo"],
 ) -> LossOutput:
@@ -103,9 +117,9 @@ def mdpo_loss(
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in inputs.values()), torch.float32)
     # The reference model is a constant target: no gradient may reach it even if a caller forgot no_grad.
     logr = {k: (v.detach() if k.startswith("reference") else v).to(dtype) for k, v in inputs.items()}
-    chosen = beta * (logr["policy_chosen"] - logr["reference_chosen"])
-    rejected = beta * (logr["policy_rejected"] - logr["reference_rejected"])
-    corrupted = beta * (logr["policy_chosen_corrupted"] - logr["reference_chosen_corrupted"]) if has_corrupted else None
+    r = implicit_rewards({k.removeprefix("policy_"): v for k, v in logr.items() if k.startswith("policy_")},
+                         {k.removeprefix("reference_"): v for k, v in logr.items() if k.startswith("reference_")}, beta)
+    chosen, rejected, corrupted = r["chosen"], r["rejected"], r.get("chosen_corrupted")
 
     # logsigmoid stays finite at |x| ~ 1e3 where log(sigmoid(x)) gives -inf and NaN gradients.
     logits = {"dpo": chosen - rejected, "anchor": chosen - delta, "anchor_rejected": delta - rejected}
@@ -129,9 +143,37 @@ def dpo_loss(
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
     *,
-    beta: float = 0.1,
+    beta: float = BETA,
 ) -> LossOutput:
     """Plain DPO: ``mdpo_loss`` with ``METHODS["dpo"]``."""
     return mdpo_loss(
         policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta=beta, weights=METHODS["dpo"]
     )
+
+
+def image_use_probe(policy: Mapping[str, tuple[float, float, float]],
+                    reference: Mapping[str, tuple[float, float, float]], beta: float) -> dict[str, Any]:
+    """The paper's mechanism, measured: does a model's preference for the chosen answer depend on the image?
+
+    Per held-out pair, the summed log-probs of its VIEWS under the model (``policy``) and the base (``reference``):
+    ``conditional_margin`` = r(y_w|m) − r(y_w|m_l), the conditional term's margin, ``reward_margin`` = r(y_w|m) −
+    r(y_l|m), the DPO term's (both from ``implicit_rewards``, as in the loss), ``image_gap`` = log π(y_w|m) −
+    log π(y_w|m_l) of the model and ``image_gap_base`` of the base; means over pairs, and the share of pairs with a
+    positive conditional margin."""
+    ids = sorted(policy)
+    if not ids or set(ids) != set(reference):
+        raise ValueError("the probe's policy and reference log-probs must cover the same pairs")
+    views = lambda logps: {v: torch.tensor([logps[i][k] for i in ids], dtype=torch.float64)  # noqa: E731
+                           for k, v in enumerate(VIEWS)}
+    pol, ref = views(policy), views(reference)
+    r = implicit_rewards(pol, ref, beta)
+    conditional = r["chosen"] - r["chosen_corrupted"]
+    return {
+        "n": len(ids),
+        "conditional_margin": conditional.mean().item(),
+        "conditional_accuracy": (conditional > 0).double().mean().item(),
+        "reward_margin": (r["chosen"] - r["rejected"]).mean().item(),
+        "image_gap": (pol["chosen"] - pol["chosen_corrupted"]).mean().item(),
+        "image_gap_base": (ref["chosen"] - ref["chosen_corrupted"]).mean().item(),
+        "beta": beta,
+    }

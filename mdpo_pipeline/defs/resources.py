@@ -125,50 +125,20 @@ class TrainingLauncher(LauncherSettings, dg.ConfigurableResource):
         return summary
 
     def _launch_docker(self, run: dict[str, Any], context: dg.AssetExecutionContext, project: Project) -> dict[str, Any]:
-        # optional: only the Docker launcher needs the Docker SDK
-        from dagster_docker import PipesDockerClient
+        # optional: only the Docker launcher needs dagster-docker
+        from dagster_docker import PipesDockerLogsMessageReader
 
-        import docker
-
-        spec = launcher.container_spec(run, self, project.root)
-        launcher.prepare_output(run, self, project.root)
-        image, command = spec.pop("image"), spec.pop("command")
-        method = run["method"]
-        context.log.info(
-            f"training {method} in {image}: {' '.join(spec['entrypoint'] + command)} "
-            f"(gpus={self.gpus}, env names={sorted(spec['environment'])})"
-        )
-        previous = os.environ.get("DOCKER_HOST")
-        if self.docker_host:  # PipesDockerClient talks to docker.from_env()
-            os.environ["DOCKER_HOST"] = self.docker_host
-        try:
-            invocation = PipesDockerClient().run(context=context, image=image, command=command, container_kwargs=spec)
-        except docker.errors.DockerException as e:
-            raise launcher.TrainingFailed(f"Docker engine error while training {method} in {image}: {e}") from e
-        except Exception as e:  # a non-zero exit: DagsterPipesError with the status code
-            raise launcher.TrainingFailed(f"training {method} in {image} failed: {e}") from e
-        finally:
-            if self.docker_host:
-                os.environ.pop("DOCKER_HOST", None) if previous is None else os.environ.update(DOCKER_HOST=previous)
-            _remove_containers(self.docker_host, spec["labels"])
-        for message in invocation.get_custom_messages():
+        # Dagster Pipes: the context goes in the container's environment; the training program's messages come
+        # back in its output, which the reader takes them from.
+        reader = PipesDockerLogsMessageReader()
+        with dg.open_pipes_session(context=context, context_injector=dg.PipesEnvContextInjector(),
+                                   message_reader=reader) as session:
+            summary = launcher.launch_docker(run, self, project.root, log=context.log.info,
+                                             env=session.get_bootstrap_env_vars(),
+                                             follow_logs=reader.consume_docker_logs)
+        for message in session.get_custom_messages():
             context.log.info(f"container reported: {message}")
-        return launcher.read_summary(run)
-
-
-def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
-    """Remove the finished training containers (PipesDockerClient stops but keeps them)."""
-    # optional: only the Docker launcher needs the Docker SDK
-    import docker
-
-    try:
-        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
-            if c.status in ("exited", "created", "dead"):
-                c.remove()
-        client.close()
-    except docker.errors.DockerException:
-        pass  # leftover stopped containers are harmless; the run's outcome is already known
+        return summary
 
 
 class JudgeResource(dg.ConfigurableResource):

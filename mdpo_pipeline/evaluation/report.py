@@ -1,7 +1,7 @@
 """The comparison report: the paper's Table 1 layout over base, DPO, mDPO and ablations, as markdown and a chart.
 
 Percent-valued columns are shown as percentages, as in the paper; the paper's published rows are added for
-reference when the base model is one the paper trained (FACTS §3).
+reference when the base model is one the paper trained (paper Tables 1-3; docs/method.md, "The paper's numbers").
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = tuple(
 #: Row order: the base model, the two main methods, then the ablations.
 ROW_ORDER = (BASE, *METHODS)
 
-#: The paper's Table 1 (FACTS §3), keyed by our preset names; values already in the table's units.
+#: The paper's Table 1 (docs/method.md, "The paper's numbers"), keyed by our preset names; values already in the
+#: table's units.
 PAPER_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
     "bunny-v1.0-3b": {
         "base": (2.11, 0.58, 43.0, 8.9, 9.8, 75.6, 64.9, 6.0),
@@ -34,7 +35,7 @@ PAPER_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
     },
 }
 
-#: The paper's Tables 2 and 3 (FACTS §3): Bunny only, four columns, in the tables' units.
+#: The paper's Tables 2 and 3 (docs/method.md, "The paper's numbers"): Bunny only, four columns, in the tables' units.
 PAPER_ABLATION_MODEL = "bunny-v1.0-3b"
 PAPER_ABLATION_COLUMNS: tuple[str, ...] = ("mmhal_score", "mmhal_hallucination_rate", "chair_s", "chair_i")
 #: Table 2, keyed by our method names (the paper's "without both" row is plain DPO).

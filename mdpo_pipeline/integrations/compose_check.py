@@ -1,4 +1,4 @@
-"""Checking docker/compose.yaml against the deployment's settings (`deploy.DeploymentSettings`). No Dagster here.
+"""Checking docker/compose.yaml against the deployment's settings (deploy_settings.py). No Dagster here.
 
 `validate_compose` lists what would make the deployed services disagree with the settings they are read
 with: a variable a service needs but the file does not set, Postgres credentials that differ between the
@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mdpo_pipeline.integrations.containers import DOCKERFILE as TRAIN_DOCKERFILE
-from mdpo_pipeline.integrations.deploy import (
+from mdpo_pipeline.integrations.deploy_settings import (
     DAEMON,
     DAGSTER_SERVICES,
     DEFAULT_BIND_HOST,

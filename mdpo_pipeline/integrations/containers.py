@@ -52,7 +52,6 @@ def debian_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")
 
 
 def _client(docker_host: str | None = None):
-    # optional: only the Docker launcher needs the Docker SDK
     import docker
 
     return docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
@@ -60,7 +59,6 @@ def _client(docker_host: str | None = None):
 
 def image_exists(client, tag: str) -> bool:
     """Whether the engine already has ``tag``."""
-    # optional: only the Docker launcher needs the Docker SDK
     import docker.errors
 
     try:

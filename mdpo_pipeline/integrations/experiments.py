@@ -48,7 +48,6 @@ def log_cell(uri: str, experiment: str, artifact_root: Path | None, record: Mapp
              tags: Mapping[str, str] | None = None) -> dict[str, str]:
     """Log a finished cell as a child run of its grid's parent (once per fingerprint: a reused cell keeps its
     run); {"run_id", "parent_run_id", "url"}."""
-    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -96,7 +95,6 @@ def log_cell(uri: str, experiment: str, artifact_root: Path | None, record: Mapp
 def log_report(uri: str, experiment: str, artifact_root: Path | None, grid: str, report_dir: Path,
                metrics: Mapping[str, float] | None = None) -> dict[str, str]:
     """Attach the claims report (markdown, JSON, plots) to the grid's parent run; {"run_id", "url"}."""
-    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 

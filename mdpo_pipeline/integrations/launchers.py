@@ -1,4 +1,4 @@
-"""Starting a training run as its own process. No Dagster here; the Dagster resource wraps this.
+"""Starting a training run as its own process or container. No Dagster here; the Dagster resource wraps this.
 
 The run gets a JSON config file and writes an adapter directory; the launcher only starts it, streams its
 output and reads the summary it leaves, so the same program runs locally, in CI or in a container.
@@ -113,7 +113,6 @@ def stop_local(proc: subprocess.Popen, grace_s: float = 30) -> None:
 
 def available_devices() -> tuple[int, str]:
     """How many training processes this machine can hold, and what it counts: CUDA devices, else CPU cores."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     import torch
 
     if torch.cuda.is_available():
@@ -250,7 +249,6 @@ def container_spec(cfg: RunConfig, settings: LauncherSettings, project_root: str
         "labels": {"mdpo.method": cfg["method"], "mdpo.output": Path(cfg["output_dir"]).name},
     }
     if settings.gpus is not None:
-        # optional: only the Docker launcher needs the Docker SDK
         from docker.types import DeviceRequest
 
         ids = None if settings.gpus == "all" else settings.gpus.split(",")
@@ -275,6 +273,85 @@ def prepare_output(cfg: RunConfig, settings: LauncherSettings, project_root: str
         for path in (parent, *parent.glob(f"{Path(cfg['output_dir']).name}*")):
             os.chown(path, uid, gid)
     return run_config_path(cfg)
+
+
+def launch_docker(
+    cfg: RunConfig,
+    settings: LauncherSettings,
+    project_root: str | Path,
+    log: Callable[[str], None] = print,
+    env: Mapping[str, str] | None = None,
+    follow_logs: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``mdpo train`` in a container of ``settings.image`` (``container_spec``) on the Docker engine of
+    ``settings.docker_host``, else of the environment; return the adapter's summary.json.
+
+    ``env`` is added under the spec's environment (e.g. a Dagster Pipes session's bootstrap variables);
+    ``follow_logs`` reads the started container's output until it ends (default: each line to ``log``). The
+    container is stopped (a cancelled launch's too) and removed once finished."""
+    import docker
+
+    cfg = run_json(cfg)
+    spec = container_spec(cfg, settings, project_root)
+    prepare_output(cfg, settings, project_root)
+    image, command = spec.pop("image"), spec.pop("command")
+    method = cfg["method"]
+    log(
+        f"training {method} in {image}: {' '.join(spec['entrypoint'] + command)} "
+        f"(gpus={settings.gpus}, env names={sorted(spec['environment'])})"
+    )
+    environ = {**os.environ, "DOCKER_HOST": settings.docker_host} if settings.docker_host else None
+    try:
+        client = docker.from_env(environment=environ)
+        kwargs = {**spec, "environment": {**(env or {}), **spec["environment"]}}
+        try:
+            container = client.containers.create(image=image, command=command, detach=True, **kwargs)
+        except docker.errors.ImageNotFound:
+            client.images.pull(image)
+            container = client.containers.create(image=image, command=command, detach=True, **kwargs)
+        container.start()
+        try:
+            if follow_logs is None:
+                _log_container(container, log)
+            else:
+                follow_logs(container)
+            result = container.wait()
+            if result["StatusCode"] != 0:
+                raise TrainingFailed(f"Container exited with non-zero status code: {result}")
+        finally:
+            container.stop()
+    except docker.errors.DockerException as e:
+        raise TrainingFailed(f"Docker engine error while training {method} in {image}: {e}") from e
+    except Exception as e:  # a non-zero exit: the message has its status code
+        raise TrainingFailed(f"training {method} in {image} failed: {e}") from e
+    finally:
+        _remove_containers(settings.docker_host, spec["labels"])
+    return read_summary(cfg)
+
+
+def _log_container(container: Any, log: Callable[[str], None]) -> None:
+    """Pass a container's output to ``log`` line by line until it ends."""
+    for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+        text = chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else str(chunk)
+        for line in text.split("\n"):
+            # Progress bars redraw with \r; only whole lines are worth a log entry.
+            line = line.rstrip().rsplit("\r", 1)[-1]
+            if line:
+                log(line)
+
+
+def _remove_containers(docker_host: str | None, labels: dict[str, str]) -> None:
+    """Remove the finished training containers (stopped containers are kept until removed)."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
+            if c.status in ("exited", "created", "dead"):
+                c.remove()
+        client.close()
+    except docker.errors.DockerException:
+        pass  # leftover stopped containers are harmless; the run's outcome is already known
 
 
 def read_summary(cfg: RunConfig) -> dict[str, Any]:

@@ -7,7 +7,7 @@ Two halves, in two processes:
   of its own: its output (the workers' lines included, Ray forwards them) streams to the log, and stopping it ends
   the Ray job, since the trainer's controller and workers are actors owned by that driver.
 - ``train_on_ray`` (the driver) checks that the cluster answers and is big enough, then runs a ``TorchTrainer``
-  whose workers each call the loop they are given (training/ray_worker.py: ``run_training``). Ray joins
+  whose workers each call the loop they are given (``cli.ray_train_loop``: ``run_training``). Ray joins
   them in one torch.distributed group (gloo on CPU, NCCL with GPUs) and sets RANK/WORLD_SIZE, which the Trainer's
   accelerate state reads; only rank 0 writes the adapter. A failed worker group is restarted
   (``max_failures``) and ``run_training`` resumes from the newest complete checkpoint beside the adapter.
@@ -178,7 +178,6 @@ def train_on_ray(
     """The driver: train ``cfg`` with ``train_loop({"run": run config})`` on every Ray Train worker; return the
     adapter's summary once it is at the run's output_dir."""
     _token_auth_if_available()  # before Ray is imported: its core reads RAY_AUTH_MODE once
-    # optional: only the ray launcher needs Ray (the `ray` extra)
     import ray
     from ray.train import FailureConfig, ScalingConfig, TrainingFailedError
     from ray.train import RunConfig as RayRunConfig

@@ -221,7 +221,6 @@ def log_training_run(
     git_sha: str = "unknown",
 ) -> tuple[str, str]:
     """Log ``record`` as one MLflow run and register its adapter as a new model version; (run_id, version)."""
-    # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -288,7 +287,7 @@ def log_training_run(
 def _log_curves_image(client, run_id: str, png: Path, step: int, timestamp: int) -> None:
     """The curves as an MLflow image under one key in every run: the runs' chart view and the compare view show
     them side by side (a plain artifact shows only on its own run's page)."""
-    # PIL comes with the model stack; a store of runs only needs it when it logs one
+# PIL comes with the model stack; a store of runs only needs it when it logs one
     from PIL import Image
 
     try:
@@ -302,7 +301,6 @@ def _log_curves_image(client, run_id: str, png: Path, step: int, timestamp: int)
 def tag_run(uri: str, run_id: str, tags: Mapping[str, str]) -> str:
     """Set ``tags`` on a logged run (the orchestrator's run id and page, known only to the caller); its
     experiment's id."""
-    # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -326,7 +324,6 @@ class GateDecision(Protocol):
 
 def download_registered_adapter(name: str, version: str, tracking_uri: str) -> Path:
     """The local folder of a registered adapter version (a number, or an alias such as "champion")."""
-    # mlflow takes seconds to import: only the functions that talk to the server pay for it.
     import mlflow
     from mlflow import MlflowClient
 

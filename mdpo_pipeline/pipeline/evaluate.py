@@ -120,7 +120,6 @@ def same_base_or_raise(key: str, record: dict[str, Any], base: dict[str, Any]) -
 
 def _answers(path: Path, model, processor, prompts, settings, model_sha: str, progress: bool, log) -> dict[str, str]:
     """Stored answers when they were made by this model from these prompts, else newly generated (and stored)."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.evaluation.generation import generate_answers
 
     fingerprint = generation_fingerprint(model_sha, prompts, settings)
@@ -149,7 +148,6 @@ def score_model(
 ) -> dict[str, Any]:
     """Generate (or reuse) answers of the base model with ``adapter`` (None: the base itself) on every benchmark of
     ``bench`` (default: params.yaml:benchmark_scores), score them and write ``out``/scores.json; the record."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.evaluation.generation import load_eval_model
     from mdpo_pipeline.training.reference import weights_sha256
 
@@ -220,7 +218,6 @@ def _latest_version(client, name: str, method: str):
 
 def log_scores(project: Project, key: str, preset: str, record: dict, out: Path, uri: str, experiment: str) -> str:
     """Log the scores to the adapter's training run (its newest registry version), or to a "base" run."""
-    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
     from mlflow.entities import Metric
     from mlflow.utils.time import get_current_time_millis
@@ -301,7 +298,6 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     write_json({"rows": [[n, v] for n, v in table.rows], "paper_rows": table.paper_rows, "judges": judges},
                out / "comparison.json")
     if uri:
-        # mlflow takes seconds to import: only the code that logs pays for it
         from mlflow import MlflowClient
 
         client = MlflowClient(uri)
@@ -318,7 +314,6 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
 
 def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     """Gate every scored adapter; the best one that passes becomes champion if it beats the current champion."""
-    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
 
 

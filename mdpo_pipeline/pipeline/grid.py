@@ -33,6 +33,7 @@ from mdpo_pipeline.core.io import canonical_json, write_json
 from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
+from mdpo_pipeline.integrations.experiments import log_cell, log_report
 from mdpo_pipeline.integrations.launchers import launch_local
 from mdpo_pipeline.pipeline.evaluate import score_model
 from mdpo_pipeline.pipeline.project import ConfigError, Project
@@ -47,6 +48,7 @@ from mdpo_pipeline.pipeline.settings import (
 from mdpo_pipeline.pipeline.stages import RUNNERS
 from mdpo_pipeline.pipeline.train import base_model_location, model_preset, train_run_config
 from mdpo_pipeline.shapeworld import generate_benchmarks
+from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
 
 GRID_DIR = Path("artifacts") / "grid"
 CELL_FILE = "cell.json"
@@ -145,7 +147,6 @@ def _files_sha(paths: list[Path]) -> str:
 def _sft_inputs_sha(world: Path) -> str:
     """What the tiny model's SFT reads from ShapeWorld: the truths' fields it uses and the images (not the preference
     answers, so an axis on the answers alone, e.g. unconditional_share, keeps the base model)."""
-    # the SFT module imports the model stack
     from mdpo_pipeline.shapeworld.sft import read_truths
 
     digest = hashlib.sha256(canonical_json(read_truths(world / "shapeworld_truth.jsonl")).encode()).hexdigest()
@@ -224,7 +225,7 @@ class GridPlan:
             return _hash(_sections(settings, STAGE_SECTIONS[stage]))
         if stage == "base_model":
             base = _sections(settings, ("base_model",))
-            if settings.base_model.preset == "shapeworld-tiny":
+            if settings.base_model.preset == SHAPEWORLD_TINY.name:
                 world = project.path(settings.raw_silkie.reader.path)
                 if not (world / "shapeworld_truth.jsonl").is_file():
                     return None
@@ -387,7 +388,6 @@ def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = p
 
 
 def _probe_dataset(variant: Variant, probe_dir: Path):
-    # the model stack: loaded when a probe runs, not when the grid is planned
     from mdpo_pipeline.training.data import load_preference_dataset
 
     image_root = variant.project.path(variant.project.summary("raw_silkie")["image_root"])
@@ -396,7 +396,6 @@ def _probe_dataset(variant: Variant, probe_dir: Path):
 
 def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: str = "reference") -> str:
     """Summed log-probs of the probe pairs' three views under the base model (+ ``adapter``), as a parquet."""
-    # the model stack: loaded when a probe runs, not when the grid is planned
     from mdpo_pipeline.evaluation.generation import load_eval_model
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
@@ -408,32 +407,6 @@ def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: 
     compute_reference_logprobs(model, processor, _probe_dataset(variant, probe_dir),
                                variant.settings.reference_logprobs.batch_size, out, max_length=max_length)
     return str(out)
-
-
-def image_use_probe(policy: dict[str, tuple[float, float, float]], reference: dict[str, tuple[float, float, float]],
-                    beta: float) -> dict[str, Any]:
-    """The paper's mechanism, measured: does the adapter's preference for the chosen answer depend on the image?
-
-    Per held-out pair, from summed log-probs (chosen | image, rejected | image, chosen | corrupted image):
-    ``conditional_margin`` = r(y_w|m) − r(y_w|m_l) with r = β·(log π − log π_ref) (mDPO's conditional reward margin),
-    ``reward_margin`` = r(y_w|m) − r(y_l|m) (DPO's), ``image_gap`` = log π(y_w|m) − log π(y_w|m_l) of the adapter and
-    ``image_gap_base`` of the base model; means over pairs, and the share of pairs with a positive conditional
-    margin."""
-    ids = sorted(policy)
-    if not ids or set(ids) != set(reference):
-        raise ValueError("the probe's policy and reference log-probs must cover the same pairs")
-    n = len(ids)
-    cond = [beta * ((policy[i][0] - reference[i][0]) - (policy[i][2] - reference[i][2])) for i in ids]
-    reward = [beta * ((policy[i][0] - reference[i][0]) - (policy[i][1] - reference[i][1])) for i in ids]
-    return {
-        "n": n,
-        "conditional_margin": sum(cond) / n,
-        "conditional_accuracy": sum(c > 0 for c in cond) / n,
-        "reward_margin": sum(reward) / n,
-        "image_gap": sum(policy[i][0] - policy[i][2] for i in ids) / n,
-        "image_gap_base": sum(reference[i][0] - reference[i][2] for i in ids) / n,
-        "beta": beta,
-    }
 
 
 def answer_stats(cell_dir: Path, benchmarks: list[str]) -> dict[str, dict[str, float]]:
@@ -483,7 +456,7 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train (``launch``: a run config in, the adapter's summary out; default a local subprocess), score and probe
     one cell; write its cell.json. A cell that already finished with today's settings is returned as it is."""
-    # the model stack: loaded when a cell runs, not when the grid is planned
+    from mdpo_pipeline.core.losses import image_use_probe
     from mdpo_pipeline.training.reference import load_reference_cache
 
     cell = plan.cell(key)
@@ -519,7 +492,7 @@ def run_cell(
     t0 = time.time()
     probe = None
     if adapter is not None:
-        beta = json.loads((adapter / "run_config.json").read_text()).get("beta", 0.1)
+        beta = json.loads((adapter / "run_config.json").read_text())["beta"]  # as it trained: every run records it
         policy = load_reference_cache(_probe_logps(variant, adapter, probe_dir, name="policy"))
         reference = load_reference_cache(probe_dir / "probe_reference.parquet")
         probe = image_use_probe(policy, reference, beta)
@@ -555,9 +528,6 @@ def run_and_log_cell(project: Project, key: str, *, uri: str | None = None, expe
     plan = GridPlan(project)
     record = run_cell(plan, key, **kwargs)
     if uri:
-        # mlflow takes seconds to import: only the code that logs pays for it
-        from mdpo_pipeline.integrations.experiments import log_cell
-
         record["mlflow"] = log_cell(uri, experiment, project.root / "mlartifacts", record,
                                     plan.cell_dir(plan.cell(key)), tags=tags)
     return record
@@ -566,7 +536,6 @@ def run_and_log_cell(project: Project, key: str, *, uri: str | None = None, expe
 def run_claims_report(project: Project, *, uri: str | None = None, experiment: str = "mdpo") -> dict[str, Any]:
     """The claims report over every finished cell of params.yaml's grid (``artifacts/grid/<name>/report/``), and
     on the grid's MLflow parent run."""
-    # statistics and plots: the report's business, not the grid's planning
     from mdpo_pipeline.evaluation.claims import claims_report
 
     plan = GridPlan(project)
@@ -586,9 +555,6 @@ def run_claims_report(project: Project, *, uri: str | None = None, experiment: s
     result["pending"] = [c.key for c in plan.pending()]
     result["cells"] = len(records)
     if uri:
-        # mlflow takes seconds to import: only the code that logs pays for it
-        from mdpo_pipeline.integrations.experiments import log_report
-
         result["mlflow"] = log_report(uri, experiment, project.root / "mlartifacts", plan.experiment.name, out,
                                       metrics={"cells_finished": len(records), "cells_pending": len(result["pending"])})
     return result

@@ -9,7 +9,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-#: Area fraction bounds of the crop strategies (FACTS §1), with slack for integer pixel rounding.
+#: Area fraction bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption"), with slack for
+#: integer pixel rounding.
 CROP_AREA_BOUNDS = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
 _ROUNDING_SLACK = 0.02
 

@@ -61,6 +61,7 @@ from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
+from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 
 #: Where the ShapeWorld stage writes its raw VLFeedback files and its benchmark splits.
@@ -109,7 +110,7 @@ class RawSilkieSettings:
 class BaseModelSettings:
     """params.yaml:base_model: the model to align, and for the tiny ShapeWorld model its SFT."""
 
-    preset: str = field(default="shapeworld-tiny", metadata=_meta(
+    preset: str = field(default=SHAPEWORLD_TINY.name, metadata=_meta(
         "model preset: shapeworld-tiny (built here), llava-1.5-7b, qwen2.5-vl-3b, qwen2.5-vl-7b or gemma-3-4b"))
     path: str | None = field(default=None, metadata=_meta(
         "local weights of a real preset; null: $MDPO_MODEL_DIR/<preset> or the offline hub cache"))

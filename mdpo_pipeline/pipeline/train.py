@@ -184,7 +184,6 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
     artifact_root = project.root / "mlartifacts"
     run_id, version = log_training_run(record, uri, experiment, artifact_root=artifact_root,
                                        git_sha=git_commit(project.root))
-    # mlflow takes seconds to import: only the code that logs pays for it
     from mlflow import MlflowClient
 
     exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id

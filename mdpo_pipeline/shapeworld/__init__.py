@@ -4,12 +4,11 @@ Synthetic images of known objects, with simulated model answers rated against th
 the whole pipeline runs (and its claims can be checked) without downloading anything.
 """
 
-from mdpo_pipeline.shapeworld.feedback import KINDS, MODELS, STYLE_MARKERS, has_text_cue, make_instruction
+from mdpo_pipeline.shapeworld.config import DEFAULT_SOURCE_MIX, KINDS, ShapeWorldConfig
+from mdpo_pipeline.shapeworld.feedback import MODELS, STYLE_MARKERS, has_text_cue, make_instruction
 from mdpo_pipeline.shapeworld.generate import (
-    DEFAULT_SOURCE_MIX,
     MMHAL_TYPES,
     OBJECT_HALBENCH_PROMPTS,
-    ShapeWorldConfig,
     generate_benchmarks,
     generate_vlfeedback,
 )

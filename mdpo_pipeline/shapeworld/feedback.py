@@ -3,7 +3,7 @@
 Each instruction gets four answers from simulated models of known faithfulness, rated 1–5 on
 VLFeedback's three aspects by comparing what each answer claims with the scene's ground truth.
 
-Two kinds of instruction (FACTS §7):
+Two kinds of instruction (docs/shapeworld.md, "What the generator must therefore provide"):
 - *unconditional*: the worse answers also differ in text alone (longer, padded, hedged, an eager
   opener), so a model can learn the preference without looking at the image;
 - *conditional*: all four answers share one template and length; they differ only in content
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from mdpo_pipeline.core.schemas import ASPECTS
+from mdpo_pipeline.shapeworld.config import ShapeWorldConfig
 from mdpo_pipeline.shapeworld.world import (
     CATEGORIES,
     COLOURS,
@@ -36,11 +36,6 @@ from mdpo_pipeline.shapeworld.world import (
     relation,
     sample_scene,
 )
-
-if TYPE_CHECKING:
-    from mdpo_pipeline.shapeworld.generate import ShapeWorldConfig
-
-KINDS: tuple[str, ...] = ("describe", "existence", "count", "colour", "relation")
 
 #: Simulated model -> behaviour. Three faithful and three unfaithful behaviours: any 4 of the 6
 #: include at least one of each, so every conditional instruction has a rated difference.

@@ -2,7 +2,8 @@
 
 The model learns to describe scenes and answer short questions from ShapeWorld's ground truth. With
 probability ``cooccurrence_bias`` a caption also names the co-occurrence partner B of a shown object A
-when B is absent, which plants the language prior that makes a VLM hallucinate (FACTS §7).
+when B is absent, which plants the language prior that makes a VLM hallucinate (docs/shapeworld.md, "The planted
+hallucination: co-occurrence bias").
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from mdpo_pipeline.shapeworld import (
     VOCABULARY,
 )
 from mdpo_pipeline.shapeworld.feedback import DESCRIBE_PROMPTS, STYLE_MARKERS
+from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY  # noqa: F401  (what loads the model it builds)
 from mdpo_pipeline.shapeworld.world import BACKGROUNDS, SIZES
 from mdpo_pipeline.training.models import save_model
 from mdpo_pipeline.shapeworld.vision import ShapeWorldVisionConfig  # also registers the tower with AutoModel

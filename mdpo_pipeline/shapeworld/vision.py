@@ -2,7 +2,8 @@
 
 Why not a tiny CLIP ViT: at this scale (a few hundred thousand parameters, a few hundred CPU steps) a 2-layer
 ViT does not learn to tell ShapeWorld's objects apart (held-out object recall stayed at 0.13-0.24 whatever the
-patch size or width), while a 3-layer CNN learns them quickly (FACTS §7). The tower plugs into
+patch size or width), while a 3-layer CNN learns them quickly (docs/shapeworld.md, "What a quick experiment
+showed"). The tower plugs into
 ``LlavaForConditionalGeneration`` unchanged: LLaVA builds it with ``AutoModel.from_config`` and reads
 ``hidden_states[vision_feature_layer]``, so the model saves and loads with ``from_pretrained`` as long as this
 module is imported (``mdpo_pipeline.training.models`` imports it).

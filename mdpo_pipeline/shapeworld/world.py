@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:
-    from mdpo_pipeline.shapeworld.generate import ShapeWorldConfig
+from mdpo_pipeline.shapeworld.config import ShapeWorldConfig
 
 # --- vocabulary ---------------------------------------------------------------------------------
 

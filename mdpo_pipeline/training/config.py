@@ -33,7 +33,10 @@ def _override_help(term: str) -> str:
 
 @dataclass
 class MDPOConfig(DPOConfig):
-    """DPOConfig for MDPOTrainer: the mDPO loss (docs/method.md, "Objective"), chosen by ``method`` and tuned by the fields below."""
+    """DPOConfig for MDPOTrainer: the mDPO loss, chosen by ``method`` and tuned by the fields below.
+
+    The loss and its defaults: docs/method.md, "Objective".
+    """
 
     method: str = field(
         default="mdpo",

@@ -1,12 +1,12 @@
 """Model presets with real loading code, and LoRA over the language model.
 
 Nothing here downloads: real checkpoints come from an explicit local path, ``$MDPO_MODEL_DIR/<name>`` or
-an already-populated Hugging Face cache. No ShapeWorld here: the tiny ShapeWorld model is built in ``tiny.py``.
+an already-populated Hugging Face cache. No ShapeWorld here: the tiny ShapeWorld model is built, and its preset
+registered, by ``mdpo_pipeline.shapeworld``; loading calls the preset's own ``setup``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from mdpo_pipeline.training.chat import check_chat_template
 from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
-from mdpo_pipeline.training.presets import PRESETS, SHAPEWORLD_FAMILY, ModelPreset, get_preset
+from mdpo_pipeline.training.presets import PRESETS, ModelPreset, get_preset
 
 
 def save_model(model, processor, out_dir: str | Path) -> Path:
@@ -38,7 +38,8 @@ def save_model(model, processor, out_dir: str | Path) -> Path:
 MODEL_DIR_ENV = "MDPO_MODEL_DIR"
 
 #: Module-path components that are NOT the language model: vision towers and projectors of the supported
-#: families (LLaVA, Qwen2.5-VL, Gemma 3) and the output head, which LoRA must leave alone (FACTS §2).
+#: families (LLaVA, Qwen2.5-VL, Gemma 3) and the output head, which LoRA must leave alone (docs/method.md,
+#: "Training setup in the paper").
 NON_LANGUAGE_PARTS = frozenset({"vision_tower", "vision_model", "visual", "multi_modal_projector", "lm_head"})
 
 
@@ -113,8 +114,8 @@ def _quantization_config(quantization: str | None):
 
 def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
     """Stop before loading when ``path`` lacks a processor file or holds another family than ``preset``'s."""
-    if preset.family == SHAPEWORLD_FAMILY:
-        return
+    if preset.family not in FAMILIES:
+        return  # a model built outside the families: its builder wrote it
     tokenizer_files = ("tokenizer.json", "tokenizer.model")
     if not any((path / name).is_file() for name in tokenizer_files):
         raise CheckpointError(
@@ -133,25 +134,18 @@ def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
         raise CheckpointError(
             f"base_model.preset {preset.name!r} expects a {preset.family} checkpoint, but {path}/config.json "
             f"describes {what}; supported families: {sorted(FAMILIES)} (presets: "
-            f"{sorted(p.name for p in PRESETS.values() if p.family != SHAPEWORLD_FAMILY)})"
+            f"{sorted(p.name for p in PRESETS.values() if p.family in FAMILIES)})"
         )
-
-
-def register_extensions(preset: ModelPreset) -> None:
-    """Import the preset's extension modules (they register custom classes with transformers' Auto classes)."""
-    for module in preset.extensions:
-        if module != "mdpo_pipeline" and not module.startswith("mdpo_pipeline."):
-            raise ValueError(f"preset {preset.name}: extension {module!r} is not a module of this package")
-        importlib.import_module(module)
 
 
 def load_processor(preset: str | ModelPreset, source: str | os.PathLike, **kwargs):
     """The preset's processor from ``source`` with PIL image processing (identical pixels everywhere, no
     torchvision), its chat template checked to render an image turn."""
     preset = get_preset(preset)
-    register_extensions(preset)
-    if preset.family == SHAPEWORLD_FAMILY:
-        cls = transformers.LlavaProcessor
+    if preset.setup is not None:
+        preset.setup()
+    if preset.classes:
+        cls = getattr(transformers, preset.classes[1])
     else:
         cls = processor_class(get_family(preset.family))
     processor = cls.from_pretrained(source, backend="pil", **kwargs)

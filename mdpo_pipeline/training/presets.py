@@ -1,9 +1,12 @@
 """The base models the pipeline can align (presets) and their training defaults: plain data, cheap to import, so
-params.yaml can be checked without loading torch. Loading lives in ``models.py``, families in ``families.py``; the
-tiny model's SFT settings in ``mdpo_pipeline.shapeworld.sft_settings``."""
+params.yaml can be checked without loading torch. Loading lives in ``models.py``, families in ``families.py``.
+
+``PRESETS`` holds the hub models. A model that a higher layer builds itself (the project's tiny ShapeWorld model)
+adds its preset with ``register_preset``; this layer knows nothing of it beyond what the preset says."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +51,8 @@ class TrainingDefaults:
         }
 
 
-#: The paper's Bunny/LLaVA run (FACTS §2): batch 32 = 4 × 8, lr 1e-5, 3 epochs.
+#: The paper's Bunny/LLaVA run (docs/method.md, "Training setup in the paper"): batch 32 = 4 × 8, lr 1e-5, 3 epochs.
 PAPER_TRAINING = TrainingDefaults(epochs=3, per_device_batch_size=4, grad_accum=8, learning_rate=1e-5)
-#: The tiny ShapeWorld model learns in minutes on CPU: larger lr and batch, one epoch, no memory savers.
-#: lr 5e-4 because its rank-8 LoRA barely moves at 5e-5 in one epoch (1,500 pairs: reward margin 0.03 vs 0.28).
-TINY_TRAINING = TrainingDefaults(
-    epochs=1, per_device_batch_size=16, grad_accum=1, learning_rate=5e-4, bf16=False,
-    gradient_checkpointing=False, max_length=256,
-)
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class ModelPreset:
 
     name: str
     hf_id: str | None  #: hub id; None for models the pipeline builds itself
-    family: str  #: a VLM family of ``families.FAMILIES``, or "shapeworld" for the tiny model built here
+    family: str  #: a VLM family of ``families.FAMILIES``, or the name of a model built outside them
     dtype: str = "bfloat16"  #: weights dtype on GPU; CPU loads use float32
     requires_remote_code: bool = False  #: loading runs the checkpoint's own Python code (trust_remote_code)
     lora_r: int = 64
@@ -72,31 +69,24 @@ class ModelPreset:
     lora_dropout: float = 0.05
     training: TrainingDefaults = field(default_factory=lambda: PAPER_TRAINING)
     note: str = ""
-    #: modules of this package imported before loading: they register custom classes with transformers' Auto
-    #: classes (named, not imported here, so real-model code never depends on the world that defines them)
-    extensions: tuple[str, ...] = ()
+    #: a model built outside ``families.FAMILIES``: its transformers model and processor classes
+    classes: tuple[str, str] | None = None
+    #: called before loading: registers the model's own classes with transformers' Auto classes
+    setup: Callable[[], None] | None = field(default=None, compare=False)
 
     @property
     def model_class(self) -> str:
         """The transformers class the weights load into."""
-        if self.family == SHAPEWORLD_FAMILY:
-            return "LlavaForConditionalGeneration"
+        if self.classes:
+            return self.classes[0]
         from mdpo_pipeline.training.families import get_family  # imports transformers: only when loading
 
         return get_family(self.family).model_class
-
-
-SHAPEWORLD_FAMILY = "shapeworld"
 
 #: Presets whose family has a tiny offline checkpoint test (tests/test_families.py) proving every pipeline step.
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in (
-        ModelPreset(
-            "shapeworld-tiny", None, SHAPEWORLD_FAMILY, dtype="float32", lora_r=8, lora_alpha=16,
-            training=TINY_TRAINING, extensions=("mdpo_pipeline.shapeworld.vision",),
-            note="the tiny LLaVA after ShapeWorld SFT, written by mdpo_pipeline.shapeworld.sft.train_base_model",
-        ),
         ModelPreset(
             "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava-1.5",
             note="CLIP ViT-L/336 + Vicuna-7B, the Hugging Face port of LLaVA-v1.5-7B (the paper's model)",
@@ -115,6 +105,13 @@ PRESETS: dict[str, ModelPreset] = {
         ),
     )
 }
+
+
+def register_preset(preset: ModelPreset) -> ModelPreset:
+    """Add a preset built outside this layer to ``PRESETS`` (again with the same preset: nothing happens)."""
+    if PRESETS.setdefault(preset.name, preset) != preset:
+        raise ValueError(f"model preset {preset.name!r} is registered already, as another model")
+    return preset
 
 
 def get_preset(preset: str | ModelPreset) -> ModelPreset:

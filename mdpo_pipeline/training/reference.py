@@ -29,7 +29,7 @@ from trl.trainer.utils import add_fused_lm_head, use_adapter
 from mdpo_pipeline.core.io import atomic_path, canonical_json
 from mdpo_pipeline.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
 
-#: Cache column -> the view whose reference log-prob it holds (FACTS §1: summed over answer tokens).
+#: Cache column -> the view whose reference log-prob it holds (docs/method.md, "Objective": summed over answer tokens).
 CACHE_COLUMNS = {"ref_chosen": "chosen", "ref_rejected": "rejected", "ref_chosen_corrupted": "chosen_corrupted"}
 CACHE_SCHEMA = pa.schema([("pair_id", pa.string())] + [(name, pa.float64()) for name in CACHE_COLUMNS])
 #: Parquet key-value metadata key holding the cache's summary (fingerprints, max_length, timing).

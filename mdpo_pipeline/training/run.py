@@ -90,7 +90,6 @@ def run_argument_names() -> frozenset[str]:
 @cache
 def mdpo_config_names() -> frozenset[str]:
     """The fields of MDPOConfig (imports TRL)."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     from mdpo_pipeline.training.config import MDPOConfig
 
     return frozenset(f.name for f in fields(MDPOConfig) if f.init)
@@ -160,7 +159,6 @@ class TrainRunConfig(dict):
 
     def parse(self, cuda: bool) -> tuple[RunArguments, "MDPOConfig"]:
         """(RunArguments, MDPOConfig) of this run on a machine with (``cuda``) or without a CUDA device."""
-        # the model stack: loaded when a model is trained or run, not when settings are checked
         from transformers import HfArgumentParser
 
         from mdpo_pipeline.training.config import MDPOConfig
@@ -199,7 +197,6 @@ def _plain(value: Any) -> Any:
 def _callbacks(tty: bool) -> tuple[list[Any], list[type]]:
     """(callbacks to add, callbacks to remove): every run stamps its logs with the wall clock; without a terminal
     the progress bar gives way to one line per log (a bar redrawn into a pipe is a flood of \\r-joined updates)."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -232,7 +229,6 @@ def _callbacks(tty: bool) -> tuple[list[Any], list[type]]:
 
 def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest checkpoint that was saved to the end (a kill can land in the middle of writing one)."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -249,7 +245,6 @@ def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
 
 def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     """Train one adapter as ``cfg`` says; write it to ``cfg.output_dir`` atomically and return a summary."""
-    # the model stack: loaded when a model is trained or run, not when settings are checked
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
@@ -273,7 +268,6 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
     if args.reference_cache:
-        # the model stack: loaded when a model is trained or run, not when settings are checked
         from mdpo_pipeline.training.reference import verify_reference_cache
 
         verify_reference_cache(args.reference_cache, model, processor, dataset, args.max_length)

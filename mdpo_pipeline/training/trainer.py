@@ -61,7 +61,7 @@ def _require_columns(dataset, views: tuple[str, ...], name: str) -> None:
 
 
 class MDPOTrainer(DPOTrainer):
-    """DPOTrainer whose loss is mDPO (FACTS §1); configure it with an MDPOConfig.
+    """DPOTrainer whose loss is mDPO (docs/method.md, "Objective"); configure it with an MDPOConfig.
 
     Each step runs the policy once over the view-major batch [chosen; rejected; chosen + corrupted image]
     (the last B rows only when a weighted term needs them), and the reference either once more over the same

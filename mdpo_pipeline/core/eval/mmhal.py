@@ -4,7 +4,7 @@ The judge prompt is the official one: the ``template`` string of LLaVA-RLHF's GP
 read at run time from the user's copy of that script (GPL-3.0, so this project never carries its
 text) and filled exactly as the script fills it. Without a script, the project's own prompt is a
 labelled fallback whose scores are not comparable with published ones. Parsing and scoring are the
-script's own rules (FACTS §5): a judge output counts only when exactly one distinct "rating: s"
+script's own rules (docs/benchmarks.md, "MMHal-Bench"): a judge output counts only when exactly one distinct "rating: s"
 (s in 0..6) occurs in its lower-cased text, otherwise it scores 0; the score is the mean rating, the
 hallucination rate the share of ratings below 3, and per-type means group record i as type i % 8.
 The rule-based judge for the synthetic ShapeWorld split is ``mdpo_pipeline.shapeworld.judge``.

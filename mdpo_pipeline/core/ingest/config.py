@@ -28,7 +28,7 @@ class IngestConfig:
     image_check: str = "full"  # "full": decode every image; "header": format and size only; "none": skip
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images are quarantined before decoding (bomb guard)
     # Source for mdpo_json rows without one: the released mDPO file is the LLaVA-sourced subset of
-    # VLFeedback (FACTS §2) and carries no source field.
+    # VLFeedback (docs/method.md, "Training setup in the paper") and carries no source field.
     default_source: str = "llava"
     hub_repo_id: str = "MMInstruction/VLFeedback"  # dataset repo holding the raw release files
     hub_revision: str | None = None  # pin a commit for reproducible downloads; None = main

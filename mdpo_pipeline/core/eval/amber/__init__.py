@@ -1,8 +1,8 @@
 """AMBER: generative CHAIR / Cover / Hal / Cog and discriminative yes/no precision, recall and F1.
 
-Follows FACTS §5 and AMBER's data layout (``data/annotations.json``, ``data/relation.json``,
-``data/safe_words.txt``, ``data/query/*.json``, ``image/AMBER_{id}.jpg``); ShapeWorld's AMBER split
-is written in the same layout.
+Follows AMBER's metrics (docs/benchmarks.md, "AMBER") and its data layout (``data/annotations.json``,
+``data/relation.json``, ``data/safe_words.txt``, ``data/query/*.json``, ``image/AMBER_{id}.jpg``); ShapeWorld's
+AMBER split is written in the same layout.
 
 Generative, per answer: its nouns, kept only when they are AMBER object words (relation.json's keys
 and their associated words) and not safe words. A kept noun that names a truth object (or a word

@@ -61,7 +61,6 @@ def amber_nouns(text: str, vocabulary: Iterable[str]) -> list[str]:
 def _spacy_vectors(model: str) -> tuple[Similarity | None, str]:
     """(similarity, "") from an installed spaCy model with word vectors, else (None, why); never downloads."""
     try:
-        # optional: only the official modes need NLTK / spaCy and their data
         import spacy
     except ImportError:
         return None, f"spaCy is not installed (pip install spacy && python -m spacy download {model})"

@@ -29,7 +29,6 @@ class _NLTK:
 
 
 def _nltk_error(missing: Sequence[str], refusals: Sequence[str], cause: str = "") -> NLTKDataMissing:
-    # optional: only the official modes need NLTK / spaCy and their data
     import nltk
 
     lines = [
@@ -47,7 +46,6 @@ def _nltk_error(missing: Sequence[str], refusals: Sequence[str], cause: str = ""
 @lru_cache(maxsize=1)  # the tagger and WordNet take seconds to load: once per process
 def _nltk_tools() -> _NLTK:
     """NLTK's tokenizer, tagger and lemmatizer as inference.py calls them, data checked up front."""
-    # optional: only the official modes need NLTK / spaCy and their data
     import nltk
     from nltk.stem import WordNetLemmatizer
     from nltk.tag.perceptron import PerceptronTagger

@@ -2,8 +2,8 @@
 
 Two scoring modes:
 
-``offline`` (the default; ShapeWorld and anything without NLTK data) follows FACTS §5 and the CHAIR scorer
-(Rohrbach et al. 2018) as Object HalBench uses it:
+``offline`` (the default; ShapeWorld and anything without NLTK data) follows the CHAIR scorer
+(Rohrbach et al. 2018) as Object HalBench uses it (docs/benchmarks.md, "Object HalBench (CHAIR)"):
 
 - an answer is tokenised and lower-cased, every word is tried as written and as its noun lemma
   (``lemminflect``, which ships its data), and phrases are matched longest first, so "half moon"

@@ -25,7 +25,6 @@ class _OfficialNlp:
     """NLTK's word_tokenize and WordNetLemmatizer().lemmatize(word) (noun default), as the official code calls them."""
 
     def __init__(self, wordnet_root: Any):
-        # optional: only the official modes need NLTK / spaCy and their data
         import nltk
         from nltk.corpus.reader.wordnet import WordNetCorpusReader
         from nltk.stem import WordNetLemmatizer
@@ -58,7 +57,6 @@ class _OfficialNlp:
 
 @lru_cache(maxsize=4)
 def _official_nlp_for(paths: tuple[str, ...]) -> _OfficialNlp:
-    # optional: only the official modes need NLTK / spaCy and their data
     import nltk
 
     found = {}
@@ -76,7 +74,6 @@ def _official_nlp_for(paths: tuple[str, ...]) -> _OfficialNlp:
 
 def official_nlp() -> _OfficialNlp:
     """The official scorer's tokenizer and lemmatizer; LookupError with install instructions when data is missing."""
-    # optional: only the official modes need NLTK / spaCy and their data
     import nltk
 
     # Keyed by the search path, so data installed or NLTK_DATA changed later in the process is looked up anew.

@@ -1,5 +1,6 @@
 """Offline CHAIR: CHAIR_s, CHAIR_i and object recall of answers against each image's truth categories
-(FACTS §5), with the per-answer detail; objects found by the synonym table's rules or by an extractor."""
+(docs/benchmarks.md, "Object HalBench (CHAIR)"), with the per-answer detail; objects found by the synonym table's
+rules or by an extractor."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def chair_scores(
     *,
     extract: Extractor | None = None,
 ) -> ChairResult:
-    """CHAIR_s, CHAIR_i and recall of ``answers`` against per-answer truth categories (FACTS §5).
+    """CHAIR_s, CHAIR_i and recall of ``answers`` against per-answer truth categories (docs/benchmarks.md,
+    "Object HalBench (CHAIR)").
 
     Truth entries may be any phrase of the table ("moon" counts as ``half moon``). ``extract``, when
     given, replaces rule-based extraction: it returns the objects an answer names (e.g. from an LLM),
