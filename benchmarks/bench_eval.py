@@ -20,6 +20,10 @@ from pathlib import Path
 
 import torch
 
+from mdpo_pipeline import use_private_defaults
+
+use_private_defaults()  # a script is an entry point: offline and private before the hub clients load
+
 from mdpo_pipeline.core.eval.amber import amber_discriminative, amber_generative, load_amber
 from mdpo_pipeline.core.eval.chair import chair_scores, load_object_halbench
 from mdpo_pipeline.core.eval.mmhal import load_mmhal, mmhal_scores, parse_rating
@@ -27,6 +31,7 @@ from mdpo_pipeline.shapeworld import ShapeWorldConfig, generate_benchmarks
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 from mdpo_pipeline.evaluation.answers import GenerationSettings, Prompt
 from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_by_one
+
 
 
 def _model(path: str | None, image_size: int):

@@ -21,10 +21,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mdpo_pipeline import use_private_defaults
+
+use_private_defaults()  # a script is an entry point: offline and private before the hub clients load
+
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 from mdpo_pipeline.integrations.ray_launcher import launch_ray
 from mdpo_pipeline.pipeline.train import train_run_config
 from mdpo_pipeline.pipeline.project import Project
+
 
 
 def _config(project: Project, out: Path, method: str, seed: int, steps: int, batch: int) -> dict:

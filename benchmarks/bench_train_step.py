@@ -59,6 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
+from mdpo_pipeline import use_private_defaults
+
+use_private_defaults()  # a script is an entry point: offline and private before the hub clients load
+
 import datasets
 import torch
 
@@ -72,6 +76,7 @@ from mdpo_pipeline.training.models import NON_LANGUAGE_PARTS, language_model_lin
 from mdpo_pipeline.training.reference import completion_logps, compute_reference_logprobs, reference_mode
 from mdpo_pipeline.shapeworld.tiny import build_tiny_llava, shapeworld_words
 from mdpo_pipeline.training.trainer import MDPOTrainer
+
 
 VARIANTS = {"a": "DPO, live ref", "b": "mDPO, cached ref", "c": "mDPO, live ref", "d": "paper 4-call loop"}
 TINY = "tiny"

@@ -10,6 +10,8 @@ import os
 import sys
 
 from mdpo_pipeline import use_private_defaults
+from mdpo_pipeline.core.eval.common import MODES
+from mdpo_pipeline.evaluation.settings import BENCHMARK_NAMES
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import PIPELINE_SET
 from mdpo_pipeline.pipeline.stages import RUNNERS, STAGES
@@ -29,7 +31,7 @@ def ray_train_loop(config: dict) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    # The settings check imports the evaluation's typing: it is not one of the stage's code deps (lineage.py).
+    # The settings check reaches TRL's MDPOConfig: not one of the stage's code deps (lineage.py).
     from mdpo_pipeline.pipeline.validate import validate_params
 
     project = Project.discover()
@@ -44,14 +46,14 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from mdpo_pipeline.pipeline.settings import field_docs, load_settings
+    from mdpo_pipeline.core.typed import field_docs
+    from mdpo_pipeline.pipeline.settings import Settings, load_settings
 
     if args.help_fields:
-        from mdpo_pipeline.pipeline.evaluate import typed_sections
         from mdpo_pipeline.training.config import MDPOConfig
         from mdpo_pipeline.training.run import RunArguments
 
-        rows = [r for r in field_docs(typed=typed_sections()) if r[0] != "params.yaml:training.common"]
+        rows = [r for r in field_docs(Settings) if r[0] != "params.yaml:training.common"]
         training = [r for cls in (RunArguments, MDPOConfig) for r in field_docs(cls, "params.yaml:training")
                     if r[0].rsplit(".", 1)[1] not in PIPELINE_SET]
         for key, kind, default, text in rows:
@@ -63,7 +65,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
             print(f"{key}  ({kind}; default {json.dumps(default, default=str)})\n    {text}")
         return 0
     from mdpo_pipeline.core.methods import METHODS
-    from mdpo_pipeline.pipeline.evaluate import gate_policy, generation_settings
     from mdpo_pipeline.pipeline.train import model_preset, training_run_config
 
     project = Project.discover()
@@ -82,8 +83,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
             "beta": mdpo.beta, "delta": mdpo.delta, "loss_weights": asdict(mdpo.mdpo_weights)}
     resolved["reference_logprobs"]["max_length"] = settings.reference_logprobs.resolved_max_length(preset)
     resolved["training"] = {"methods": methods}
-    resolved["benchmark_scores"] |= {"generation": asdict(generation_settings(settings)),
-                                     "gate": asdict(gate_policy(settings))}
     print(yaml.safe_dump(resolved, sort_keys=False, width=120), end="")
     return 0
 
@@ -272,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--image-size", type=int, help="input image side in pixels (default: the size's own)")
     ckpt.set_defaults(func=_cmd_checkpoint)
     score = sub.add_parser("score", help="score an answer file made anywhere, in the benchmark's official layout")
-    score.add_argument("benchmark", help="object_halbench, amber, mmhal or pope (evaluation.benchmarks.BENCHMARKS)")
+    score.add_argument("benchmark", choices=BENCHMARK_NAMES, help="the benchmark whose official layout the files have")
     score.add_argument("--answers", required=True,
                        help="answers: AMBER [{id, response}] json; Object HalBench {image_id, question, answer} jsonl; "
                             "MMHal's template with model_answer; POPE {question_id, text} jsonl (one split)")
-    score.add_argument("--mode", choices=("official", "offline"), default="official",
+    score.add_argument("--mode", choices=MODES, default="official",
                        help="official: the official scorer reproduced (default); offline: the rule-based scorer")
     score.add_argument("--data", help="the benchmark's files: AMBER's release root (holding data/); COCO 2014 "
                                       "annotations for Object HalBench; POPE's question files (default: beside --answers)")

@@ -139,3 +139,31 @@ def test_importing_the_package_leaves_the_environment_alone_and_the_entry_points
     after = dict(zip(sorted(PRIVATE_DEFAULTS), eval(lines[-1].removeprefix("RESULT "))))  # noqa: S307
     assert after.pop("HF_HUB_OFFLINE") == "0"  # the user's choice stands
     assert after == {k: v for k, v in PRIVATE_DEFAULTS.items() if k != "HF_HUB_OFFLINE"}
+
+
+def test_every_directly_imported_package_is_declared():
+    """What the package imports, pyproject declares (base dependencies or an extra): an install never works only
+    because another dependency happened to pull the package in."""
+    import ast
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    declared = {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    distributions = packages_distributions()
+    imported = set()
+    for path in (REPO / "mdpo_pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"mdpo_pipeline"}
+    undeclared = {}
+    for module in sorted(third_party):
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        if not names & declared:
+            undeclared[module] = sorted(names)
+    assert not undeclared, f"imported but not declared in pyproject.toml (module: distributions): {undeclared}"

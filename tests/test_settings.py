@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,10 @@ import yaml
 from mdpo_pipeline.pipeline.train import training_run_config
 from mdpo_pipeline.pipeline.validate import validate_params
 from mdpo_pipeline.pipeline.project import ConfigError, Project
-from mdpo_pipeline.pipeline.settings import (
-    BENCHMARK_NAMES,
-    Mode,
-    PopeSplit,
-    Settings,
-    field_docs,
-    load_settings,
-    parse_settings,
-    read_params,
-)
+from mdpo_pipeline.core.eval.common import Mode
+from mdpo_pipeline.core.typed import field_docs
+from mdpo_pipeline.evaluation.settings import BENCHMARK_NAMES, PopeSplit
+from mdpo_pipeline.pipeline.settings import Settings, load_settings, parse_settings, read_params
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 from tests.conftest import REPO
 
@@ -56,11 +50,10 @@ def _training(settings, method: str, preset: str = "shapeworld-tiny"):
 
 
 def test_every_field_of_every_section_has_a_one_line_help():
-    from mdpo_pipeline.pipeline.evaluate import typed_sections
     from mdpo_pipeline.training.config import MDPOConfig
     from mdpo_pipeline.training.run import RunArguments
 
-    rows = field_docs(typed=typed_sections())
+    rows = field_docs(Settings)
     keys = {key for key, *_ in rows}
     assert {"params.yaml:raw_silkie.max_quarantine_share", "params.yaml:raw_silkie.path",
             "params.yaml:shapeworld.n_instructions", "params.yaml:base_model.sft.steps",
@@ -76,7 +69,8 @@ def test_every_field_of_every_section_has_a_one_line_help():
 
 def test_the_benchmark_names_and_modes_are_the_evaluations():
     from mdpo_pipeline.core.eval.pope import SPLITS
-    from mdpo_pipeline.evaluation.benchmarks import BENCHMARKS, MODES
+    from mdpo_pipeline.core.eval.common import MODES
+    from mdpo_pipeline.evaluation.benchmarks import BENCHMARKS
 
     assert BENCHMARK_NAMES == tuple(BENCHMARKS)
     assert typing.get_args(Mode) == MODES and typing.get_args(PopeSplit) == SPLITS
@@ -89,7 +83,7 @@ def test_the_checked_in_params_resolve_to_the_demos_values():
     assert (s.preference_pairs.n, s.preference_pairs.sources) == (1500, ("llava",))
     assert (s.base_model.sft.steps, s.base_model.sft.vision_pretrain_steps, s.base_model.sft.detailed) == (800, 1500, True)
     assert s.reference_logprobs.batch_size == 32
-    assert s.benchmark_scores.generation == {"batch_size": 64, "max_new_tokens": 96}
+    assert asdict(s.benchmark_scores.generation) == {"batch_size": 64, "max_new_tokens": 96}  # typed now
 
 
 def test_sft_defaults_are_the_ones_params_yaml_states():

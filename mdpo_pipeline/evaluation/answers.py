@@ -16,18 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How answers are generated: greedy, batched, left-padded, with the KV cache."""
-
-    batch_size: int = 32  #: prompts per generate() call
-    max_new_tokens: int = 128  #: answer length cap in tokens
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens must be >= 1")
+from mdpo_pipeline.evaluation.settings import GenerationSettings
 
 
 @dataclass(frozen=True)

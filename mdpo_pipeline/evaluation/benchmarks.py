@@ -32,9 +32,9 @@ from mdpo_pipeline.core.eval.mmhal import (
 from mdpo_pipeline.core.eval.pope import SPLITS, load_pope, pope_scores, read_pope_answers
 from mdpo_pipeline.core.io import atomic_path
 from mdpo_pipeline.evaluation.answers import Prompt
+from mdpo_pipeline.evaluation.settings import EvalSettings
 
 EVAL_DIR = Path("artifacts") / "eval"
-MODES = ("offline", "official")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class EvalContext:
     """What a benchmark needs to load and score: the project root, params.yaml:benchmark_scores, the judge."""
 
     root: Path  #: relative settings paths resolve against this folder
-    settings: dict[str, Any]
+    settings: EvalSettings
     judge: dict[str, Any] | None = None
     progress: bool = False
     log: Callable[[str], None] = print
@@ -56,26 +56,23 @@ class EvalContext:
         p = Path(rel).expanduser()
         return p if p.is_absolute() else self.root / p
 
-    def section(self, name: str) -> dict[str, Any]:
-        """params.yaml:benchmark_scores.<name>."""
-        return dict(self.settings.get(name) or {})
+    def section(self, name: str):
+        """params.yaml:benchmark_scores.<name>: that benchmark's typed settings."""
+        return getattr(self.settings, name)
 
-    def path(self, name: str, key: str = "path") -> Path:
-        """A benchmark's file or folder: its own setting, else ``root``/<name> (ShapeWorld's layout)."""
-        explicit = self.section(name).get(key)
-        return self.resolve(explicit) if explicit else self.resolve(self.settings["root"]) / name
+    def path(self, name: str) -> Path:
+        """A benchmark's file or folder: its own ``path`` setting, else ``root``/<name> (ShapeWorld's layout)."""
+        explicit = self.section(name).path
+        return self.resolve(explicit) if explicit else self.resolve(self.settings.root) / name
+
+    def optional(self, value: str | None) -> Path | None:
+        """A settings path that may be unset, resolved when set."""
+        return self.resolve(value) if value else None
 
     def cap(self, items: list, name: str) -> list:
         """``items`` cut to ``max_items.<name>`` (for quick iterations)."""
-        cap = self.settings["max_items"].get(name)
+        cap = self.settings.max_items.get(name)
         return items if cap is None else items[: int(cap)]
-
-    def mode(self, name: str) -> str:
-        """The scoring mode of benchmark ``name``: offline (rule-based, the ShapeWorld default) or official."""
-        mode = self.section(name).get("mode", "offline")
-        if mode not in MODES:
-            raise ConfigError(f"params.yaml:benchmark_scores.{name}.mode={mode!r}: use one of {MODES}")
-        return mode
 
     def rule_judged(self, name: str) -> bool:
         """Whether benchmark ``name`` lies under ``rule_judge_root`` (a synthetic split its rule judge knows)."""
@@ -177,27 +174,22 @@ class ObjectHalBench:
 
     def load(self, ctx: EvalContext):
         """ShapeWorld's split (``path``), or the real one: a questions file, COCO 2014 annotations and synonyms."""
-
-        cfg, mode = ctx.section(self.name), ctx.mode(self.name)
-        extractor = cfg.get("extractor", "rule")
-        if extractor not in ("rule", "judge"):
-            raise ConfigError(f"params.yaml:benchmark_scores.object_halbench.extractor={extractor!r}: use rule or judge")
+        cfg = ctx.section(self.name)
+        mode, extractor = cfg.mode, cfg.extractor
         if mode == "official" and extractor == "judge":
             raise ConfigError("params.yaml:benchmark_scores.object_halbench: mode official reproduces the rule-based "
                               "scorer; extractor judge needs mode offline")
-        if "questions" not in cfg:
+        if not cfg.questions:
             if mode == "official":
                 raise ConfigError("params.yaml:benchmark_scores.object_halbench: mode official needs the real files "
                                   "(questions, coco_annotations, synonyms)")
             return load_object_halbench(ctx.path(self.name))
-        missing = [k for k in ("coco_annotations", "synonyms") if not cfg.get(k)]
+        missing = [k for k in ("coco_annotations", "synonyms") if not getattr(cfg, k)]
         if missing:
             raise ConfigError(f"params.yaml:benchmark_scores.object_halbench needs {missing} with questions")
-        path = ctx.resolve
-        questions = path(cfg["questions"])
-        images = path(cfg["images"]) if cfg.get("images") else embedded_images(
-            questions, ctx.root / EVAL_DIR / "object_halbench_images")
-        return load_object_halbench_coco(questions, path(cfg["coco_annotations"]), path(cfg["synonyms"]),
+        questions = ctx.resolve(cfg.questions)
+        images = ctx.optional(cfg.images) or embedded_images(questions, ctx.root / EVAL_DIR / "object_halbench_images")
+        return load_object_halbench_coco(questions, ctx.resolve(cfg.coco_annotations), ctx.resolve(cfg.synonyms),
                                          image_dir=images, mode=mode)
 
     def prepare(self, ctx: EvalContext):
@@ -209,7 +201,7 @@ class ObjectHalBench:
     def score(self, ctx: EvalContext, state, answers: dict[str, str]) -> Scored:
         """CHAIR of the answers; official mode reports the published "Response Hall" as chair_s."""
         extract = None
-        if ctx.section(self.name).get("extractor", "rule") == "judge":
+        if ctx.section(self.name).extractor == "judge":
             # The published numbers' setup: an LLM lists the objects, the synonym list maps them.
 
             client, _ = make_judge({**(ctx.judge or {}), "kind": "openai"})
@@ -230,7 +222,6 @@ class ObjectHalBench:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """An official-layout answers jsonl ({image_id, question, answer}) against COCO annotations in ``data``."""
-
         synonyms = options.get("synonyms") or data / "synonyms_refine.txt"
         ohb = load_object_halbench_coco(answers, data, synonyms, mode=mode)
         result = ohb.score_answers_file(answers)
@@ -252,9 +243,8 @@ class Amber:
 
     def prepare(self, ctx: EvalContext):
         """The data and one prompt per (capped) query; the cap applies to each task so both stay."""
-
         cfg = ctx.section(self.name)
-        amber = load_amber(ctx.path(self.name), image_dir=ctx.resolve(cfg["images"]) if cfg.get("images") else None)
+        amber = load_amber(ctx.path(self.name), image_dir=ctx.optional(cfg.images))
         generative = set(amber.ids("generative"))
         queries = [*ctx.cap([q for q in amber.queries if q.id in generative], self.name),
                    *ctx.cap([q for q in amber.queries if q.id not in generative], self.name)]
@@ -262,8 +252,7 @@ class Amber:
 
     def score(self, ctx: EvalContext, state, answers: dict[str, str]) -> Scored:
         """Both tasks in the configured mode."""
-
-        result = amber_scores({int(k): v for k, v in answers.items()}, state, mode=ctx.mode(self.name))
+        result = amber_scores({int(k): v for k, v in answers.items()}, state, mode=ctx.section(self.name).mode)
         return Scored(self.metrics(result), result.as_dict(), identity={"mode": result.mode})
 
     @staticmethod
@@ -281,7 +270,6 @@ class Amber:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """AMBER's official answer layout ([{"id", "response"}]) against the release in ``data``."""
-
         amber = load_amber(data)
         try:
             rows = json.loads(answers.read_text())
@@ -324,12 +312,11 @@ class MMHal:
 
     def prepare(self, ctx: EvalContext):
         """The records, their prompts, and the judge (its prompt read before anything is generated)."""
-
         cfg = ctx.section(self.name)
         template, records = self._records(ctx)
         judge, label = make_judge(ctx.judge, ctx.rule_judge, rule_by_default=ctx.rule_judged(self.name))
         rule_judge = is_rule_judge(judge)
-        script = ctx.resolve(cfg["judge_script"]) if cfg.get("judge_script") else None
+        script = ctx.optional(cfg.judge_script)
         prompt = None
         # A configured script is read even for the rule judge (which needs no prompt): a wrong setting never
         # goes unnoticed, and a bad path stops the run before any answer is generated.
@@ -338,13 +325,12 @@ class MMHal:
                 prompt = load_judge_prompt(script)
             except MMHalJudgeScriptError as exc:
                 raise ConfigError(f"params.yaml:benchmark_scores.mmhal.judge_script: {exc}") from exc
-        image_dir = Path(cfg.get("images") or template.parent / "images")
+        image_dir = Path(cfg.images or template.parent / "images")
         prompts = [Prompt(str(i), str(image_dir / r.image_file), r.question) for i, r in enumerate(records)]
         return _MMHalState(records, prompts, judge, label, None if rule_judge else prompt), prompts
 
     def score(self, ctx: EvalContext, state: _MMHalState, answers: dict[str, str]) -> Scored:
         """Judge every answer (cached), parse the ratings, and score as the official script does."""
-
         records, prompts, judge = state.records, state.prompts, state.judge
         label = state.label
         if state.prompt is None:
@@ -409,17 +395,15 @@ class Pope:
 
     def prepare(self, ctx: EvalContext):
         """The questions of the configured splits (each capped) and their prompts."""
-
         cfg = ctx.section(self.name)
         root = ctx.path(self.name)
-        splits = tuple(cfg.get("splits") or SPLITS)
+        splits = tuple(cfg.splits or SPLITS)
         items = [it for split in splits for it in ctx.cap(load_pope(root, [split]), self.name)]
-        image_dir = ctx.resolve(cfg["images"]) if cfg.get("images") else root / "images"
+        image_dir = ctx.optional(cfg.images) or root / "images"
         return items, [Prompt(it.id, str(image_dir / it.image), it.question) for it in items]
 
     def score(self, ctx: EvalContext, state, answers: dict[str, str]) -> Scored:
         """Official POPE metrics per split; the flat metrics pool every split."""
-
         scores = pope_scores(answers, state)
         overall = scores["all"]
         metrics = {"pope_accuracy": overall.accuracy, "pope_precision": overall.precision,
@@ -428,7 +412,6 @@ class Pope:
 
     def score_file(self, answers: Path, data: Path, mode: str, options: dict[str, Any]) -> dict[str, Any]:
         """An official answers jsonl ({question_id, text}) of one split against ``data``'s question files."""
-
         split = options.get("split")
         if not split:
             raise ConfigError("mdpo score pope needs --split (random, popular or adversarial): answer files are per split")

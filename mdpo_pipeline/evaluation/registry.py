@@ -9,30 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mdpo_pipeline.core.eval.metrics import lower_is_better
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """What an adapter must show to pass the gate and to become champion."""
-
-    primary: str = "chair_s"  #: the hallucination metric that decides (Object HalBench CHAIR_s by default)
-    coverage: str = "recall"  #: the coverage metric that must not drop too far (object recall)
-    max_coverage_drop: float = 0.05  #: allowed absolute drop of ``coverage`` vs the base model
-    min_improvement: float = 0.0  #: required improvement of ``primary`` over the base model (absolute)
-
-    def __post_init__(self):
-        try:
-            lower_is_better(self.primary)  # known, and with a direction to rank by
-            lower_is_better(self.coverage)
-        except KeyError as e:
-            raise ValueError(e.args[0]) from None
-        if lower_is_better(self.coverage):
-            raise ValueError(f"coverage must be a higher-is-better metric (e.g. recall), got {self.coverage!r}")
-
-    def better(self, a: float, b: float, margin: float = 0.0) -> bool:
-        """Whether ``a`` beats ``b`` on the primary metric by more than ``margin``."""
-        return a < b - margin if lower_is_better(self.primary) else a > b + margin
+from mdpo_pipeline.evaluation.settings import GatePolicy
 
 
 @dataclass(frozen=True)

@@ -95,9 +95,10 @@ def make_debian_base(client, tag: str = DEBIAN_BASE_TAG, suite: str = "bookworm"
 
 
 def training_requirements(root: Path) -> list[str]:
-    """The training image's packages: the project's base dependencies (no orchestration extras) and dagster-pipes."""
+    """The training image's packages: the project's base dependencies (no orchestration extras; dagster-pipes is
+    one of them)."""
     meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    return [*meta["dependencies"], "dagster-pipes"]
+    return list(meta["dependencies"])
 
 
 def download_wheels(root: Path, dest: Path, log: Callable[[str], None] = print) -> Path:

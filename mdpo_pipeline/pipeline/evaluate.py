@@ -2,14 +2,15 @@
 
 Outputs live in ``artifacts/eval/<model>/`` (answers per benchmark, ``scores.json``) and
 ``artifacts/eval/comparison.{md,png,json}``; the judge's answers are cached in ``artifacts/eval/judgments.jsonl``
-so reruns never pay twice. Settings come from ``params.yaml:benchmark_scores`` (settings.py; the gate and the
-generation settings are typed here). No Dagster here.
+so reruns never pay twice. Settings come from ``params.yaml:benchmark_scores``, typed as the evaluation's
+EvalSettings. No Dagster here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,43 +18,23 @@ from mdpo_pipeline.core.eval.metrics import lower_is_better
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.integrations.tracking import apply_decision, current_champion, experiment_id, registered_model_name
-from mdpo_pipeline.evaluation.answers import (
-    GenerationSettings,
-    generation_fingerprint,
-    read_generations,
-    write_generations,
-)
+from mdpo_pipeline.evaluation.answers import generation_fingerprint, read_generations, write_generations
 from mdpo_pipeline.evaluation.benchmarks import (
     EVAL_DIR,
     EvalContext,
     benchmark,
     check_metrics,
 )
-from mdpo_pipeline.evaluation.registry import Decision, GatePolicy, decide
+from mdpo_pipeline.evaluation.registry import Decision, decide
 from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
 from mdpo_pipeline.pipeline.project import ConfigError, Project
-from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, build, load_settings
+from mdpo_pipeline.evaluation.settings import EvalSettings
+from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, load_settings
 from mdpo_pipeline.pipeline.train import base_model_location
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
 
-def gate_policy(settings: Settings) -> GatePolicy:
-    """The registry gate's policy: params.yaml:benchmark_scores.gate typed as GatePolicy (errors name the key)."""
-    return build(GatePolicy, settings.benchmark_scores.gate, "params.yaml:benchmark_scores.gate")
-
-
-def generation_settings(settings: Settings) -> GenerationSettings:
-    """How answers are generated: params.yaml:benchmark_scores.generation typed as GenerationSettings."""
-    return build(GenerationSettings, settings.benchmark_scores.generation, "params.yaml:benchmark_scores.generation")
-
-
-def typed_sections() -> dict[str, type]:
-    """The classes of the params.yaml:benchmark_scores mappings typed here rather than in settings.py (the data
-    stages load settings.py and must not import the evaluation), for ``settings.field_docs(typed=...)``."""
-    return {"gate": GatePolicy, "generation": GenerationSettings}
-
-
-def eval_context(project: Project, settings: dict[str, Any], judge: dict[str, Any] | None = None,
+def eval_context(project: Project, settings: EvalSettings, judge: dict[str, Any] | None = None,
                  progress: bool = False, log: Callable[[str], None] = print,
                  rule_judge_root: Path | None = None) -> EvalContext:
     """The benchmarks' context: paths against the project, ShapeWorld's rule judge for ShapeWorld's splits (the
@@ -140,7 +121,7 @@ def score_model(
     adapter: Path | None,
     out: Path,
     settings: Settings | None = None,
-    bench: dict[str, Any] | None = None,
+    bench: EvalSettings | None = None,
     rule_judge_root: Path | None = None,
     judge: dict[str, Any] | None = None,
     progress: bool = False,
@@ -152,11 +133,10 @@ def score_model(
     from mdpo_pipeline.training.reference import weights_sha256
 
     everything = settings or load_settings(project)
-    bench = bench or everything.benchmark_scores.context()
-    gen = generation_settings(everything)
+    bench = bench or everything.benchmark_scores
     ctx = eval_context(project, bench, judge, progress, log, rule_judge_root)
     # Every benchmark's files (and a judge script) are read before the model loads: a wrong path fails in seconds.
-    prepared = {name: benchmark(name).prepare(ctx) for name in bench["benchmarks"]}
+    prepared = {name: benchmark(name).prepare(ctx) for name in bench.benchmarks}
     preset, base_path = base_model_location(project, everything)
     model, processor, base_sha = load_eval_model(preset, base_path, adapter,
                                                  allow_remote_code=everything.base_model.allow_remote_code)
@@ -166,10 +146,10 @@ def score_model(
     record: dict[str, Any] = {
         "model": key, "preset": preset, "adapter": str(adapter) if adapter else None, "weights_sha256": model_sha,
         "base_model": {"preset": preset, "weights_sha256": base_sha}, "scores": flat, "judge": None,
-        "benchmarks": {}, "generation": bench["generation"], "max_items": bench["max_items"],
+        "benchmarks": {}, "generation": asdict(bench.generation), "max_items": dict(bench.max_items),
     }
     for name, (state, prompts) in prepared.items():
-        answers = _answers(out / "generations" / f"{name}.jsonl", model, processor, prompts, gen, model_sha,
+        answers = _answers(out / "generations" / f"{name}.jsonl", model, processor, prompts, bench.generation, model_sha,
                            progress, log)
         scored = check_metrics(name, benchmark(name).score(ctx, state, answers))
         flat |= scored.metrics
@@ -256,7 +236,7 @@ def gate_partition(project: Project, key: str):
     if base is None:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
     same_base_or_raise(key, mine, base)
-    return decide(key, mine["scores"], base["scores"], gate_policy(load_settings(project)))
+    return decide(key, mine["scores"], base["scores"], load_settings(project).benchmark_scores.gate)
 
 
 def scored_models(project: Project) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -318,7 +298,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
 
 
     settings = load_settings(project)
-    policy = gate_policy(settings)
+    policy = settings.benchmark_scores.gate
     models, left_out = scored_models(project)
     if BASE not in models:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")

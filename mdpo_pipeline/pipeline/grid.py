@@ -33,6 +33,7 @@ from mdpo_pipeline.core.io import canonical_json, write_json
 from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
+from mdpo_pipeline.evaluation.settings import DESCRIPTION_BENCHMARKS, EvalSettings
 from mdpo_pipeline.integrations.experiments import log_cell, log_report
 from mdpo_pipeline.integrations.launchers import launch_local
 from mdpo_pipeline.pipeline.evaluate import score_model
@@ -336,26 +337,22 @@ def uses_shapeworld_split(project: Project, root: str) -> bool:
     return project.same_path(root, SHAPEWORLD_BENCHMARKS)
 
 
-def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[dict[str, Any], Path | None]:
+def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[EvalSettings, Path | None]:
     """(the benchmarks' settings of every cell, the rule judge's root): ShapeWorld's benchmark split of the
     variant's world at the grid's sizes (made once, shared by equal worlds), or params.yaml's real benchmark files
     as they are."""
     settings = variant.settings
-    bench = settings.benchmark_scores.context()
-    bench["benchmarks"] = list(plan.experiment.benchmarks)
+    bench = replace(settings.benchmark_scores, benchmarks=tuple(plan.experiment.benchmarks))
     if not uses_shapeworld_split(plan.project, settings.benchmark_scores.root):
         return bench, None
-
     world = replace(settings.shapeworld, **dict(plan.experiment.eval_sizes))
     out = plan.root / "benchmarks" / _hash(asdict(world))
     # Several cells start at once: one makes the split, the others wait for it.
-
     with FileLock(str(out) + ".lock"):
         if not (out / "summary.json").is_file():
             summary = generate_benchmarks(world, out)
             write_json({"shapeworld": asdict(world), **summary}, out / "summary.json")
-    bench["root"] = str(out)
-    return bench, out
+    return replace(bench, root=str(out)), out
 
 
 def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = print) -> Path:
@@ -414,7 +411,7 @@ def answer_stats(cell_dir: Path, benchmarks: list[str]) -> dict[str, dict[str, f
     mentioned per answer: what a shorter answer would change in the hallucination metrics."""
 
     stats: dict[str, dict[str, float]] = {}
-    for name in ("object_halbench", "amber"):
+    for name in DESCRIPTION_BENCHMARKS:
         path = cell_dir / "generations" / f"{name}.jsonl"
         if name not in benchmarks or not path.is_file():
             continue
@@ -508,12 +505,12 @@ def run_cell(
         "fingerprint": plan.fingerprint(cell),
         "variant": {"root": plan.project.rel(variant.project.root), "keys": variant.keys},
         "scores": record["scores"],
-        "answers": answer_stats(out, list(bench["benchmarks"])),
+        "answers": answer_stats(out, list(bench.benchmarks)),
         "probe": probe,
         "training": training,
         "judge": record["judge"],
         "benchmarks": record["benchmarks"],
-        "eval_root": bench["root"] if rule_root is None else plan.project.rel(rule_root),
+        "eval_root": bench.root if rule_root is None else plan.project.rel(rule_root),
         "adapter": plan.project.rel(adapter) if adapter else None,
         "started": started,
         "timing": {k: round(v, 2) for k, v in timing.items()},

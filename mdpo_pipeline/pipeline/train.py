@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
 from mdpo_pipeline.core.plots import training_curves
 from mdpo_pipeline.pipeline.project import ConfigError, Project
-from mdpo_pipeline.pipeline.settings import Settings, check, did_you_mean, load_settings, type_hints
+from mdpo_pipeline.core.typed import check, did_you_mean, type_hints
+from mdpo_pipeline.pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from mdpo_pipeline.training.presets import ModelPreset

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
-from mdpo_pipeline.evaluation.benchmarks import benchmark
-from mdpo_pipeline.pipeline.evaluate import eval_context, gate_policy, generation_settings
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import load_settings
 from mdpo_pipeline.pipeline.train import model_preset, training_run_config
@@ -13,8 +11,8 @@ from mdpo_pipeline.pipeline.train import model_preset, training_run_config
 def validate_params(project: Project) -> None:
     """Check every section of params.yaml (types, ranges, names) before any stage does work; errors name the key.
 
-    Loading types every section; here also what needs more than the file: the model preset, every method's
-    MDPOConfig (one adapter per method, so all of them), GatePolicy, GenerationSettings and the benchmarks."""
+    Loading types every section (the benchmarks, their generation and the gate included); here also what needs
+    more than the file: the model preset and every method's MDPOConfig (one adapter per method, so all of them)."""
     settings = load_settings(project)
     preset = model_preset(settings.base_model.preset)
     for method in settings.training.methods:
@@ -27,10 +25,3 @@ def validate_params(project: Project) -> None:
         cache = "reference.parquet" if method != TEXT_ONLY_METHOD else None
         training_run_config(settings, method, placeholders | {"method": method, "output_dir": method,
                                                               "reference_cache": cache})
-    gate_policy(settings)
-    generation_settings(settings)
-    bench = settings.benchmark_scores
-    ctx = eval_context(project, bench.context())
-    for name in bench.benchmarks:
-        benchmark(name)
-        ctx.mode(name)

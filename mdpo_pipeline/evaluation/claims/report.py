@@ -21,11 +21,10 @@ from mdpo_pipeline.evaluation.claims.plots import bar_plot, curve_plot
 from mdpo_pipeline.evaluation.claims.quantities import better_side, quantity
 from mdpo_pipeline.evaluation.claims.verdicts import NOT_TESTED, VERDICT_RULE
 from mdpo_pipeline.evaluation.report import PAPER_ABLATION_COLUMNS, PAPER_ABLATION_MODEL, PAPER_TABLE2, PAPER_TABLE3
+from mdpo_pipeline.evaluation.settings import DESCRIPTION_BENCHMARKS
 
 #: Paper Table 2's rows, in its order.
 ABLATION_ROWS = ("mdpo", "mdpo_no_conditional", "mdpo_no_anchor", "dpo")
-#: The benchmarks whose answer statistics Table 1 shows first, in order.
-ANSWER_BENCHMARKS = ("object_halbench", "amber")
 #: The paired differences reported for every quantity: (minuend, subtrahend).
 COMPARISONS = (
     ("mdpo", "dpo"),
@@ -86,9 +85,9 @@ class Report:
                 keys.append("recall")
         if "recall" not in keys and self.grid.present("recall", self.fixed):
             keys.append("recall")
-        benches = [b for b in ANSWER_BENCHMARKS] + sorted(
+        benches = [b for b in DESCRIPTION_BENCHMARKS] + sorted(
             {k.partition(".")[2] for c in self.grid.cells for k in c.values if k.startswith("words.")}
-            - set(ANSWER_BENCHMARKS))
+            - set(DESCRIPTION_BENCHMARKS))
         for bench in benches:
             keys += [k for k in (f"words.{bench}", f"objects.{bench}") if self.grid.present(k, self.fixed)]
         return keys

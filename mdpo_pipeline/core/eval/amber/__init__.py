@@ -39,7 +39,6 @@ tasks at once).
 
 from __future__ import annotations
 
-from mdpo_pipeline.core.eval.amber.common import MODES
 from mdpo_pipeline.core.eval.amber.data import (
     AMBER_SOURCE,
     DISCRIMINATIVE_TYPES,
@@ -74,7 +73,6 @@ __all__ = [
     "AMBER_SOURCE",
     "DIMENSIONS",
     "DISCRIMINATIVE_TYPES",
-    "MODES",
     "NLTK_INSTALL",
     "OFFICIAL_SIMILARITY",
     "OFFICIAL_SPACY_MODEL",

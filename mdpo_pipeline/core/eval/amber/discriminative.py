@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mdpo_pipeline.core.eval.amber.common import _check_mode, _official_start, _ratio
+from mdpo_pipeline.core.eval.amber.common import _official_start
+from mdpo_pipeline.core.eval.common import check_mode, ratio
 from mdpo_pipeline.core.eval.amber.data import DISCRIMINATIVE_TYPES, AmberData, _responses
 
 DIMENSIONS: tuple[str, ...] = ("existence", "attribute", "relation")
@@ -37,17 +38,17 @@ class YesNoScores:
     @property
     def accuracy(self) -> float:
         """Correct answers / items (unparseable answers are wrong)."""
-        return _ratio(self.n_correct, self.n)
+        return ratio(self.n_correct, self.n)
 
     @property
     def precision(self) -> float:
         """Correct "no" / answered "no"."""
-        return _ratio(self.n_true_no, self.n_answer_no)
+        return ratio(self.n_true_no, self.n_answer_no)
 
     @property
     def recall(self) -> float:
         """Correct "no" / truth "no"."""
-        return _ratio(self.n_true_no, self.n_truth_no)
+        return ratio(self.n_true_no, self.n_truth_no)
 
     @property
     def f1(self) -> float:
@@ -210,7 +211,7 @@ def amber_discriminative(
 
     ``mode="offline"`` reads a leading yes/no (``parse_yes_no``); ``mode="official"`` counts only exactly "Yes"
     / "No" and adds inference.py's printed numbers (``official``) and per-item counters (``per_item``)."""
-    _check_mode(mode)
+    check_mode(mode, "AMBER")
     answers = _responses(responses)
     parse = parse_yes_no if mode == "offline" else _OFFICIAL_YES_NO.get
     rows: list[tuple[str, str, str | None]] = []

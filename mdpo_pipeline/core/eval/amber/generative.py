@@ -9,7 +9,8 @@ from functools import lru_cache
 
 from lemminflect import getAllLemmas
 
-from mdpo_pipeline.core.eval.amber.common import _check_mode, _official_start, _ratio
+from mdpo_pipeline.core.eval.amber.common import _official_start
+from mdpo_pipeline.core.eval.common import check_mode, ratio
 from mdpo_pipeline.core.eval.amber.data import AmberData, _responses
 from mdpo_pipeline.core.eval.amber.nltk_tools import _nltk_tools
 from mdpo_pipeline.core.eval.chair.synonyms import expand_tokens, noun_forms, tokenize
@@ -365,7 +366,7 @@ def amber_generative(
     is given or ``spacy_model`` loads with vectors, else reported "not applied: <why>". ``extract`` and
     ``safe_words_in_denominator`` do not apply.
     """
-    _check_mode(mode)
+    check_mode(mode, "AMBER")
     answers = _responses(responses)
     for item_id in answers:
         data.annotation(item_id)
@@ -380,10 +381,10 @@ def amber_generative(
         c = official["counts"]
         n = len(per_answer)
         return AmberGenerativeResult(
-            chair=_ratio(c["chair_score"], c["chair_num"]),
-            cover=_ratio(c["safe_cover_score"], c["safe_cover_num"]),
-            hal=_ratio(n - c["non_hallu_score"], n),
-            cog=_ratio(c["hallu_cover_score"], c["hallu_cover_num"]),
+            chair=ratio(c["chair_score"], c["chair_num"]),
+            cover=ratio(c["safe_cover_score"], c["safe_cover_num"]),
+            hal=ratio(n - c["non_hallu_score"], n),
+            cog=ratio(c["hallu_cover_score"], c["hallu_cover_num"]),
             n_answers=n,
             n_nouns=c["chair_num"],
             n_hallucinated_nouns=c["chair_score"],
@@ -460,10 +461,10 @@ def amber_generative(
     n_hallu = sum(len(a.hallu) for a in per_answer)
     n_cog = sum(len(a.cognised) for a in per_answer)
     return AmberGenerativeResult(
-        chair=_ratio(n_halluc, n_nouns),
-        cover=_ratio(n_covered, n_truth),
-        hal=_ratio(n_bad, len(per_answer)),
-        cog=_ratio(n_cog, n_hallu),
+        chair=ratio(n_halluc, n_nouns),
+        cover=ratio(n_covered, n_truth),
+        hal=ratio(n_bad, len(per_answer)),
+        cog=ratio(n_cog, n_hallu),
         n_answers=len(per_answer),
         n_nouns=n_nouns,
         n_hallucinated_nouns=n_halluc,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mdpo_pipeline.core.eval.amber.common import _check_mode
+from mdpo_pipeline.core.eval.common import check_mode
 from mdpo_pipeline.core.eval.amber.data import AmberData, _responses
 from mdpo_pipeline.core.eval.amber.discriminative import AmberDiscriminativeResult, amber_discriminative
 from mdpo_pipeline.core.eval.amber.generative import AmberGenerativeResult, amber_generative
@@ -55,7 +55,7 @@ def amber_scores(
 ) -> AmberResult:
     """Score a mixed response set in ``mode`` ("offline" or "official"): generative ids as ``amber_generative``,
     yes/no ids as ``amber_discriminative``."""
-    _check_mode(mode)
+    check_mode(mode, "AMBER")
     answers = _responses(responses)
     for item_id in answers:
         data.annotation(item_id)

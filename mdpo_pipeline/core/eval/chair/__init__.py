@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from mdpo_pipeline.core.eval.chair.extraction import llm_extractor, object_extraction_prompt, parse_object_list
 from mdpo_pipeline.core.eval.chair.halbench import (
-    MODES,
     AnswerRecord,
     HalBenchItem,
     ObjectHalBench,
@@ -70,7 +69,6 @@ from mdpo_pipeline.core.eval.chair.synonyms import (
 __all__ = [
     "COCO_DOUBLE_WORDS",
     "COCO_DROP_WHEN",
-    "MODES",
     "NLTK_INSTALL",
     "AnswerRecord",
     "ChairAnswer",

@@ -11,8 +11,8 @@ from pathlib import Path
 from mdpo_pipeline.core.eval.chair.official import _RLHFV_SYNONYMS, OfficialChairRules, official_chair_scores
 from mdpo_pipeline.core.eval.chair.scoring import ChairResult, Extractor, chair_scores
 from mdpo_pipeline.core.eval.chair.synonyms import SynonymTable
+from mdpo_pipeline.core.eval.common import check_mode
 
-MODES = ("offline", "official")
 _COCO_DOWNLOAD = (
     "the COCO 2014 annotations download (annotations_trainval2014.zip from https://cocodataset.org/#download, "
     "which holds instances_{train,val}2014.json and captions_{train,val}2014.json)"
@@ -52,8 +52,7 @@ class ObjectHalBench:
     rules: OfficialChairRules | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"Object HalBench mode {self.mode!r}: use one of {', '.join(MODES)}")
+        check_mode(self.mode, "Object HalBench")
         if self.mode == "official" and self.rules is None:
             raise ValueError("Object HalBench official mode needs the official rules (OfficialChairRules)")
 
@@ -325,8 +324,7 @@ def load_object_halbench_coco(
     scorer merges both splits); ``synonyms`` is RLHF-V's eval/data/synonyms_refine.txt. ``mode="official"`` scores
     with RLHF-V's rule-based scorer reproduced (needs NLTK data). Images are only needed to generate answers.
     """
-    if mode not in MODES:
-        raise ValueError(f"Object HalBench mode {mode!r}: use one of {', '.join(MODES)}")
+    check_mode(mode, "Object HalBench")
     if questions is None:
         raise FileNotFoundError("Object HalBench: no prompt file given; supply RLHF-V's obj_halbench_300_with_image"
                                 ".jsonl (or an answers file with image_id and question)")

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from mdpo_pipeline.core.eval.common import ratio
+
 
 @dataclass(frozen=True)
 class CurvePoint:
@@ -37,10 +39,6 @@ class CurvePoint:
 _TOL = 1e-12
 
 
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else 0.0
-
-
 def _truncated(answers: Sequence[tuple[list[str], set[str]]], k: int, n_truth: int) -> CurvePoint:
     mentions = hallucinated = bad = covered = 0
     for mentioned, truth in answers:
@@ -50,8 +48,8 @@ def _truncated(answers: Sequence[tuple[list[str], set[str]]], k: int, n_truth: i
         hallucinated += wrong
         bad += wrong > 0
         covered += len(truth.intersection(head))
-    return CurvePoint(k=k, recall=_ratio(covered, n_truth), chair_i=_ratio(hallucinated, mentions),
-                      chair_s=_ratio(bad, len(answers)), n_mentions=mentions, n_hallucinated_mentions=hallucinated,
+    return CurvePoint(k=k, recall=ratio(covered, n_truth), chair_i=ratio(hallucinated, mentions),
+                      chair_s=ratio(bad, len(answers)), n_mentions=mentions, n_hallucinated_mentions=hallucinated,
                       n_hallucinated_answers=bad, n_covered=covered)
 
 

@@ -11,8 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mdpo_pipeline.core.eval.chair.scoring import ChairAnswer, ChairResult, _ratio
+from mdpo_pipeline.core.eval.chair.scoring import ChairAnswer, ChairResult
 from mdpo_pipeline.core.eval.chair.synonyms import _COCO_ANIMALS
+from mdpo_pipeline.core.eval.common import ratio
 
 #: Installs the NLTK data both official scorers (AMBER's and this one) read.
 NLTK_INSTALL = "python -m nltk.downloader punkt_tab wordnet averaged_perceptron_tagger_eng"
@@ -227,18 +228,18 @@ def official_chair_scores(
     n_halluc = sum(len(a.hallucinated) for a in per_answer)
     n_truth = sum(len(a.truth) for a in per_answer)
     n_covered = sum(len(a.covered) for a in per_answer)
-    chair_s, chair_s_refine, chair_i = _ratio(n_bad, n), _ratio(n_bad, n_with_objects), _ratio(n_halluc, n_mentions)
+    chair_s, chair_s_refine, chair_i = ratio(n_bad, n), ratio(n_bad, n_with_objects), ratio(n_halluc, n_mentions)
     # The official counters are floats (they start at 0.); the summariser prints the counts as such ("300.0").
     official: dict[str, Any] = {
         "CHAIRs": chair_s,
         "CHAIRs_refine": chair_s_refine,
         "CHAIRi": chair_i,
-        "obj_rec": _ratio(n_covered, n_truth),
+        "obj_rec": ratio(n_covered, n_truth),
         "sentence_num": float(n),
         "coco_sentence_num": float(n_with_objects),
         "coco_word_count": float(n_covered),
         "gt_word_count": float(n_truth),
-        "avg_word_len": _ratio(total_words, n),
+        "avg_word_len": ratio(total_words, n),
         "correct_rate": 1 - chair_s_refine,
         "object_correct_rate": 1 - chair_i,
         "counts": {

@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdpo_pipeline.core.eval.chair.synonyms import Mention, SynonymTable
+from mdpo_pipeline.core.eval.common import ratio
 
 #: An LLM (or any) object extractor: answer text -> the object words or phrases it names.
 Extractor = Callable[[str], Sequence[str]]
-
-
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else 0.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class ChairAnswer:
     @property
     def chair_i(self) -> float:
         """This answer's hallucinated mentions / mentions."""
-        return _ratio(len(self.hallucinated), len(self.mentioned))
+        return ratio(len(self.hallucinated), len(self.mentioned))
 
     @property
     def hallucinated_words(self) -> tuple[str, ...]:
@@ -177,9 +174,9 @@ def chair_scores(
     n_truth = sum(len(a.truth) for a in per_answer)
     n_covered = sum(len(a.covered) for a in per_answer)
     return ChairResult(
-        chair_s=_ratio(n_bad, len(per_answer)),
-        chair_i=_ratio(n_halluc, n_mentions),
-        recall=_ratio(n_covered, n_truth),
+        chair_s=ratio(n_bad, len(per_answer)),
+        chair_i=ratio(n_halluc, n_mentions),
+        recall=ratio(n_covered, n_truth),
         n_answers=len(per_answer),
         n_hallucinated_answers=n_bad,
         n_mentions=n_mentions,
