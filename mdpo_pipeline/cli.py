@@ -11,7 +11,7 @@ import sys
 
 from mdpo_pipeline import use_private_defaults
 from mdpo_pipeline.core.eval.common import MODES
-from mdpo_pipeline.evaluation.settings import BENCHMARK_NAMES
+from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import PIPELINE_SET
 from mdpo_pipeline.pipeline.stages import RUNNERS, STAGES

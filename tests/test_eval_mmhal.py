@@ -603,7 +603,7 @@ def _run_mmhal(root: Path, monkeypatch, mmhal: dict, judge_settings: dict | None
     if judge_settings is None:
         monkeypatch.setattr(benchmarks, "make_judge", lambda settings, rule_judge=None, rule_by_default=False: (fake, "judge-test via http://test"))
     from mdpo_pipeline.core.typed import build
-    from mdpo_pipeline.evaluation.settings import EvalSettings
+    from mdpo_pipeline.core.eval.settings import EvalSettings
 
     settings = build(EvalSettings, {"root": "benchmarks", "mmhal": mmhal, "max_items": {"mmhal": 16}}, "test")
     ctx = EvalContext(root, settings, judge_settings, rule_judge=ShapeWorldJudge)

@@ -64,3 +64,16 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     assert worst <= ATOL, f"resumed adapter differs by {worst}"
     # It did train: the adapter moved away from its zero-initialised LoRA B matrices.
     assert max(t.abs().max().item() for k, t in a.items() if "lora_B" in k) > 0
+
+
+def test_a_checkpoint_killed_while_writing_its_state_is_not_resumed_from(tmp_path):
+    """A kill can land while trainer_state.json is being written (seen under load: an empty file): the run resumes
+    from the newest checkpoint whose state reads back whole, not from the torn one."""
+    from mdpo_pipeline.training.run import _last_complete_checkpoint
+
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, ""), (8, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-10").mkdir()  # no state at all
+    assert _last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert _last_complete_checkpoint(tmp_path / "none") is None

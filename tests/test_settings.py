@@ -17,7 +17,7 @@ from mdpo_pipeline.pipeline.validate import validate_params
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.core.eval.common import Mode
 from mdpo_pipeline.core.typed import field_docs
-from mdpo_pipeline.evaluation.settings import BENCHMARK_NAMES, PopeSplit
+from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES, PopeSplit
 from mdpo_pipeline.pipeline.settings import Settings, load_settings, parse_settings, read_params
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 from tests.conftest import REPO

@@ -1,7 +1,7 @@
 """The typing engine of the settings: a params mapping (read from YAML) made into frozen dataclasses, every error
 naming its key, and each field's one-line help for ``mdpo params --help-fields``.
 
-Each layer declares its own section as dataclasses (the core's configs, ``evaluation/settings.py``,
+Each part declares its own section as dataclasses (the core's configs and ``core/eval/settings.py``,
 ``shapeworld/config.py``, ``pipeline/settings.py`` composing them into params.yaml) and this module types them all
 the same way: types (Literals, tuples, mappings, unions, nested dataclasses), bounds from a field's metadata
 (``meta(help, ge=…, gt=…, le=…)``), unknown keys refused with the closest known one. Pure Python.

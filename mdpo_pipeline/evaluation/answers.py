@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
-from mdpo_pipeline.evaluation.settings import GenerationSettings
+from mdpo_pipeline.core.eval.settings import GenerationSettings
 
 
 @dataclass(frozen=True)

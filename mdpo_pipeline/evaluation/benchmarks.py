@@ -32,7 +32,7 @@ from mdpo_pipeline.core.eval.mmhal import (
 from mdpo_pipeline.core.eval.pope import SPLITS, load_pope, pope_scores, read_pope_answers
 from mdpo_pipeline.core.io import atomic_path
 from mdpo_pipeline.evaluation.answers import Prompt
-from mdpo_pipeline.evaluation.settings import EvalSettings
+from mdpo_pipeline.core.eval.settings import EvalSettings
 
 EVAL_DIR = Path("artifacts") / "eval"
 

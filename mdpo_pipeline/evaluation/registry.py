@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mdpo_pipeline.evaluation.settings import GatePolicy
+from mdpo_pipeline.core.eval.settings import GatePolicy
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from mdpo_pipeline.evaluation.benchmarks import (
 from mdpo_pipeline.evaluation.registry import Decision, decide
 from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
 from mdpo_pipeline.pipeline.project import ConfigError, Project
-from mdpo_pipeline.evaluation.settings import EvalSettings
+from mdpo_pipeline.core.eval.settings import EvalSettings
 from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, load_settings
 from mdpo_pipeline.pipeline.train import base_model_location
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge

@@ -33,7 +33,7 @@ from mdpo_pipeline.core.io import canonical_json, write_json
 from mdpo_pipeline.core.methods import BASE
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
-from mdpo_pipeline.evaluation.settings import DESCRIPTION_BENCHMARKS, EvalSettings
+from mdpo_pipeline.core.eval.settings import DESCRIPTION_BENCHMARKS, EvalSettings
 from mdpo_pipeline.integrations.experiments import log_cell, log_report
 from mdpo_pipeline.integrations.launchers import launch_local
 from mdpo_pipeline.pipeline.evaluate import score_model

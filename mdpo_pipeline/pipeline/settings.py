@@ -48,7 +48,7 @@ from mdpo_pipeline.core import corruption, ingest, pairs
 from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.core.typed import build, key, layout, meta, plain
-from mdpo_pipeline.evaluation.settings import BENCHMARK_NAMES, EvalSettings
+from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES, EvalSettings
 from mdpo_pipeline.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
 from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY

@@ -237,10 +237,19 @@ def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     steps = []
     for path in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
         step = path.name.rsplit("-", 1)[1]
-        # trainer_state.json is the last file the Trainer writes into a checkpoint.
-        if step.isdigit() and (path / TRAINER_STATE_NAME).is_file():
+        # trainer_state.json is the last file the Trainer writes into a checkpoint, and a kill can land while it
+        # is being written: only a state that reads back whole marks the checkpoint complete.
+        if step.isdigit() and _reads_as_json(path / TRAINER_STATE_NAME):
             steps.append((int(step), path))
     return str(max(steps, key=lambda s: s[0])[1]) if steps else None
+
+
+def _reads_as_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:

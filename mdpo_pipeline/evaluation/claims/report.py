@@ -21,7 +21,7 @@ from mdpo_pipeline.evaluation.claims.plots import bar_plot, curve_plot
 from mdpo_pipeline.evaluation.claims.quantities import better_side, quantity
 from mdpo_pipeline.evaluation.claims.verdicts import NOT_TESTED, VERDICT_RULE
 from mdpo_pipeline.evaluation.report import PAPER_ABLATION_COLUMNS, PAPER_ABLATION_MODEL, PAPER_TABLE2, PAPER_TABLE3
-from mdpo_pipeline.evaluation.settings import DESCRIPTION_BENCHMARKS
+from mdpo_pipeline.core.eval.settings import DESCRIPTION_BENCHMARKS
 
 #: Paper Table 2's rows, in its order.
 ABLATION_ROWS = ("mdpo", "mdpo_no_conditional", "mdpo_no_anchor", "dpo")

@@ -1,7 +1,10 @@
 """The evaluation's settings, typed: which benchmarks, where their files are, how answers are generated, the registry
 gate. params.yaml:benchmark_scores is ``EvalSettings`` (``pipeline/settings.py`` gives ``root`` ShapeWorld's split as
-its default) and the benchmarks read it as ``EvalContext.settings``, checked once when params.yaml is read
-(``core/typed.py``). Plain dataclasses and no model stack, so checking settings stays cheap.
+its default) and the benchmarks read it as ``evaluation.benchmarks.EvalContext.settings``, checked once when
+params.yaml is read (``core/typed.py``).
+
+Plain data beside the scorers, like the data stages' configs (IngestConfig, PairsConfig, CorruptionConfig): typing
+params.yaml imports this module, so a data stage's derived code deps (dvc.yaml) hold no evaluation code.
 """
 
 from __future__ import annotations
