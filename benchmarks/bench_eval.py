@@ -36,11 +36,11 @@ from mdpo_pipeline.evaluation.generation import generate_answers, generate_one_b
 
 def _model(path: str | None, image_size: int):
     if path and Path(path, "config.json").is_file():
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
+        from mdpo_pipeline.training.models import load_model_and_processor
 
-        import mdpo_pipeline.shapeworld.vision  # noqa: F401  (registers the tiny model's CNN tower)
-
-        return LlavaForConditionalGeneration.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path), path
+        model, processor = load_model_and_processor(SHAPEWORLD_TINY, path)  # the pipeline's own loading path
+        return model.eval(), processor, path
     from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(image_size=image_size)

@@ -9,7 +9,6 @@ import shutil
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from mdpo_pipeline.core.corruption import CorruptionConfig, corrupt_images
