@@ -42,8 +42,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     import yaml
 
     from mdpo_pipeline.core.typed import field_docs
@@ -79,8 +77,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
         cfg = training_run_config(settings, method, placeholders)
         values = cfg.resolved(cuda=args.cuda)
         _, mdpo = cfg.parse(cuda=args.cuda)
-        methods[method] = {k: v for k, v in values.items() if k not in PIPELINE_SET or k == "base_model"} | {
-            "beta": mdpo.beta, "delta": mdpo.delta, "loss_weights": asdict(mdpo.mdpo_weights)}
+        methods[method] = {k: v for k, v in values.items() if k not in PIPELINE_SET or k == "base_model"} | (
+            mdpo.objective())
     resolved["reference_logprobs"]["max_length"] = settings.reference_logprobs.resolved_max_length(preset)
     resolved["training"] = {"methods": methods}
     print(yaml.safe_dump(resolved, sort_keys=False, width=120), end="")

@@ -453,8 +453,8 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train (``launch``: a run config in, the adapter's summary out; default a local subprocess), score and probe
     one cell; write its cell.json. A cell that already finished with today's settings is returned as it is."""
-    from mdpo_pipeline.core.losses import image_use_probe
     from mdpo_pipeline.training.reference import load_reference_cache
+    from mdpo_pipeline.training.run import trained_image_use_probe
 
     cell = plan.cell(key)
     if not force and (done := plan.done(cell)) is not None:
@@ -489,10 +489,9 @@ def run_cell(
     t0 = time.time()
     probe = None
     if adapter is not None:
-        beta = json.loads((adapter / "run_config.json").read_text())["beta"]  # as it trained: every run records it
         policy = load_reference_cache(_probe_logps(variant, adapter, probe_dir, name="policy"))
         reference = load_reference_cache(probe_dir / "probe_reference.parquet")
-        probe = image_use_probe(policy, reference, beta)
+        probe = trained_image_use_probe(adapter, policy, reference)
     timing["probe_s"] = time.time() - t0
     timing["total_s"] = time.time() - started
 

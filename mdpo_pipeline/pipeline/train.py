@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
 from mdpo_pipeline.core.plots import training_curves
 from mdpo_pipeline.pipeline.project import ConfigError, Project
-from mdpo_pipeline.core.typed import check, did_you_mean, type_hints
 from mdpo_pipeline.pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -126,20 +124,17 @@ def train_run_config(project: Project, method: str, output_dir: Path,
 def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) -> "TrainRunConfig":
     """params.yaml:training's values for ``method`` (typed against RunArguments and MDPOConfig, every error naming
     its key) with ``fixed`` (the pipeline's own keys), parsed into MDPOConfig the way the run will parse them."""
-    from mdpo_pipeline.training.config import MDPOConfig
-    from mdpo_pipeline.training.run import RunArguments, TrainRunConfig
+    from mdpo_pipeline.training.run import TrainRunConfig, typed_run_values
 
     if method not in METHODS:
         where = f"params.yaml:training.methods.{method}" if method in settings.training.methods else "method"
         raise ConfigError(f"{where}: unknown method: method must be one of {sorted(METHODS)}")
-    known = {f.name: (cls, f) for cls in (RunArguments, MDPOConfig) for f in fields(cls) if f.init}
-    values = {}
-    for key, (value, where) in settings.training.located(method).items():
-        if key not in known or key == "output_dir":
-            raise ConfigError(f"{where}: unknown key (method {method}): neither an MDPOConfig field nor a run "
-                              f"argument{did_you_mean(key, known)}")
-        cls, f = known[key]
-        values[key] = check(value, type_hints(cls)[key], f.metadata, where)
+    located = settings.training.located(method)
+    if "output_dir" in located:
+        raise ConfigError(f"{located['output_dir'][1]}: unknown key (method {method}): the pipeline sets each "
+                          "adapter's output_dir")
+    values = typed_run_values({k: v for k, (v, _) in located.items()}, lambda k: located[k][1],
+                              unknown=f"unknown key (method {method})")
     cfg = TrainRunConfig(values | fixed)
     environ = dict(os.environ)
     try:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl import DPOConfig
 
@@ -118,6 +119,10 @@ class MDPOConfig(DPOConfig):
                     f"MDPOConfig computes the mDPO loss itself: TRL's {name} must stay {required!r}, "
                     f"got {getattr(self, name)!r}"
                 )
+
+    def objective(self) -> dict[str, Any]:
+        """The loss this config trains with, as ``mdpo params`` shows it: β, δ and the resolved loss weights."""
+        return {"beta": self.beta, "delta": self.delta, "loss_weights": dataclasses.asdict(self.mdpo_weights)}
 
     @property
     def mdpo_weights(self) -> LossWeights:

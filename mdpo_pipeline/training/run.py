@@ -3,9 +3,10 @@
 `mdpo train --config run.json` calls ``run_training``; the launcher starts it as a local subprocess or
 inside the GPU container, so the same code runs on a laptop, in CI and on a GPU box. No Dagster here.
 
-The run config is one flat JSON object, parsed the way TRL parses its configs
-(``HfArgumentParser((RunArguments, MDPOConfig)).parse_dict``): the fields of ``RunArguments`` (data, base model,
-LoRA, threads, resume), any field of ``MDPOConfig`` (method, beta, delta, the loss-weight overrides, learning_rate,
+The run config is one flat JSON object, typed by the engine that types params.yaml (``core/typed.py``: every value
+checked against its field's type, an unknown key refused with the closest known one): the fields of
+``RunArguments`` (data, base model, LoRA, threads, resume), any field of ``MDPOConfig`` (method, delta, the
+loss-weight overrides, TRL's DPOConfig fields: learning_rate,
 per_device_train_batch_size, max_length, seed, ...), and ``output_dir``: the adapter directory (the Trainer's
 checkpoints go beside it, in ``<output_dir>.checkpoints``). An MDPOConfig field the run config leaves out takes,
 in this order, the base model preset's ``TrainingDefaults`` (presets.py), ``RUN_DEFAULTS`` below, and MDPOConfig's
@@ -22,11 +23,14 @@ import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.core.io import atomic_dir, write_json
+from mdpo_pipeline.core.typed import check, did_you_mean, type_hints
 from mdpo_pipeline.training.presets import get_preset
 
 if TYPE_CHECKING:
@@ -95,21 +99,37 @@ def mdpo_config_names() -> frozenset[str]:
     return frozenset(f.name for f in fields(MDPOConfig) if f.init)
 
 
+def typed_run_values(values: Mapping[str, Any], where: Callable[[str], str] | None = None,
+                     unknown: str = "unknown key") -> dict[str, Any]:
+    """``values`` with each checked against its RunArguments or MDPOConfig field's type (YAML/JSON lists made
+    tuples where the field wants one); an unknown key or a wrong type is a ConfigError naming ``where(key)`` (by
+    default the key itself)."""
+    from mdpo_pipeline.training.config import MDPOConfig
+
+    known = {f.name: (cls, f) for cls in (RunArguments, MDPOConfig) for f in fields(cls) if f.init}
+    if strays := sorted(set(values) - set(known)):
+        if where is None:
+            raise ConfigError(f"unknown run config key(s) {strays}: neither RunArguments nor MDPOConfig fields"
+                              f"{did_you_mean(strays[0], known)}")
+        raise ConfigError(f"{where(strays[0])}: {unknown}: neither an MDPOConfig field nor a run argument"
+                          f"{did_you_mean(strays[0], known)}")
+    where = where or str
+    return {name: check(value, type_hints(known[name][0])[name], known[name][1].metadata, where(name))
+            for name, value in values.items()}
+
+
 class TrainRunConfig(dict):
-    """One run's config: the flat JSON object ``mdpo train --config`` reads, as a dict whose keys also read as
-    attributes (a RunArguments field it lacks reads as its default). ``parse`` makes the RunArguments and the
-    MDPOConfig the run trains with."""
+    """One run's config: the flat JSON object ``mdpo train --config`` reads, typed (``typed_run_values``), as a dict
+    whose keys also read as attributes (a RunArguments field it lacks reads as its default). ``parse`` makes the
+    RunArguments and the MDPOConfig the run trains with."""
 
     REQUIRED = ("method", "output_dir", "pairs_dir", "image_root", "corrupted_dir")
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(typed_run_values(dict(*args, **kwargs)))
         missing = [k for k in self.REQUIRED if self.get(k) in (None, "")]
         if missing:
             raise ValueError(f"run config lacks {missing}")
-        unknown = sorted(set(self) - run_argument_names() - mdpo_config_names())
-        if unknown:
-            raise ValueError(f"unknown run config key(s) {unknown}: neither RunArguments nor MDPOConfig fields")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainRunConfig":
@@ -135,7 +155,7 @@ class TrainRunConfig(dict):
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in run_argument_names() | mdpo_config_names():
             raise AttributeError(f"{name!r} is neither a RunArguments nor an MDPOConfig field")
-        self[name] = value
+        self[name] = typed_run_values({name: value})[name]
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -159,14 +179,12 @@ class TrainRunConfig(dict):
 
     def parse(self, cuda: bool) -> tuple[RunArguments, "MDPOConfig"]:
         """(RunArguments, MDPOConfig) of this run on a machine with (``cuda``) or without a CUDA device."""
-        from transformers import HfArgumentParser
-
         from mdpo_pipeline.training.config import MDPOConfig
 
-        values = self.mdpo_values(cuda) | {k: v for k, v in self.items() if k in run_argument_names()}
-        values["output_dir"] = str(self.checkpoint_dir)
-        run_args, args = HfArgumentParser((RunArguments, MDPOConfig)).parse_dict(values, allow_extra_keys=False)
-        return run_args, args
+        # The preset's and RUN_DEFAULTS' values are typed here too: a preset is code, but a wrong type there
+        # should name its key as well as a run config's does.
+        values = typed_run_values(self.mdpo_values(cuda), lambda k: f"{self.base_model} preset / run default {k}")
+        return self.run_arguments(), MDPOConfig(**values, output_dir=str(self.checkpoint_dir))
 
     def resolved(self, cuda: bool) -> dict[str, Any]:
         """The run config with every value this pipeline decides filled in (RunArguments, output_dir = the adapter,
@@ -187,6 +205,19 @@ class TrainRunConfig(dict):
         values |= {f"{term}_weight": getattr(weights, term)
                    for term in ("conditional", "anchor", "anchor_rejected", "anchor_corrupted")}
         return values | {"lora_r": lora.r, "lora_alpha": lora.lora_alpha, "threads": threads}
+
+
+RUN_CONFIG_FILE = "run_config.json"
+
+
+def trained_image_use_probe(adapter: str | os.PathLike, policy: Mapping[str, Any],
+                            reference: Mapping[str, Any]) -> dict[str, Any]:
+    """``core.losses.image_use_probe`` of an adapter's log-probs against the reference's, at the β the adapter
+    trained with (its run_config.json records every value it trained with)."""
+    from mdpo_pipeline.core.losses import image_use_probe
+
+    trained = json.loads((Path(adapter) / RUN_CONFIG_FILE).read_text())
+    return image_use_probe(policy, reference, trained["beta"])
 
 
 def _plain(value: Any) -> Any:
@@ -325,7 +356,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     if accelerator.is_main_process:
         with atomic_dir(cfg.output_dir) as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
-            write_json(cfg.trained(args, peft_config, torch.get_num_threads()), tmp / "run_config.json")
+            write_json(cfg.trained(args, peft_config, torch.get_num_threads()), tmp / RUN_CONFIG_FILE)
             write_json(history, tmp / "log_history.json")
             write_json(summary, tmp / "summary.json")
             write_json(too_long, tmp / "dropped_pairs.json")
