@@ -10,6 +10,7 @@ import os
 import sys
 
 from mdpo_pipeline import use_private_defaults
+from mdpo_pipeline.core.errors import CLI_ERROR
 from mdpo_pipeline.core.eval.common import MODES
 from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES
 from mdpo_pipeline.pipeline.project import ConfigError, Project
@@ -144,7 +145,7 @@ def _train_on_ray(args: argparse.Namespace) -> int:
         try:
             summary = train_on_ray(TrainRunConfig.from_json(args.config), settings, ray_train_loop)
         except TrainingFailed as e:
-            print(f"mdpo: error: {e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
+            print(f"{CLI_ERROR}{e}", file=sys.stderr)  # the workers' tracebacks are in the message and above
             return 1
         if pipes is not None:
             # What Dagster records of the run beside its log: the outcome and the last logged training metrics.
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"mdpo: error: {e}", file=sys.stderr)
+        print(f"{CLI_ERROR}{e}", file=sys.stderr)
         return 2
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mdpo_pipeline.core.errors import CLI_ERROR
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 
@@ -73,6 +74,10 @@ def follow(proc: subprocess.Popen, log: Callable[[str], None], grace_s: float = 
         raise
     if proc.wait() != 0:
         args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
+        # A configuration error (the CLI's one-line "mdpo: error:", exit 2) is the message, not a log to dig in.
+        refused = [line for line in tail if line.startswith(CLI_ERROR)]
+        if proc.returncode == 2 and refused:
+            raise TrainingFailed(refused[-1].removeprefix(CLI_ERROR))
         raise TrainingFailed(f"`{args}` exited {proc.returncode}:\n" + "\n".join(tail))
 
 

@@ -50,6 +50,7 @@ from mdpo_pipeline.pipeline.stages import RUNNERS
 from mdpo_pipeline.pipeline.train import base_model_location, model_preset, train_run_config
 from mdpo_pipeline.shapeworld import generate_benchmarks
 from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
+from mdpo_pipeline.training.run import trained_image_use_probe
 
 GRID_DIR = Path("artifacts") / "grid"
 CELL_FILE = "cell.json"
@@ -454,7 +455,6 @@ def run_cell(
     """Train (``launch``: a run config in, the adapter's summary out; default a local subprocess), score and probe
     one cell; write its cell.json. A cell that already finished with today's settings is returned as it is."""
     from mdpo_pipeline.training.reference import load_reference_cache
-    from mdpo_pipeline.training.run import trained_image_use_probe
 
     cell = plan.cell(key)
     if not force and (done := plan.done(cell)) is not None:

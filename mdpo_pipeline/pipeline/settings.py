@@ -52,6 +52,7 @@ from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES, EvalSettings
 from mdpo_pipeline.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
 from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
+from mdpo_pipeline.training.presets import GENERIC, PRESETS
 from mdpo_pipeline.shapeworld.sft_settings import SFTSettings
 
 #: Where the ShapeWorld stage writes its raw VLFeedback files and its benchmark splits.
@@ -91,14 +92,27 @@ class RawSilkieSettings:
 class BaseModelSettings:
     """params.yaml:base_model: the model to align, and for the tiny ShapeWorld model its SFT."""
 
-    preset: str = field(default=SHAPEWORLD_TINY.name, metadata=meta(
-        "model preset: shapeworld-tiny (built here), llava-1.5-7b, qwen2.5-vl-3b, qwen2.5-vl-7b or gemma-3-4b"))
+    preset: str | None = field(default=None, metadata=meta(
+        "model preset: shapeworld-tiny (built here), auto (any image-text-to-text checkpoint at path, read from its "
+        "own files), llava-1.5-7b, qwen2.5-vl-3b, qwen2.5-vl-7b or gemma-3-4b; null: auto when path is set, else "
+        "shapeworld-tiny"))
     path: str | None = field(default=None, metadata=meta(
-        "local weights of a real preset; null: $MDPO_MODEL_DIR/<preset> or the offline hub cache"))
+        "local weights (a hub snapshot directory); null: $MDPO_MODEL_DIR/<preset> or the offline hub cache"))
     allow_remote_code: bool = field(default=False, metadata=meta(
         "let a preset that runs the checkpoint's own Python code (trust_remote_code) load"))
     sft: SFTSettings = field(default_factory=SFTSettings, metadata=meta(
         "the tiny model's supervised fine-tune (SFTSettings); unused by real presets"))
+
+    def __post_init__(self):
+        # A given path is never ignored: without a preset it is trained as it is (auto), and a model the pipeline
+        # builds itself cannot be pointed elsewhere.
+        if self.preset is None:
+            object.__setattr__(self, "preset", GENERIC if self.path else SHAPEWORLD_TINY.name)
+        elif self.path and self.preset in PRESETS and PRESETS[self.preset].built_here:
+            raise ValueError(
+                f"path: preset {self.preset!r} is built by the pipeline and reads no path, so {self.path[:200]!r} "
+                f"would be ignored; set preset: {GENERIC} (or the checkpoint's preset) to train that checkpoint, "
+                "or remove path")
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,16 @@ def model_preset(name: str) -> "ModelPreset":
 
 
 def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
-    """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real preset's local weights."""
-    from mdpo_pipeline.training.models import resolve_model_path
+    """The base model: SFT of the tiny VLM on ShapeWorld, or a pointer to a real checkpoint's local weights, checked
+    here (files, family or model type, processor, chat template) so a checkpoint that cannot train stops at this
+    stage."""
+    from mdpo_pipeline.training.models import check_base_model, checkpoint_model_type
 
     settings = load_settings(project)
     base = settings.base_model
     preset = model_preset(base.preset)
     out = project.data_dir("base_model")
-    if preset.hf_id is None:  # built by the pipeline itself
+    if preset.built_here:
         from mdpo_pipeline.shapeworld.sft import train_base_model
 
         world = project.path(settings.raw_silkie.reader.path)
@@ -50,8 +52,9 @@ def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
             world / "shapeworld_truth.jsonl", world / "merged_images", out, base.sft, progress=progress
         )
         return {"preset": preset.name, "path": project.rel(out), **metrics}
-    path = resolve_model_path(preset, project.path(base.path) if base.path else None)
-    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path}
+    path = check_base_model(preset, project.path(base.path) if base.path else None,
+                            allow_remote_code=base.allow_remote_code)
+    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path, "model_type": checkpoint_model_type(path)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "preset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

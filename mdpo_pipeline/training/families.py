@@ -12,6 +12,7 @@ weights, used by the tests, the benchmarks and ``mdpo checkpoint``. No ShapeWorl
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 from collections.abc import Iterable
@@ -37,12 +38,15 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from mdpo_pipeline.core.errors import ConfigError
+
 #: Files a loadable checkpoint directory must hold besides the weights (what `processor.save_pretrained` writes).
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-class CheckpointError(ValueError):
-    """A model directory or processor that cannot be used, naming the file or setting and what to do."""
+class CheckpointError(ConfigError):
+    """A model directory or processor that cannot be used, naming the file or setting and what to do (a
+    configuration error: the entry points print its message, not a traceback)."""
 
 
 # --- chat templates as the hub releases ship them -------------------------------------------------
@@ -352,19 +356,31 @@ def _torchvision_available() -> bool:
 
 
 def processor_class(family: Family) -> type:
-    """The family's processor class; without torchvision, the same class minus its video processor.
+    """The family's processor class, image-only where torchvision is missing (``image_only``)."""
+    return image_only(getattr(transformers, family.processor_class))
+
+
+def image_only(cls: type) -> type:
+    """A processor class without its video processor when torchvision is missing, else ``cls`` itself.
 
     Qwen-style processors declare a video processor that needs torchvision, which has no CPU build here and is
     not needed for images: the image-only class keeps the real class's name, so what it saves is what the real
     class would save and loads back with it wherever torchvision is installed."""
-    cls = getattr(transformers, family.processor_class)
     if "video_processor" not in cls.get_attributes() or _torchvision_available():
         return cls
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": __name__, "__doc__": cls.__doc__})
+    kept = [p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("self", "video_processor") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    # transformers matches a processor's saved settings against its __init__'s own argument names (its code
+    # object's, not a signature), so the image-only __init__ is written out with the class's names, minus the
+    # video part.
+    names = ", ".join(p.name for p in kept)
+    namespace: dict[str, Any] = {"base": cls}
+    exec(f"def __init__(self, {names}, **kwargs):\n"
+         f"    base.__init__(self, {', '.join(f'{n}={n}' for n in [p.name for p in kept])}, video_processor=None, "
+         "**kwargs)\n", namespace)
+    init = namespace["__init__"]
+    init.__defaults__ = tuple(None if p.default is p.empty else p.default for p in kept)
+    return type(cls.__name__, (cls,), {"__init__": init, "__module__": __name__, "__doc__": cls.__doc__})
 
 
 def family_of(model_dir: str | os.PathLike) -> str | None:

@@ -7,6 +7,7 @@ registered, by ``mdpo_pipeline.shapeworld``; loading calls the preset's own ``se
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,9 +16,19 @@ import transformers
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as IMAGE_TEXT
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.training.chat import check_chat_template
-from mdpo_pipeline.training.families import FAMILIES, CheckpointError, family_of, get_family, processor_class
+from mdpo_pipeline.training.families import (
+    FAMILIES,
+    CheckpointError,
+    family_of,
+    get_family,
+    image_only,
+    processor_class,
+)
 from mdpo_pipeline.training.presets import PRESETS, ModelPreset, get_preset
 
 
@@ -43,11 +54,11 @@ MODEL_DIR_ENV = "MDPO_MODEL_DIR"
 NON_LANGUAGE_PARTS = frozenset({"vision_tower", "vision_model", "visual", "multi_modal_projector", "lm_head"})
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(ConfigError, RuntimeError):
     """The model's weights are not on this machine and cannot be fetched (offline)."""
 
 
-class RemoteCodeNotAllowed(PermissionError):
+class RemoteCodeNotAllowed(ConfigError, PermissionError):
     """The model needs code from its hub repository and the caller did not opt in."""
 
 
@@ -73,6 +84,12 @@ def resolve_model_path(preset: str | ModelPreset, path: str | os.PathLike | None
         return str(_check_local(Path(path).expanduser(), preset))
     if (root := os.environ.get(MODEL_DIR_ENV)) and (Path(root) / preset.name).is_dir():
         return str(_check_local(Path(root).expanduser() / preset.name, preset))
+    if preset.generic:
+        raise ModelUnavailable(
+            f"base_model.preset {preset.name!r} trains the checkpoint at base_model.path, and none is set: set "
+            "base_model.path to the directory of a downloaded hub snapshot (config.json, *.safetensors, processor "
+            "and tokenizer files)"
+        )
     if preset.hf_id is None:
         raise ModelUnavailable(
             f"{preset.name}: no local copy; {preset.note}. Pass its output directory as path, or put it at "
@@ -112,29 +129,104 @@ def _quantization_config(quantization: str | None):
     )
 
 
-def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
-    """Stop before loading when ``path`` lacks a processor file or holds another family than ``preset``'s."""
-    if preset.family not in FAMILIES:
-        return  # a model built outside the families: its builder wrote it
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}/config.json cannot be read as JSON: {str(e)[:200]}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}/config.json is not a JSON object")
+    return config
+
+
+def checkpoint_model_type(path: str | os.PathLike) -> str | None:
+    """The ``model_type`` of the checkpoint at ``path`` (None for a hub id not yet downloaded)."""
+    return _read_config(Path(path)).get("model_type") if (Path(path) / "config.json").is_file() else None
+
+
+def checkpoint_classes(path: str | os.PathLike) -> tuple[str, type]:
+    """(model class name, processor class) of the checkpoint at ``path``, read from its own files: the class its
+    config.json's ``architectures`` names when transformers maps its model type to image-text-to-text, else the
+    one ``AutoModelForImageTextToText`` picks; the processor class its processor files name, else the model type's.
+    Only transformers' own classes load this way (never the checkpoint's code). A checkpoint that cannot be trained
+    this way is a CheckpointError naming the file and the reason."""
+    path = Path(path)
+    config = _read_config(path)
+    model_type = config.get("model_type")
+    where = f"{path}/config.json"
+    if config.get("auto_map") and model_type not in IMAGE_TEXT:
+        raise CheckpointError(
+            f"{where}: model_type {str(model_type)[:80]!r} exists only as the checkpoint's own Python code "
+            "(auto_map); base_model.preset auto loads transformers' own classes only. Review that code and add a "
+            "preset with requires_remote_code=True for it"
+        )
+    if not isinstance(model_type, str) or model_type not in IMAGE_TEXT:
+        raise CheckpointError(
+            f"{where}: model_type {str(model_type)[:80]!r} is not an image-text-to-text model type of transformers "
+            f"{transformers.__version__} (AutoModelForImageTextToText cannot load it); mDPO needs a model that "
+            "answers in text about an image"
+        )
+    if config.get("is_encoder_decoder"):
+        raise CheckpointError(
+            f"{where}: model_type {model_type!r} is an encoder-decoder model; the preference loss here scores a "
+            "decoder-only model's answer tokens"
+        )
+    named = [a for a in config.get("architectures") or [] if a in set(IMAGE_TEXT.values())]
+    model_class = named[0] if named else IMAGE_TEXT[model_type]
+    processor_name = None
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            try:
+                processor_name = json.loads((path / name).read_text()).get("processor_class")
+            except (OSError, ValueError, AttributeError):
+                processor_name = None
+            if processor_name:
+                break
+    processor_name = processor_name or PROCESSOR_MAPPING_NAMES.get(model_type)
+    cls = getattr(transformers, processor_name, None) if isinstance(processor_name, str) else None
+    if cls is None:
+        raise CheckpointError(
+            f"{path}: no processor class for model_type {model_type!r} (its processor files name none that "
+            f"transformers {transformers.__version__} has); an image needs a processor to become model inputs"
+        )
+    return model_class, image_only(cls)
+
+
+def _check_processor_files(path: Path, preset: ModelPreset) -> None:
+    source = f"hub snapshot of {preset.hf_id}" if preset.hf_id else "hub snapshot of the model"
     tokenizer_files = ("tokenizer.json", "tokenizer.model")
     if not any((path / name).is_file() for name in tokenizer_files):
         raise CheckpointError(
-            f"{preset.name}: {path} has no tokenizer ({' or '.join(tokenizer_files)}): copy the whole hub snapshot "
-            f"of {preset.hf_id}, processor files included, not only the weights"
+            f"{preset.name}: {path} has no tokenizer ({' or '.join(tokenizer_files)}): copy the whole {source}, "
+            "processor files included, not only the weights"
         )
     image_files = ("preprocessor_config.json", "processor_config.json")
     if not any((path / name).is_file() for name in image_files):
         raise CheckpointError(
             f"{preset.name}: {path} has no image processor settings ({' or '.join(image_files)}): copy the whole "
-            f"hub snapshot of {preset.hf_id}"
+            f"{source}"
         )
+
+
+def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
+    """Stop before loading when ``path`` lacks a processor file, holds another family than ``preset``'s, or (for
+    ``auto``) holds a model that cannot be trained here."""
+    if preset.generic:
+        _check_processor_files(path, preset)
+        checkpoint_classes(path)
+        return
+    if preset.family not in FAMILIES:
+        return  # a model built outside the families: its builder wrote it
+    _check_processor_files(path, preset)
     found = family_of(path)
     if found != preset.family:
-        what = f"a {found} checkpoint" if found else "a checkpoint of no supported family"
+        model_type = str(_read_config(path).get("model_type"))[:80]
+        what = f"a {found} checkpoint" if found else f"a checkpoint (model_type {model_type!r}) of no supported family"
         raise CheckpointError(
             f"base_model.preset {preset.name!r} expects a {preset.family} checkpoint, but {path}/config.json "
-            f"describes {what}; supported families: {sorted(FAMILIES)} (presets: "
-            f"{sorted(p.name for p in PRESETS.values() if p.family in FAMILIES)})"
+            f"describes {what}; supported families: {sorted(FAMILIES)} "
+            f"(presets: {sorted(p.name for p in PRESETS.values() if p.family in FAMILIES)}), or set "
+            "base_model.preset: auto to load it by its own config"
         )
 
 
@@ -144,13 +236,42 @@ def load_processor(preset: str | ModelPreset, source: str | os.PathLike, **kwarg
     preset = get_preset(preset)
     if preset.setup is not None:
         preset.setup()
-    if preset.classes:
+    if preset.generic:
+        cls = checkpoint_classes(source)[1]
+    elif preset.classes:
         cls = getattr(transformers, preset.classes[1])
     else:
         cls = processor_class(get_family(preset.family))
     processor = cls.from_pretrained(source, backend="pil", **kwargs)
     check_chat_template(processor, where=f"{preset.name} at {source}")
     return processor
+
+
+def check_base_model(preset: str | ModelPreset, path: str | os.PathLike | None = None, *,
+                     allow_remote_code: bool = False) -> str:
+    """Where ``preset``'s weights are (``resolve_model_path``), after every check that needs no weights: the
+    directory's files, the family or model type, remote code, the processor and its chat template. The
+    ``base_model`` stage calls it, so a checkpoint that cannot train stops there, not at the first forward."""
+    preset = get_preset(preset)
+    _check_remote_code(preset, allow_remote_code)
+    source = resolve_model_path(preset, path)
+    if Path(source).is_dir():
+        check_checkpoint_dir(Path(source), preset)
+        load_processor(preset, source, **_remote(preset))
+    return source
+
+
+def _check_remote_code(preset: ModelPreset, allow_remote_code: bool) -> None:
+    if preset.requires_remote_code and not allow_remote_code:
+        raise RemoteCodeNotAllowed(
+            f"{preset.name} ({preset.hf_id}) runs Python code from its hub repository (trust_remote_code). "
+            "Review that code, then pass allow_remote_code=True to load it"
+        )
+
+
+def _remote(preset: ModelPreset) -> dict:
+    """trust_remote_code only for a preset that opts in (``_check_remote_code`` has checked the user allowed it)."""
+    return {"trust_remote_code": True} if preset.requires_remote_code else {}
 
 
 def load_model_and_processor(
@@ -163,20 +284,17 @@ def load_model_and_processor(
 ):
     """Load a preset's model (safetensors only) and processor from local files; return (model, processor)."""
     preset = get_preset(preset)
-    if preset.requires_remote_code and not allow_remote_code:
-        raise RemoteCodeNotAllowed(
-            f"{preset.name} ({preset.hf_id}) runs Python code from its hub repository (trust_remote_code). "
-            "Review that code, then pass allow_remote_code=True to load it"
-        )
+    _check_remote_code(preset, allow_remote_code)
     source = resolve_model_path(preset, path)
     if Path(source).is_dir():
         check_checkpoint_dir(Path(source), preset)
-    remote = {"trust_remote_code": True} if preset.requires_remote_code else {}
+    remote = _remote(preset)
     # The processor first: a checkpoint without usable processor files fails before gigabytes of weights load.
     processor = load_processor(preset, source, **remote)
     bnb = _quantization_config(quantization)
     dtype = getattr(torch, preset.dtype) if torch.cuda.is_available() else torch.float32
-    model = getattr(transformers, preset.model_class).from_pretrained(
+    model_class = checkpoint_classes(source)[0] if preset.generic else preset.model_class
+    model = getattr(transformers, model_class).from_pretrained(
         source,
         dtype=dtype,
         use_safetensors=True,
@@ -188,12 +306,33 @@ def load_model_and_processor(
 
 
 def language_model_linear_names(model: torch.nn.Module) -> list[str]:
-    """Full names of the language model's linear layers: no vision tower, projector or lm_head (LoRA targets)."""
+    """Full names of the language model's linear layers: no vision tower, projector or lm_head (LoRA targets).
+
+    The language model is the model's own decoder (``get_decoder()``, which every transformers VLM answers), found
+    in the module tree, so no list of vision-part names has to know a new model type; a model without one (the
+    tiny ShapeWorld model) falls back to leaving out NON_LANGUAGE_PARTS."""
+    decoder = _decoder(model)
+    if decoder is not None:
+        prefix = next(name for name, module in model.named_modules() if module is decoder)
+        return [f"{prefix}.{name}" if prefix else name
+                for name, module in decoder.named_modules() if isinstance(module, torch.nn.Linear)]
     return [
         name
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and not NON_LANGUAGE_PARTS.intersection(name.split("."))
     ]
+
+
+def _decoder(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The language model inside ``model`` when it names one that is a proper part of it, else None."""
+    get_decoder = getattr(model, "get_decoder", None)
+    try:
+        decoder = get_decoder() if callable(get_decoder) else None
+    except (AttributeError, NotImplementedError):
+        return None
+    if not isinstance(decoder, torch.nn.Module) or decoder is model:
+        return None
+    return decoder if any(module is decoder for _, module in model.named_modules()) else None
 
 
 def lora_config(model, preset: str | ModelPreset, r: int | None = None, alpha: int | None = None):

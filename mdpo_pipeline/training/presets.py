@@ -60,8 +60,10 @@ class ModelPreset:
     """A base model the pipeline can align: where it comes from, how to load it and how to train it."""
 
     name: str
-    hf_id: str | None  #: hub id; None for models the pipeline builds itself
-    family: str  #: a VLM family of ``families.FAMILIES``, or the name of a model built outside them
+    hf_id: str | None  #: hub id; None for models the pipeline builds itself and for ``auto``
+    #: a VLM family of ``families.FAMILIES``; GENERIC: whatever the checkpoint's own files say; or the name of a
+    #: model built outside them
+    family: str
     dtype: str = "bfloat16"  #: weights dtype on GPU; CPU loads use float32
     requires_remote_code: bool = False  #: loading runs the checkpoint's own Python code (trust_remote_code)
     lora_r: int = 64
@@ -75,13 +77,29 @@ class ModelPreset:
     setup: Callable[[], None] | None = field(default=None, compare=False)
 
     @property
+    def generic(self) -> bool:
+        """Whether the classes and tokens come from the checkpoint's own files (``auto``), not from this preset."""
+        return self.family == GENERIC
+
+    @property
+    def built_here(self) -> bool:
+        """Whether the pipeline builds this model itself (no hub id, not a checkpoint the user points at)."""
+        return self.hf_id is None and not self.generic
+
+    @property
     def model_class(self) -> str:
-        """The transformers class the weights load into."""
+        """The transformers class the weights load into (a generic preset's is read from its checkpoint)."""
+        if self.generic:
+            raise ValueError(f"{self.name}: the model class is read from the checkpoint (models.checkpoint_classes)")
         if self.classes:
             return self.classes[0]
         from mdpo_pipeline.training.families import get_family  # imports transformers: only when loading
 
         return get_family(self.family).model_class
+
+
+#: The family of the preset that trains any image-text-to-text checkpoint transformers loads.
+GENERIC = "auto"
 
 #: Presets whose family has a tiny offline checkpoint test (tests/test_families.py) proving every pipeline step.
 PRESETS: dict[str, ModelPreset] = {
@@ -107,6 +125,14 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
+#: Not a hub model but any checkpoint the user points at: everything model-specific is read from its own files.
+AUTO = ModelPreset(
+    GENERIC, None, GENERIC,
+    note="any image-text-to-text checkpoint at base_model.path: its model and processor classes, image tokens and "
+    "stop tokens are read from its own config and processor files (the paper's LoRA and training defaults)",
+)
+
+
 def register_preset(preset: ModelPreset) -> ModelPreset:
     """Add a preset built outside this layer to ``PRESETS`` (again with the same preset: nothing happens)."""
     if PRESETS.setdefault(preset.name, preset) != preset:
@@ -118,8 +144,10 @@ def get_preset(preset: str | ModelPreset) -> ModelPreset:
     """The preset itself, or the one registered under that name."""
     if isinstance(preset, ModelPreset):
         return preset
+    if preset == GENERIC:
+        return AUTO
     try:
         return PRESETS[preset]
     except KeyError:
-        raise KeyError(f"unknown model preset {preset!r}; known: {sorted(PRESETS)}") from None
+        raise KeyError(f"unknown model preset {preset!r}; known: {sorted([*PRESETS, GENERIC])}") from None
 
