@@ -168,14 +168,34 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
-    from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, describe
+    from mdpo_pipeline.training.builder import build_tiny
+    from mdpo_pipeline.training.families import FAMILIES, CheckpointError, build_checkpoint, describe
 
     try:
-        model, _ = build_checkpoint(args.family, args.out, size=args.size, seed=args.seed, image_size=args.image_size)
+        if args.family in FAMILIES:
+            model, _ = build_checkpoint(args.family, args.out, size=args.size, seed=args.seed,
+                                        image_size=args.image_size)
+        elif args.size != "tiny":
+            raise CheckpointError(f"--size {args.size}: only the families {sorted(FAMILIES)} have mid and full sizes; "
+                                  f"a model type ({args.family!r}) is built tiny")
+        else:
+            model, _ = build_tiny(args.family, args.out, seed=args.seed, image_size=args.image_size)
     except CheckpointError as e:
         print(f"mdpo checkpoint: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"family": args.family, "size": args.size, "path": args.out, **describe(model)}))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mdpo_pipeline.evaluation.model_sweep import sweep, table
+
+    page = table(sweep(args.model_type or None, progress=lambda line: print(line, file=sys.stderr, flush=True)))
+    if args.write:
+        Path(args.write).write_text(page)
+    print(page, end="")
     return 0
 
 
@@ -258,17 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "settings (ray_address, num_workers, ...) come from SETTINGS, a JSON file, or without it "
                             "from the environment (MDPO_RAY_ADDRESS, MDPO_RAY_NUM_WORKERS, ...)")
     train.set_defaults(func=_cmd_train)
-    ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family in the hub's "
-                          "layout (an offline stand-in for real weights: tests, benchmarks, trying the pipeline)")
-    # Names are checked by build_checkpoint (which lists the known ones): importing transformers here would slow
+    ckpt = sub.add_parser("checkpoint", help="write a random-initialised checkpoint of a real VLM family or model type "
+                          "in the hub's layout (an offline stand-in for real weights: tests, benchmarks, trying the "
+                          "pipeline)")
+    # Names are checked by the builders (which list the known ones): importing transformers here would slow
     # down every `mdpo data` call that dvc makes.
-    ckpt.add_argument("family", help="llava-1.5, qwen2.5-vl or gemma-3 (training.families.FAMILIES)")
+    ckpt.add_argument("family", help="a family (llava-1.5, qwen2.5-vl, gemma-3: every size) or a transformers model "
+                      "type (llava, qwen3_vl, idefics3, mllama, ...: tiny; training.builder.MODEL_TYPES)")
     ckpt.add_argument("--out", required=True, help="directory to write (config.json, safetensors, processor files)")
     ckpt.add_argument("--size", default="tiny", help="tiny: tests; mid: CPU benchmarks; full: the release's own "
                       "dimensions (LLaVA-1.5-7B, Qwen2.5-VL-7B, Gemma-3-4B; needs a GPU's memory)")
     ckpt.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     ckpt.add_argument("--image-size", type=int, help="input image side in pixels (default: the size's own)")
     ckpt.set_defaults(func=_cmd_checkpoint)
+    models = sub.add_parser("models", help="try every image-text-to-text model type of this transformers as a user's "
+                            "checkpoint would be (works / refused with the reason / not built here / bug) and print "
+                            "the table")
+    models.add_argument("model_type", nargs="*", help="only these model types (default: all of them)")
+    models.add_argument("--write", metavar="FILE", help="also write the table there (docs/model_types.md)")
+    models.set_defaults(func=_cmd_models)
     score = sub.add_parser("score", help="score an answer file made anywhere, in the benchmark's official layout")
     score.add_argument("benchmark", choices=BENCHMARK_NAMES, help="the benchmark whose official layout the files have")
     score.add_argument("--answers", required=True,

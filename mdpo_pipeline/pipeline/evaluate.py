@@ -30,7 +30,7 @@ from mdpo_pipeline.evaluation.report import comparison_chart, comparison_table
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.core.eval.settings import EvalSettings
 from mdpo_pipeline.pipeline.settings import SHAPEWORLD_BENCHMARKS, Settings, load_settings
-from mdpo_pipeline.pipeline.train import base_model_location
+from mdpo_pipeline.pipeline.train import base_model_location, base_model_name
 from mdpo_pipeline.shapeworld.judge import ShapeWorldJudge
 
 
@@ -180,7 +180,8 @@ def run_benchmark_scores(
     out = model_dir(project, key)
     record = score_model(project, key, adapter=adapter_dir(project, key, preset), out=out, settings=everything,
                          judge=judge, progress=progress, log=log)
-    run_id = log_scores(project, key, preset, record, out, uri, experiment) if uri else None
+    name = base_model_name(project, everything)
+    run_id = log_scores(project, key, name, record, out, uri, experiment) if uri else None
     return {"scores": record["scores"], "path": str(out / "scores.json"), "judge": record["judge"],
             "mlflow_run_id": run_id}
 
@@ -196,8 +197,9 @@ def _latest_version(client, name: str, method: str):
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def log_scores(project: Project, key: str, preset: str, record: dict, out: Path, uri: str, experiment: str) -> str:
-    """Log the scores to the adapter's training run (its newest registry version), or to a "base" run."""
+def log_scores(project: Project, key: str, name: str, record: dict, out: Path, uri: str, experiment: str) -> str:
+    """Log the scores to the adapter's training run (the newest version of the registered model ``name``), or to a
+    "base" run."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
     from mlflow.utils.time import get_current_time_millis
@@ -207,13 +209,13 @@ def log_scores(project: Project, key: str, preset: str, record: dict, out: Path,
     exp_id = experiment_id(client, experiment, project.root / "mlartifacts")
     run_id = None
     if key != BASE:
-        version = _latest_version(client, registered_model_name(preset), key) if client.search_registered_models(
-            filter_string=f"name = '{registered_model_name(preset)}'") else None
+        version = _latest_version(client, registered_model_name(name), key) if client.search_registered_models(
+            filter_string=f"name = '{registered_model_name(name)}'") else None
         run_id = version.run_id if version else None
     now = get_current_time_millis()
     if run_id is None:
         run_id = client.create_run(exp_id, start_time=now, run_name=f"{key}-eval",
-                                   tags={"method": key, "base_model": preset}).info.run_id
+                                   tags={"method": key, "base_model": name}).info.run_id
         client.set_terminated(run_id, "FINISHED", end_time=now)
     metrics = [Metric(f"eval/{k}", float(v), now, 0) for k, v in record["scores"].items() if v is not None]
     client.log_batch(run_id, metrics=metrics)
@@ -265,7 +267,7 @@ def run_comparison_report(project: Project, *, uri: str | None = None, experimen
     models, left_out = scored_models(project)
     if not models:
         raise ConfigError("no model has benchmark scores yet: materialize benchmark_scores first")
-    preset, _ = base_model_location(project)
+    preset = base_model_name(project)
     table = comparison_table({k: v["scores"] for k, v in models.items()}, preset)
     judges = sorted({v["judge"] for v in models.values() if v.get("judge")})
     markdown = table.markdown(judge_note="MMHal judge: " + "; ".join(judges))
@@ -302,8 +304,7 @@ def run_registry_decision(project: Project, *, uri: str) -> dict[str, Any]:
     models, left_out = scored_models(project)
     if BASE not in models:
         raise ConfigError("the base model has no scores yet: materialize benchmark_scores[base] first")
-    preset, _ = base_model_location(project, settings)
-    name = registered_model_name(preset)
+    name = registered_model_name(base_model_name(project, settings))
     client = MlflowClient(uri)
     candidates = {k: v for k, v in models.items() if k != BASE}
     # Best first on the primary metric, so the champion is compared against the strongest passing candidate.

@@ -54,7 +54,10 @@ def run_base_model(project: Project, progress: bool = False) -> dict[str, Any]:
         return {"preset": preset.name, "path": project.rel(out), **metrics}
     path = check_base_model(preset, project.path(base.path) if base.path else None,
                             allow_remote_code=base.allow_remote_code)
-    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path, "model_type": checkpoint_model_type(path)}
+    model_type = checkpoint_model_type(path)
+    # An auto checkpoint is named by what it is, so two of them are two registered models, not one called "auto".
+    name = f"{model_type}-{Path(path).name}" if preset.generic else preset.name
+    summary = {"preset": preset.name, "hf_id": preset.hf_id, "path": path, "model_type": model_type, "name": name}
     out.mkdir(parents=True, exist_ok=True)
     (out / "preset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
@@ -70,6 +73,16 @@ def base_model_location(project: Project, settings: Settings | None = None) -> t
     if not (out / "config.json").is_file():
         raise FileNotFoundError(f"{out} holds no model: materialize base_model first")
     return (settings or load_settings(project)).base_model.preset, str(out)
+
+
+def base_model_name(project: Project, settings: Settings | None = None) -> str:
+    """The base model's name in the registry and the reports: its preset's, or for ``auto`` the checkpoint's model
+    type and directory (as the base_model stage recorded it)."""
+    pointer = project.data_dir("base_model") / "preset.json"
+    if pointer.is_file():
+        info = json.loads(pointer.read_text())
+        return info.get("name", info["preset"])
+    return base_model_location(project, settings)[0]
 
 
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
@@ -177,7 +190,8 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
     config = json.loads(saved.read_text()) if saved.is_file() else dict(cfg)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    record = TrainingRecord(cfg.method, cfg.base_model, out, config, history, lock_hashes(project.root),
+    name = base_model_name(project)
+    record = TrainingRecord(cfg.method, name, out, config, history, lock_hashes(project.root),
                             tags=dict(tags or {}), curves=curves, started_at=summary.get("started_at"),
                             ended_at=summary.get("ended_at"))
     artifact_root = project.root / "mlartifacts"
@@ -188,5 +202,5 @@ def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment
     exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
     return {"mlflow_run_id": run_id, "registered_version": version, "curves": curves, "experiment_id": exp_id,
             "run_url": run_ui_url(exp_id, run_id),
-            "version_url": model_version_ui_url(registered_model_name(cfg.base_model), version)}
+            "version_url": model_version_ui_url(registered_model_name(name), version)}
 

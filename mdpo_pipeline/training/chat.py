@@ -18,14 +18,15 @@ from mdpo_pipeline.training.families import CheckpointError
 _IMAGE_PROBE = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts a text with its BOS token on its own (Llama, Gemma: yes; Qwen: no)."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 def with_bos(tokenizer, text: str) -> str:
     """``text`` starting with the BOS token when the tokenizer would add one and the template did not write it."""
-    if _adds_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
+    if adds_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
         return tokenizer.bos_token + text
     return text
 

@@ -19,7 +19,6 @@ import torch
 from transformers import ProcessorMixin
 from transformers.data.data_collator import DataCollatorMixin
 from trl.data_utils import prepare_multimodal_messages
-from trl.trainer.utils import flush_left
 
 from mdpo_pipeline.core.images import as_rgb
 from mdpo_pipeline.training.chat import preference_texts
@@ -38,8 +37,10 @@ REFERENCE_COLUMNS: dict[str, str] = {
     "rejected": "ref_rejected_logps",
     "chosen_corrupted": "ref_chosen_corrupted_logps",
 }
-#: Per-token processor outputs some VLMs need besides input_ids (Gemma, Qwen2.5-VL), as TRL's collator keeps them.
-_PER_TOKEN_KEYS = ("token_type_ids", "mm_token_type_ids")
+#: The token tensors the collator builds itself; every other processor output shaped (rows, tokens, ...) is a
+#: per-token output of the model type (Gemma's token_type_ids, Qwen's mm_token_type_ids, Mllama's
+#: cross_attention_mask) and travels with its tokens.
+_OWN_KEYS = ("input_ids", "attention_mask")
 _MAX_LISTED = 10
 
 
@@ -170,24 +171,29 @@ class DataCollatorForMDPO(DataCollatorMixin):
             return_tensors=self.return_tensors,
             add_special_tokens=False,
         )
-        completion_batch = self.processor(
-            text=completions,
+        # An answer holds no image: its tokens are the tokenizer's (some processors refuse text without images).
+        completion_batch = self.processor.tokenizer(
+            completions,
             padding=True,
             padding_side="right",
             return_tensors=self.return_tensors,
             add_special_tokens=False,
         )
         completion_ids, completion_mask = completion_batch["input_ids"], completion_batch["attention_mask"]
+        rows, prompt_length = prompt_batch["input_ids"].shape
+        # An answer token carries what the prompt's last token does (left padding: always a real token): text for
+        # token types, "sees the image" for Mllama's cross-attention mask.
         per_token = {
-            key: torch.cat((prompt_batch[key], completion_batch.get(key, torch.zeros_like(completion_ids))), dim=1)
-            for key in _PER_TOKEN_KEYS
-            if key in prompt_batch
+            key: torch.cat((value, value[:, -1:].expand(-1, completion_ids.shape[1], *value.shape[2:])), dim=1)
+            for key, value in prompt_batch.items()
+            if key not in _OWN_KEYS and torch.is_tensor(value) and value.dim() >= 2
+            and value.shape[:2] == (rows, prompt_length)
         }
         attention_mask = torch.cat((prompt_batch["attention_mask"], completion_mask), dim=1)
         input_ids = torch.cat((prompt_batch["input_ids"], completion_ids), dim=1)
         completion_mask = torch.cat((torch.zeros_like(prompt_batch["attention_mask"]), completion_mask), dim=1)
         # Prompts are left-padded: flush_left moves every row to start at position 0, as TRL's collator does.
-        attention_mask, input_ids, completion_mask, *packed = flush_left(
+        attention_mask, input_ids, completion_mask, *packed = _flush_left(
             attention_mask, input_ids, completion_mask, *per_token.values()
         )
         output = prompt_batch  # keeps the image tensors (pixel_values, image_sizes, ...)
@@ -202,6 +208,19 @@ class DataCollatorForMDPO(DataCollatorMixin):
                 [example[REFERENCE_COLUMNS[view]] for view in self.views for example in examples], dtype=torch.float32
             )
         return output
+
+
+def _flush_left(mask: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``mask`` and ``tensors`` with each row's tokens moved to start at position 0 and the all-padding columns
+    dropped (TRL's flush_left), for tensors of any rank (rows, tokens, ...)."""
+    length = mask.shape[1]
+    index = (torch.arange(length, device=mask.device) + mask.argmax(dim=1, keepdim=True)) % length
+    width = int((mask.gather(1, index).sum(dim=0) > 0).sum())
+    out = []
+    for t in (mask, *tensors):
+        moved = t.gather(1, index.view(*index.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
+        out.append(moved[:, :width])
+    return out
 
 
 def prompt_lengths(dataset: datasets.Dataset, processor: ProcessorMixin, withhold_image: bool = False) -> list[int]:

@@ -317,6 +317,28 @@ def _gemma3(tokenizer, size: str, image_size: int | None):
 _BUILDERS = {"llava-1.5": _llava, "qwen2.5-vl": _qwen25_vl, "gemma-3": _gemma3}
 
 
+def reinit_zeros(model: torch.nn.Module, std: float = 0.02, gates: bool = False) -> list[str]:
+    """Re-initialise (normal, ``std``) every all-zero weight matrix, so that every input reaches the output.
+
+    transformers zero-initialises some projections (Gemma 3's mm_input_projection_weight): on a random checkpoint
+    images would then change nothing. With ``gates``, all-zero scalar gates (Mllama's tanh gates on cross-attention)
+    are opened to 1, since a gate of ~std would let images through only faintly. Call under the caller's seed.
+    Returns the names re-initialised."""
+    names = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_meta or param.any():  # a meta tensor (a model sized, never run) holds no values
+                continue
+            if param.dim() >= 2:
+                param.normal_(0.0, std)
+            elif gates and param.numel() == 1:
+                param.fill_(1.0)
+            else:
+                continue
+            names.append(name)
+    return names
+
+
 def build_checkpoint(
     family: str,
     out_dir: str | os.PathLike | None = None,
@@ -338,6 +360,7 @@ def build_checkpoint(
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)
         model = getattr(transformers, fam.model_class)(config).to(dtype)
+        reinit_zeros(model, getattr(config, "initializer_range", None) or 0.02)
     gen = model.generation_config
     gen.bos_token_id = tokenizer.bos_token_id
     gen.pad_token_id = tokenizer.pad_token_id
@@ -376,8 +399,8 @@ def image_only(cls: type) -> type:
     names = ", ".join(p.name for p in kept)
     namespace: dict[str, Any] = {"base": cls}
     exec(f"def __init__(self, {names}, **kwargs):\n"
-         f"    base.__init__(self, {', '.join(f'{n}={n}' for n in [p.name for p in kept])}, video_processor=None, "
-         "**kwargs)\n", namespace)
+         "    kwargs['video_processor'] = None\n"
+         f"    base.__init__(self, {', '.join(f'{n}={n}' for n in [p.name for p in kept])}, **kwargs)\n", namespace)
     init = namespace["__init__"]
     init.__defaults__ = tuple(None if p.default is p.empty else p.default for p in kept)
     return type(cls.__name__, (cls,), {"__init__": init, "__module__": __name__, "__doc__": cls.__doc__})

@@ -54,6 +54,15 @@ MODEL_DIR_ENV = "MDPO_MODEL_DIR"
 NON_LANGUAGE_PARTS = frozenset({"vision_tower", "vision_model", "visual", "multi_modal_projector", "lm_head"})
 
 
+#: Model types transformers loads as image-text-to-text that would train wrongly here, and why (the sweep of
+#: every type, ``evaluation/model_sweep.py``, finds them).
+UNTRAINABLE: dict[str, str] = {
+    "paligemma": "a prefix-LM: its answer tokens must be marked as the suffix (token_type_ids 1) to attend "
+    "causally, which the preference collator does not write; trained as it is, each answer token would see the "
+    "ones after it",
+}
+
+
 class ModelUnavailable(ConfigError, RuntimeError):
     """The model's weights are not on this machine and cannot be fetched (offline)."""
 
@@ -166,6 +175,8 @@ def checkpoint_classes(path: str | os.PathLike) -> tuple[str, type]:
             f"{transformers.__version__} (AutoModelForImageTextToText cannot load it); mDPO needs a model that "
             "answers in text about an image"
         )
+    if model_type in UNTRAINABLE:
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not trained here: {UNTRAINABLE[model_type]}")
     if config.get("is_encoder_decoder"):
         raise CheckpointError(
             f"{where}: model_type {model_type!r} is an encoder-decoder model; the preference loss here scores a "
