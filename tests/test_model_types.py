@@ -34,7 +34,7 @@ from mdpo_pipeline.training.models import (
     load_model_and_processor,
     lora_config,
 )
-from mdpo_pipeline.training.presets import GENERIC
+from mdpo_pipeline.training.presets import GENERIC, MODEL_TYPE_PRESETS
 from mdpo_pipeline.training.reference import (
     completion_logps,
     compute_reference_logprobs,
@@ -192,3 +192,14 @@ def test_mdpo_checkpoint_builds_a_model_type_the_user_path_trains(tmp_path, caps
     assert main(["checkpoint", "qwen3_vl", "--size", "mid", "--out", str(tmp_path / "m")]) == 2
     assert main(["checkpoint", "no_such_type", "--out", str(tmp_path / "n")]) == 2
     assert "no_such_type" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_TYPE_PRESETS))
+def test_a_model_type_preset_is_a_hub_id_over_the_generic_path_and_checks_its_type(name, built, tmp_path):
+    """A preset is data: its hub id, the paper's defaults and the model type it expects, proven above."""
+    preset = MODEL_TYPE_PRESETS[name]
+    assert preset.generic and preset.hf_id and preset.model_type in TYPES
+    assert check_base_model(name, built[preset.model_type]) == str(built[preset.model_type])
+    other = next(t for t in TYPES if t != preset.model_type)
+    with pytest.raises(CheckpointError, match=f"expects a {preset.model_type} checkpoint.*model_type '{other}'"):
+        check_base_model(name, built[other])

@@ -94,8 +94,9 @@ class BaseModelSettings:
 
     preset: str | None = field(default=None, metadata=meta(
         "model preset: shapeworld-tiny (built here), auto (any image-text-to-text checkpoint at path, read from its "
-        "own files), llava-1.5-7b, qwen2.5-vl-3b, qwen2.5-vl-7b or gemma-3-4b; null: auto when path is set, else "
-        "shapeworld-tiny"))
+        "own files), a family's (llava-1.5-7b, qwen2.5-vl-3b, qwen2.5-vl-7b, gemma-3-4b) or a proven model type's "
+        "(qwen3-vl-8b, qwen2-vl-7b, internvl3.5-8b, llava-onevision-7b, idefics3-8b, llama-3.2-11b-vision, "
+        "aya-vision-8b); null: auto when path is set, else shapeworld-tiny"))
     path: str | None = field(default=None, metadata=meta(
         "local weights (a hub snapshot directory); null: $MDPO_MODEL_DIR/<preset> or the offline hub cache"))
     allow_remote_code: bool = field(default=False, metadata=meta(

@@ -225,6 +225,12 @@ def check_checkpoint_dir(path: Path, preset: ModelPreset) -> None:
     if preset.generic:
         _check_processor_files(path, preset)
         checkpoint_classes(path)
+        found = _read_config(path).get("model_type")
+        if preset.model_type is not None and found != preset.model_type:
+            raise CheckpointError(
+                f"base_model.preset {preset.name!r} expects a {preset.model_type} checkpoint, but {path}/config.json "
+                f"says model_type {str(found)[:80]!r}; set base_model.preset: auto to load it by its own config"
+            )
         return
     if preset.family not in FAMILIES:
         return  # a model built outside the families: its builder wrote it

@@ -75,6 +75,8 @@ class ModelPreset:
     classes: tuple[str, str] | None = None
     #: called before loading: registers the model's own classes with transformers' Auto classes
     setup: Callable[[], None] | None = field(default=None, compare=False)
+    #: a generic preset's transformers model type (its checkpoint's config.json must say it); None: any (``auto``)
+    model_type: str | None = None
 
     @property
     def generic(self) -> bool:
@@ -133,6 +135,30 @@ AUTO = ModelPreset(
 )
 
 
+#: Hub models of the model types proven on the generic path (tests/test_model_types.py): a hub id, the paper's
+#: training defaults, nothing model-specific; each loads as ``auto`` does and checks its checkpoint's model type.
+MODEL_TYPE_PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct", GENERIC, model_type="qwen3_vl",
+                    note="not in the paper: Qwen3-VL (DeepStack visual features, interleaved M-RoPE)"),
+        ModelPreset("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct", GENERIC, model_type="qwen2_vl",
+                    note="not in the paper: Qwen2-VL, dynamic resolution with M-RoPE"),
+        ModelPreset("internvl3.5-8b", "OpenGVLab/InternVL3_5-8B-HF", GENERIC, model_type="internvl",
+                    note="not in the paper: InternVL3.5 in transformers' own format (the -HF release)"),
+        ModelPreset("llava-onevision-7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", GENERIC,
+                    model_type="llava_onevision", note="not in the paper: LLaVA-OneVision, any-resolution tiles"),
+        ModelPreset("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3", GENERIC, model_type="idefics3",
+                    note="not in the paper: Idefics3, image splitting with a pixel-shuffle connector"),
+        ModelPreset("llama-3.2-11b-vision", "meta-llama/Llama-3.2-11B-Vision-Instruct", GENERIC,
+                    model_type="mllama", note="not in the paper: Llama 3.2 Vision, cross-attention to the image "
+                    "(a gated hub repository: accept its licence before downloading)"),
+        ModelPreset("aya-vision-8b", "CohereLabs/aya-vision-8b", GENERIC, model_type="aya_vision",
+                    note="not in the paper: Aya Vision, multilingual (CC-BY-NC licence)"),
+    )
+}
+
+
 def register_preset(preset: ModelPreset) -> ModelPreset:
     """Add a preset built outside this layer to ``PRESETS`` (again with the same preset: nothing happens)."""
     if PRESETS.setdefault(preset.name, preset) != preset:
@@ -146,8 +172,8 @@ def get_preset(preset: str | ModelPreset) -> ModelPreset:
         return preset
     if preset == GENERIC:
         return AUTO
-    try:
-        return PRESETS[preset]
-    except KeyError:
-        raise KeyError(f"unknown model preset {preset!r}; known: {sorted([*PRESETS, GENERIC])}") from None
+    found = PRESETS.get(preset) or MODEL_TYPE_PRESETS.get(preset)
+    if found is None:
+        raise KeyError(f"unknown model preset {preset!r}; known: {sorted([*PRESETS, *MODEL_TYPE_PRESETS, GENERIC])}")
+    return found
 
