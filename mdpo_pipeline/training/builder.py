@@ -148,12 +148,12 @@ MODEL_TYPES: tuple[str, ...] = tuple(_TYPES)
 
 #: Model types of the image-text-to-text mapping this builder cannot make, and why.
 NOT_BUILT: dict[str, str] = {
+    "smolvlm": "SmolVLMProcessor reads its video processor (torchvision, not installed) even to render an image-only "
+               "chat, and needs the num2words package",
     "mistral3": "PixtralProcessor imports torchvision at module level (image_processing_pixtral), not installed",
-    "smolvlm": "SmolVLMProcessor requires the num2words package, not installed",
     "gemma3n": "its vision tower is timm's MobileNetV5 (TimmWrapperModel), and timm is not installed",
-    "gemma4": "Gemma4Processor passes video_processor=None by keyword to ProcessorMixin, which the image-only "
-              "processor (families.image_only, no torchvision) rejects; its config also ships without a vision "
-              "tower (vision_config=None) and with per-layer overrides keyed by the release's 30 layer indices",
+    "gemma4": "its default config has no vision tower (vision_config=None) and per-layer overrides keyed by the "
+              "release's 30 layer indices, which the generic shrinking cannot rescale yet",
 }
 
 
