@@ -1,0 +1,59 @@
+"""Padding-free batches (training/packing.py): one packed forward gives every row's summed answer log-probs as the
+padded forward does, for each model type it allows; the others are refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mdpo_pipeline.training.data import DataCollatorForMDPO
+from mdpo_pipeline.training.packing import NOT_PACKABLE, PACKABLE, pack, packable, packed_completion_logps, pad_share
+from mdpo_pipeline.training.reference import completion_logps
+from tests.test_families import LOGP_ATOL, _examples
+from tests.test_model_types import TYPES, _load, built  # noqa: F401
+
+
+def test_every_trained_model_type_is_packable_or_refused_with_a_reason():
+    assert set(TYPES) == PACKABLE | set(NOT_PACKABLE)
+    for model_type in NOT_PACKABLE:
+        ok, why = packable(model_type)
+        assert not ok and why
+    assert packable("no_such_type") == (False, "model type 'no_such_type' has no packed == padded proof")
+
+
+@pytest.mark.parametrize("model_type", sorted(PACKABLE))
+def test_packed_log_probs_equal_padded(built, model_type):
+    """Images of different sizes, answers of different lengths: the padded batch has pads to save."""
+    model, processor = _load(built, model_type)
+    batch = DataCollatorForMDPO(processor)(_examples())
+    assert pad_share(batch) > 0
+    with torch.no_grad():
+        padded = completion_logps(model, batch)
+        packed = packed_completion_logps(model, batch)
+    torch.testing.assert_close(packed, padded, atol=LOGP_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", sorted(t for t in NOT_PACKABLE if t.startswith("qwen")))
+def test_a_refused_type_would_be_wrong_packed(built, model_type):
+    """Why M-RoPE types are refused: their image positions run over the whole packed row."""
+    model, processor = _load(built, model_type)
+    batch = DataCollatorForMDPO(processor)(_examples())
+    with torch.no_grad():
+        gap = (packed_completion_logps(model, batch) - completion_logps(model, batch)).abs().max()
+    assert gap > 1e-3
+
+
+def test_pack_keeps_every_real_token_and_restarts_positions_per_row():
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]),
+             "completion_mask": torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]]),
+             "pixel_values": torch.ones(2, 3)}
+    packed, segments = pack(batch, width=5)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert packed["completion_mask"].tolist() == [[0, 1, 1, 0, 1]]
+    assert segments.tolist() == [[0, 0, 0, 1, 1]] and torch.equal(packed["pixel_values"], batch["pixel_values"])
+    assert "attention_mask" not in packed and pad_share(batch) == 0.375
+    packed, segments = pack(batch)  # no wider than the longest row (3): two packed rows, in order
+    assert packed["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2], [0, 1, 0]] and segments.tolist() == [[0, 0, 0], [1, 1, -1]]
