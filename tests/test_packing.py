@@ -3,14 +3,28 @@ padded forward does, for each model type it allows; the others are refused with 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+from mdpo_pipeline.shapeworld.tiny import build_tiny_llava
+from mdpo_pipeline.training import packing
 from mdpo_pipeline.training.data import DataCollatorForMDPO
-from mdpo_pipeline.training.packing import NOT_PACKABLE, PACKABLE, pack, packable, packed_completion_logps, pad_share
+from mdpo_pipeline.training.packing import (
+    NOT_PACKABLE,
+    PACKABLE,
+    pack,
+    packable,
+    packed_completion_logps,
+    pad_share,
+    use_packing,
+)
 from mdpo_pipeline.training.reference import completion_logps
+from mdpo_pipeline.training.trainer import MDPOTrainer
 from tests.test_families import LOGP_ATOL, _examples
 from tests.test_model_types import TYPES, _load, built  # noqa: F401
+from tests.test_trainer import IMAGE_SIZE, artifacts, config, dataset, lora, one_thread, record_losses  # noqa: F401
 
 
 def test_every_trained_model_type_is_packable_or_refused_with_a_reason():
@@ -57,3 +71,28 @@ def test_pack_keeps_every_real_token_and_restarts_positions_per_row():
     packed, segments = pack(batch)  # no wider than the longest row (3): two packed rows, in order
     assert packed["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
     assert packed["position_ids"].tolist() == [[0, 1, 2], [0, 1, 0]] and segments.tolist() == [[0, 0, 0], [1, 1, -1]]
+
+
+def test_the_trainer_packs_where_proven_and_trains_as_padded(tmp_path, dataset):
+    """Two steps each way on the tiny LLaVA: the second step's loss carries the first step's gradient."""
+    losses = {}
+    for packed in (True, False):
+        model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+        trainer = MDPOTrainer(model, args=config(tmp_path / str(packed), packed_rows=packed, max_steps=2),
+                              train_dataset=dataset, processing_class=processor, peft_config=lora())
+        assert trainer.logps is (packed_completion_logps if packed else completion_logps)
+        losses[packed] = record_losses(trainer)
+        trainer.train()
+    assert losses[True][1] != losses[True][0]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_an_unproven_type_stays_padded_with_one_warning(built, monkeypatch):
+    monkeypatch.setattr(packing, "_WARNED", set())
+    model, _ = _load(built, "qwen2_5_vl")
+    with pytest.warns(UserWarning, match=r"packed_rows: qwen2_5_vl batches stay padded: M-RoPE"):
+        assert use_packing(model, True) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert use_packing(model, True) is False and use_packing(model, False) is False
+    assert use_packing(_load(built, "llava")[0], True) is True

@@ -100,7 +100,7 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
     out = project.data_dir("reference_logprobs") / "reference.parquet"
     summary = compute_reference_logprobs(
         model, processor, dataset, settings.reference_logprobs.batch_size, out, progress=progress,
-        max_length=max_length,
+        max_length=max_length, packed_rows=settings.training.common.get("packed_rows", True) is not False,
     )
     summary = {"preset": preset, **summary}
     stored = {k: v for k, v in summary.items() if k != "timing"}  # timings vary: they go to the metadata only

@@ -73,6 +73,14 @@ class MDPOConfig(DPOConfig):
             "during training; None computes the reference live every step."
         },
     )
+    packed_rows: bool = field(
+        default=True,
+        metadata={
+            "help": "Pack each batch's rows into padding-free sequences (training/packing.py) for the policy and the "
+            "live reference, wherever the model type is proven (packing.PACKABLE); other types stay padded, with "
+            "one warning. False pads every batch to its longest row."
+        },
+    )
     withhold_image: bool | None = field(
         default=None,
         metadata={

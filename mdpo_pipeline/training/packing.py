@@ -10,12 +10,13 @@ by its segment, equal to ``reference.completion_logps`` of the padded batch.
 
 Packing holds only where the position ids are the only thing a row's start resets. Model types whose image
 positions or masks are computed over the whole batch row (Qwen's M-RoPE index, Mllama's cross-attention mask) are
-refused with the reason; ``packable`` says which. This module is the exact path and its proof; the trainer and the
-reference cache do not call it yet.
+refused with the reason; ``packable`` says which. The trainer (policy and live reference) and the reference
+cache pack by ``MDPOConfig.packed_rows``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ NOT_PACKABLE = {
                     "sequence",
     "mllama": "its cross-attention mask is per row of the batch (rows, tokens, images, tiles)",
 }
+_WARNED: set[str | None] = set()  # model types whose fallback was announced (once per process)
 #: Batch entries that are laid out per token and must be packed with the tokens.
 _PER_TOKEN = ("input_ids", "completion_mask")
 #: Batch entries that are not model inputs.
@@ -42,6 +44,20 @@ def packable(model_type: str | None) -> tuple[bool, str]:
     if model_type in PACKABLE:
         return True, ""
     return False, NOT_PACKABLE.get(model_type or "", f"model type {model_type!r} has no packed == padded proof")
+
+
+def use_packing(model: torch.nn.Module, requested: bool) -> bool:
+    """Whether ``model``'s batches are packed: when ``requested`` and its model type is proven; a requested type
+    that is not proven falls back to padding with one warning naming it and why."""
+    if not requested:
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    ok, why = packable(model_type)
+    if not ok and model_type not in _WARNED:
+        _WARNED.add(model_type)
+        warnings.warn(f"packed_rows: {model_type} batches stay padded: {why}", stacklevel=2)
+    return ok
 
 
 def pack(batch: dict[str, Any], width: int | None = None) -> tuple[dict[str, Any], torch.Tensor]:
@@ -61,20 +77,21 @@ def pack(batch: dict[str, Any], width: int | None = None) -> tuple[dict[str, Any
         if bins[-1] and sum(lengths[r] for r in bins[-1]) + n > width:
             bins.append([])
         bins[-1].append(row)
-    packed = {key: torch.zeros(len(bins), width, dtype=batch[key].dtype) for key in _PER_TOKEN}
-    packed["position_ids"] = torch.zeros(len(bins), width, dtype=torch.long)
-    segments = torch.full((len(bins), width), -1, dtype=torch.long)
+    device = mask.device
+    packed = {key: torch.zeros(len(bins), width, dtype=batch[key].dtype, device=device) for key in _PER_TOKEN}
+    packed["position_ids"] = torch.zeros(len(bins), width, dtype=torch.long, device=device)
+    segments = torch.full((len(bins), width), -1, dtype=torch.long, device=device)
     for b, rows in enumerate(bins):
         at = 0
         for row in rows:
             n = lengths[row]
             for key in _PER_TOKEN:
                 packed[key][b, at:at + n] = batch[key][row][mask[row]]
-            packed["position_ids"][b, at:at + n] = torch.arange(n)
+            packed["position_ids"][b, at:at + n] = torch.arange(n, device=device)
             segments[b, at:at + n] = row
             at += n
         # The filler restarts its positions too: a document of its own that no row attends to.
-        packed["position_ids"][b, at:] = torch.arange(width - at)
+        packed["position_ids"][b, at:] = torch.arange(width - at, device=device)
     extra = {k: v for k, v in batch.items() if k not in (*_PER_TOKEN, *_NOT_INPUTS)}
     return packed | extra, segments
 

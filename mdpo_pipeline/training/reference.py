@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
+from mdpo_pipeline.training.packing import packed_completion_logps, use_packing
 from mdpo_pipeline.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
 
 #: Cache column -> the view whose reference log-prob it holds (docs/method.md, "Objective": summed over answer tokens).
@@ -161,11 +162,13 @@ def compute_reference_logprobs(
     progress: bool = False,
     *,
     max_length: int | None = 1024,
+    packed_rows: bool = True,
 ) -> dict[str, Any]:
     """Write the reference's summed log-probs of (chosen, image), (rejected, image), (chosen, corrupted image).
 
     The parquet (pair_id + CACHE_COLUMNS, float64) replaces ``out_path`` atomically; its metadata holds the
-    returned summary. ``max_length`` must equal the training config's, since it truncates the same way. A PEFT
+    returned summary. ``max_length`` must equal the training config's, since it truncates the same way;
+``packed_rows`` packs the batches where the model type allows (training/packing.py), as training does. A PEFT
     model is evaluated as the trainer's reference (``reference_mode``). The model runs in its own dtype and
     device; a trainer that autocasts differently sees reference values that differ by that rounding.
     """
@@ -180,6 +183,7 @@ def compute_reference_logprobs(
     collator = DataCollatorForMDPO(processor, views=tuple(VIEWS), max_length=max_length)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collator)
     device = next(model.parameters()).device
+    forward = packed_completion_logps if use_packing(model, packed_rows) else completion_logps
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -188,7 +192,7 @@ def compute_reference_logprobs(
         with torch.no_grad(), reference_mode(model):
             for batch in tqdm(loader, desc="reference log-probs", disable=not progress):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                chunks.append(completion_logps(model, batch).double().cpu().view(len(VIEWS), -1))
+                chunks.append(forward(model, batch).double().cpu().view(len(VIEWS), -1))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ from trl import DPOTrainer
 from mdpo_pipeline.core.losses import mdpo_loss
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import REFERENCE_COLUMNS, DataCollatorForMDPO
+from mdpo_pipeline.training.packing import packed_completion_logps, use_packing
 from mdpo_pipeline.training.reference import (
     completion_logps,
     load_reference_cache,
@@ -123,6 +124,8 @@ class MDPOTrainer(DPOTrainer):
         super().__init__(model, ref_model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
         if self.aux_loss_enabled:
             raise NotImplementedError("MoE router auxiliary losses are not added to the mDPO loss")
+        # One decision per run, announced once: the policy and the live reference run the same forward.
+        self.logps = packed_completion_logps if use_packing(self.model, args.packed_rows) else completion_logps
         if data_collator is None:
             # TRL built its own vision collator (and settled the pad token); ours adds the corrupted-image rows.
             self.data_collator = DataCollatorForMDPO(
@@ -142,16 +145,16 @@ class MDPOTrainer(DPOTrainer):
         """The reference's summed log-probs for every row of the batch, without gradient."""
         with torch.no_grad(), _checkpointing_off(self.model):
             if self.ref_model is not None:
-                return completion_logps(self.ref_model, inputs)
+                return self.logps(self.ref_model, inputs)
             with reference_mode(self.accelerator.unwrap_model(self.model)):
-                return completion_logps(self.model, inputs)
+                return self.logps(self.model, inputs)
 
     def _compute_loss(self, model, inputs, return_outputs):
         if return_outputs:
             raise NotImplementedError("MDPOTrainer returns no logits: use prediction_loss_only")
         mode = "train" if self.model.training else "eval"
         n_views = len(self.views)
-        policy_logps = completion_logps(model, inputs)
+        policy_logps = self.logps(model, inputs)
         reference_logps = inputs["ref_logps"] if "ref_logps" in inputs else self._reference_logps(inputs)
         policy = policy_logps.chunk(n_views)
         reference = reference_logps.to(policy_logps.dtype).chunk(n_views)
