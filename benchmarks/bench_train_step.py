@@ -51,6 +51,7 @@ import argparse
 import contextlib
 import copy
 import gc
+import json
 import statistics
 import tempfile
 import time
@@ -78,6 +79,8 @@ from mdpo_pipeline.shapeworld.tiny import build_tiny_llava, shapeworld_words
 from mdpo_pipeline.training.trainer import MDPOTrainer
 
 
+#: What --json writes: one record per (model, variant) measured.
+RECORDS: list[dict] = []
 VARIANTS = {"a": "DPO, live ref", "b": "mDPO, cached ref", "c": "mDPO, live ref", "d": "paper 4-call loop"}
 TINY = "tiny"
 MODEL_NAMES = (TINY, *families.FAMILIES)
@@ -292,6 +295,7 @@ def make_variant(key, name, model, processor, dataset, cache, args, out: Path) -
         reference_cache=str(cache) if key == "b" else None, per_device_train_batch_size=args.pairs,
         report_to=[], use_cpu=args.device == "cpu", bf16=args.dtype == "bfloat16", max_length=MAX_LENGTH,
         save_strategy="no", disable_tqdm=True, activation_checkpointing=args.gradient_checkpointing,
+        packed_rows=args.packed_rows,
     )  # fmt: skip
     shape = Shape.of(model)
     lora = lora_config(model, PRESET[name], r=args.lora_r, alpha=args.lora_alpha)
@@ -371,6 +375,13 @@ def print_model(name: str, model_info: str, variants: list[Variant], args, stopp
         tflops = v.flops / med / 1e12
         mfu = f"{100 * tflops / args.peak_tflops:5.1f}%" if args.peak_tflops else "-"
         peak = f"{(v.resident() + v.transient) / _GIB:9.1f}" if cuda else "-"
+        RECORDS.append({
+            "model": name, "variant": VARIANTS[v.key], "packed_rows": args.packed_rows and v.trainer.logps is not
+            completion_logps and v.key != "d", "s_per_step": round(med, 4), "min_s": round(min(v.times), 4),
+            "tokens_per_s": round(v.tokens / med, 1), "tflop_per_step": round(v.flops / 1e12, 4),
+            "mfu": round(tflops / args.peak_tflops, 4) if args.peak_tflops else None,
+            "peak_gib": round((v.resident() + v.transient) / _GIB, 2) if cuda else None,
+        })  # fmt: skip
         print(f"   ({v.key}) {VARIANTS[v.key]:<18} {min(v.times) * 1e3:8.0f} {med * 1e3:10.0f} {v.flops / 1e12:11.4f} "
               f"{tflops:8.3f} {mfu:>6} {v.tokens / med:8.0f} {args.pairs / med:8.2f} {peak:>9}")  # fmt: skip
     if len(medians) == 4:
@@ -405,7 +416,8 @@ def bench_model(name: str, args, root: Path, data: dict, deadline: float | None)
     models = {"a": base, **{key: copy.deepcopy(base) for key in "bcd"}}
     cache = root / f"ref-{name}.parquet"
     with unhashed_cache():
-        compute_reference_logprobs(base, processor, dataset, args.pairs, cache, max_length=MAX_LENGTH)
+        compute_reference_logprobs(base, processor, dataset, args.pairs, cache, max_length=MAX_LENGTH,
+                                   packed_rows=args.packed_rows)
     variants = [
         make_variant(key, name, models[key], processor, dataset, cache, args, root / name) for key in VARIANTS
     ]
@@ -451,6 +463,10 @@ def parse_args() -> argparse.Namespace:
                     help="pad embeddings and LM head to the release's vocabulary (default: on at full, off at mid)")
     ap.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s of the device in --dtype, for the MFU "
                     "(default: 989, H100/H200 SXM bf16, on cuda; none on cpu, where only TFLOP/s is printed)")
+    ap.add_argument("--packed-rows", action=argparse.BooleanOptionalAction, default=True,
+                    help="pack each batch's rows padding-free where the model type allows (MDPOConfig.packed_rows; "
+                    "the paper's 4-call loop stays padded)")
+    ap.add_argument("--json", type=Path, help="also write the measurements there, one record per model and variant")
     ap.add_argument("--time-limit", type=float, help="seconds: stop starting rounds and models when the limit "
                     "nears and print what was measured (default: no limit)")
     args = ap.parse_args()
@@ -488,7 +504,8 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"device {args.device} ({where}), "
           f"{args.dtype}, B={args.pairs} pairs, {args.answer_tokens}-token answers, {args.warmup} warm-up + "
-          f"{args.steps} timed rounds, MFU peak {args.peak_tflops or '-'} TFLOP/s")  # fmt: skip
+          f"{args.steps} timed rounds, MFU peak {args.peak_tflops or '-'} TFLOP/s, "
+          f"{'packed' if args.packed_rows else 'padded'} rows")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         data: dict[int, datasets.Dataset] = {}
         last_cost = 0.0
@@ -507,6 +524,8 @@ def main() -> None:
                     torch.cuda.empty_cache()
             last_cost = time.monotonic() - t0
     print(f"\ntotal {time.monotonic() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(RECORDS, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def test_max_length_is_one_setting_for_the_reference_cache_and_every_training_ru
     monkeypatch.setattr(models, "load_model_and_processor", lambda *a, **kw: (None, None))
     monkeypatch.setattr(training_data, "load_preference_dataset", lambda *a: [])
 
-    def compute(model, processor, dataset, batch_size, out, progress=False, max_length=None):
+    def compute(model, processor, dataset, batch_size, out, progress=False, max_length=None, packed_rows=True):
         seen["reference"] = max_length
+        assert packed_rows is True  # params.yaml:training.packed_rows, default on
         out.parent.mkdir(parents=True, exist_ok=True)
         return {"n": 0}
 
