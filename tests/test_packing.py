@@ -18,6 +18,7 @@ from mdpo_pipeline.training.packing import (
     packable,
     packed_completion_logps,
     pad_share,
+    rope_positions,
     use_packing,
 )
 from mdpo_pipeline.training.reference import completion_logps
@@ -37,24 +38,25 @@ def test_every_trained_model_type_is_packable_or_refused_with_a_reason():
 
 @pytest.mark.parametrize("model_type", sorted(PACKABLE))
 def test_packed_log_probs_equal_padded(built, model_type):
-    """Images of different sizes, answers of different lengths: the padded batch has pads to save."""
+    """Images of different sizes, answers of different lengths: packed rows no longer than the longest padded one
+    (the default), and every row of the batch in one packed row."""
     model, processor = _load(built, model_type)
     batch = DataCollatorForMDPO(processor)(_examples())
     assert pad_share(batch) > 0
+    everything = int(batch["attention_mask"].sum())
     with torch.no_grad():
         padded = completion_logps(model, batch)
-        packed = packed_completion_logps(model, batch)
-    torch.testing.assert_close(packed, padded, atol=LOGP_ATOL, rtol=0)
+        for width in (None, everything):
+            torch.testing.assert_close(packed_completion_logps(model, batch, width), padded, atol=LOGP_ATOL, rtol=0)
+    assert pack(batch, everything, rope_positions(model, batch))[0]["input_ids"].shape[0] == 1
 
 
-@pytest.mark.parametrize("model_type", sorted(t for t in NOT_PACKABLE if t.startswith("qwen")))
-def test_a_refused_type_would_be_wrong_packed(built, model_type):
-    """Why M-RoPE types are refused: their image positions run over the whole packed row."""
-    model, processor = _load(built, model_type)
+def test_a_refused_type_would_break_packed(built):
+    """Why Mllama is refused: its per-row cross-attention mask cannot follow two rows into one packed row."""
+    model, processor = _load(built, "mllama")
     batch = DataCollatorForMDPO(processor)(_examples())
-    with torch.no_grad():
-        gap = (packed_completion_logps(model, batch) - completion_logps(model, batch)).abs().max()
-    assert gap > 1e-3
+    with torch.no_grad(), pytest.raises(RuntimeError, match="must match the size"):
+        packed_completion_logps(model, batch, int(batch["attention_mask"].sum()))
 
 
 def test_pack_keeps_every_real_token_and_restarts_positions_per_row():
@@ -89,8 +91,8 @@ def test_the_trainer_packs_where_proven_and_trains_as_padded(tmp_path, dataset):
 
 def test_an_unproven_type_stays_padded_with_one_warning(built, monkeypatch):
     monkeypatch.setattr(packing, "_WARNED", set())
-    model, _ = _load(built, "qwen2_5_vl")
-    with pytest.warns(UserWarning, match=r"packed_rows: qwen2_5_vl batches stay padded: M-RoPE"):
+    model, _ = _load(built, "mllama")
+    with pytest.warns(UserWarning, match=r"packed_rows: mllama batches stay padded: its cross-attention mask"):
         assert use_packing(model, True) is False
     with warnings.catch_warnings():
         warnings.simplefilter("error")

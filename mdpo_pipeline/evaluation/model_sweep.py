@@ -3,8 +3,8 @@
 For each type: the pipeline's verdict from the type alone (refused: encoder-decoder, a type that would train
 wrongly); else a tiny checkpoint from ``builder.build_tiny`` (or why none can be built here), checked as a user's
 ``base_model: {path}`` would be (``check_base_model``), loaded, and put through the quick guarantees: the three
-views in one forward equal separate forwards, another image moves the answers, batched greedy generation equals one
-at a time, LoRA finds language-model layers. The full guarantees of the types that work are
+views in one forward equal separate forwards (and packed rows equal padded ones where packing is allowed), another
+image moves the answers, batched greedy generation equals one at a time, LoRA finds language-model layers. The full guarantees of the types that work are
 ``tests/test_model_types.py``. ``mdpo models`` prints the table (``--write`` puts it in ``docs/model_types.md``).
 """
 
@@ -32,6 +32,7 @@ from mdpo_pipeline.training.models import (
     language_model_linear_names,
     load_model_and_processor,
 )
+from mdpo_pipeline.training.packing import packable, packed_completion_logps
 from mdpo_pipeline.training.presets import GENERIC
 from mdpo_pipeline.training.reference import completion_logps, ensure_fused_lm_head
 
@@ -80,8 +81,14 @@ def _prove(path: Path) -> str:
                               for v in ("chosen", "rejected", "chosen_corrupted") for e in examples])
         swapped = [dict(e, image=e["corrupted_image"]) for e in examples]
         moved = (together - completion_logps(model, DataCollatorForMDPO(processor)(swapped))).abs()[:4]
+        model_type = model.config.model_type
+        ok, why = packable(model_type)
+        batch = DataCollatorForMDPO(processor)(examples)
+        packed_gap = float((packed_completion_logps(model, batch, int(batch["attention_mask"].sum()))
+                            - together).abs().max()) if ok else None
     gap = float((together - separate).abs().max())
     assert gap <= ATOL, f"three views in one forward differ from separate forwards by {gap:.2g}"
+    assert packed_gap is None or packed_gap <= ATOL, f"packed rows differ from padded ones by {packed_gap:.2g}"
     assert float(moved.max()) > 1e-2, f"another image moves the answers' log-probs by {float(moved.max()):.2g} only"
     with tempfile.TemporaryDirectory() as tmp:
         prompts = []
@@ -94,7 +101,8 @@ def _prove(path: Path) -> str:
     assert batched == single, "batched greedy generation differs from one at a time"
     targets = language_model_linear_names(model)
     assert targets, "no language-model linear layers for LoRA"
-    return (f"three views == separate (max gap {gap:.1e}); another image moves log-probs by up to "
+    packing = f"packed == padded (max gap {packed_gap:.1e})" if ok else f"not packed: {why}"
+    return (f"three views == separate (max gap {gap:.1e}); {packing}; another image moves log-probs by up to "
             f"{float(moved.max()):.2f}; batched generation == single; {len(targets)} LoRA targets")
 
 

@@ -8,35 +8,32 @@ kernels on CUDA, an exact SDPA/eager mask on CPU). The images stay as they are: 
 each row's image features land on its own placeholders. ``packed_completion_logps`` sums each row's answer log-probs
 by its segment, equal to ``reference.completion_logps`` of the padded batch.
 
-Packing holds only where the position ids are the only thing a row's start resets. Model types whose image
-positions or masks are computed over the whole batch row (Qwen's M-RoPE index, Mllama's cross-attention mask) are
+Every per-token tensor (token types, Qwen's multimodal rotary positions computed on the padded batch) is packed
+with its tokens. A model type whose image inputs are laid out per batch row (Mllama's cross-attention mask) is
 refused with the reason; ``packable`` says which. The trainer (policy and live reference) and the reference
 cache pack by ``MDPOConfig.packed_rows``.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
 import torch
 
-#: Model types whose packed log-probs equal the padded ones (tests/test_packing.py proves each).
-PACKABLE = frozenset({"llava", "llava_next", "llava_onevision", "internvl", "aya_vision", "idefics3", "gemma3"})
-#: Why a proven model type is not packed (the collator falls back to padding for it).
+#: Model types whose packed log-probs equal the padded ones (tests/test_packing.py proves each, rows packed together
+#: and each row alone).
+PACKABLE = frozenset({"llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
+                      "gemma3", "idefics3", "internvl", "aya_vision"})
+#: Why a proven model type is not packed (its batches stay padded).
 NOT_PACKABLE = {
-    "qwen2_vl": "M-RoPE: the rotary index of image tokens is computed over the whole row, not per packed sequence",
-    "qwen2_5_vl": "M-RoPE: the rotary index of image tokens is computed over the whole row, not per packed sequence",
-    "qwen3_vl": "M-RoPE: the rotary index of image tokens is computed over the whole row, not per packed sequence",
-    "qwen3_vl_moe": "M-RoPE: the rotary index of image tokens is computed over the whole row, not per packed "
-                    "sequence",
-    "mllama": "its cross-attention mask is per row of the batch (rows, tokens, images, tiles)",
+    "mllama": "its cross-attention mask is laid out per row of the batch (rows, tokens, images, tiles): two rows in "
+              "one packed row would each need the other's images",
 }
 _WARNED: set[str | None] = set()  # model types whose fallback was announced (once per process)
-#: Batch entries that are laid out per token and must be packed with the tokens.
-_PER_TOKEN = ("input_ids", "completion_mask")
-#: Batch entries that are not model inputs.
-_NOT_INPUTS = ("completion_mask", "ref_logps", "attention_mask")
+#: Batch entries that are not packed: the padding mask packing replaces, the cached reference log-probs (per row).
+_NOT_PACKED = ("attention_mask", "ref_logps")
 
 
 def packable(model_type: str | None) -> tuple[bool, str]:
@@ -60,16 +57,22 @@ def use_packing(model: torch.nn.Module, requested: bool) -> bool:
     return ok
 
 
-def pack(batch: dict[str, Any], width: int | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+def pack(batch: dict[str, Any], width: int | None = None,
+         rope: torch.Tensor | None = None) -> tuple[dict[str, Any], torch.Tensor]:
     """(the batch packed: its rows' real tokens laid end to end, in their order, into as few packed rows of at most
-    ``width`` tokens as that allows (default: the longest row's length), each token with its own row's position id;
-    the image tensors unchanged; for each packed position the batch row it came from, -1 for the filler at the end
-    of a packed row).
+    ``width`` tokens as that allows (default: the longest row's length), every per-token tensor with them, each
+    token with its own row's position id; the image tensors unchanged; for each packed position the batch row it
+    came from, -1 for the filler at the end of a packed row).
+
+    ``rope``: the model's own multimodal rotary positions of the padded batch, (axes, rows, tokens) (Qwen's M-RoPE);
+    they are packed with the tokens and the position ids become (1 + axes, packed rows, width), the first axis the
+    per-row text positions that transformers builds the packed attention mask from.
 
     Rows keep their order, so the images keep theirs whatever the model type's image tensors look like; one long
     packed row would cost attention over its whole length on a kernel without varlen (CPU), so a packed row is no
     longer than the longest padded one."""
     mask = batch["attention_mask"].bool()
+    rows, length = mask.shape
     lengths = [int(n) for n in mask.sum(dim=1)]
     width = width or max(lengths)
     bins: list[list[int]] = [[]]
@@ -77,38 +80,60 @@ def pack(batch: dict[str, Any], width: int | None = None) -> tuple[dict[str, Any
         if bins[-1] and sum(lengths[r] for r in bins[-1]) + n > width:
             bins.append([])
         bins[-1].append(row)
+    # Every tensor laid out (rows, tokens, ...) travels with its tokens: input_ids, completion_mask, token types.
+    per_token = {k: v for k, v in batch.items() if k not in _NOT_PACKED and torch.is_tensor(v) and v.dim() >= 2
+                 and v.shape[:2] == (rows, length)}
+    if rope is not None:
+        per_token["rope"] = rope.permute(1, 2, 0)  # (rows, tokens, axes)
     device = mask.device
-    packed = {key: torch.zeros(len(bins), width, dtype=batch[key].dtype, device=device) for key in _PER_TOKEN}
-    packed["position_ids"] = torch.zeros(len(bins), width, dtype=torch.long, device=device)
+    packed = {k: v.new_zeros((len(bins), width, *v.shape[2:])) for k, v in per_token.items()}
+    positions = torch.zeros(len(bins), width, dtype=torch.long, device=device)
     segments = torch.full((len(bins), width), -1, dtype=torch.long, device=device)
-    for b, rows in enumerate(bins):
+    for b, members in enumerate(bins):
         at = 0
-        for row in rows:
+        for row in members:
             n = lengths[row]
-            for key in _PER_TOKEN:
-                packed[key][b, at:at + n] = batch[key][row][mask[row]]
-            packed["position_ids"][b, at:at + n] = torch.arange(n, device=device)
+            for key, value in per_token.items():
+                packed[key][b, at:at + n] = value[row][mask[row]]
+            positions[b, at:at + n] = torch.arange(n, device=device)
             segments[b, at:at + n] = row
             at += n
         # The filler restarts its positions too: a document of its own that no row attends to.
-        packed["position_ids"][b, at:] = torch.arange(width - at, device=device)
-    extra = {k: v for k, v in batch.items() if k not in (*_PER_TOKEN, *_NOT_INPUTS)}
+        positions[b, at:] = torch.arange(width - at, device=device)
+        if rope is not None:
+            packed["rope"][b, at:] = positions[b, at:, None]
+    if rope is not None:
+        positions = torch.cat((positions[None], packed.pop("rope").permute(2, 0, 1)))
+    packed["position_ids"] = positions
+    extra = {k: v for k, v in batch.items() if k not in per_token and k not in _NOT_PACKED}
     return packed | extra, segments
 
 
-def packed_completion_logps(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+def rope_positions(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
+    """The multimodal rotary positions the model computes for the padded ``batch`` (axes, rows, tokens), for a
+    model that has its own (``get_rope_index``: Qwen's M-RoPE); None for a model with plain positions."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = next((m for m in (base, getattr(base, "model", None)) if hasattr(m, "get_rope_index")), None)
+    if inner is None:
+        return None
+    wanted = inspect.signature(inner.get_rope_index).parameters
+    kwargs = {k: batch[k] for k in ("mm_token_type_ids", "image_grid_thw", "video_grid_thw") if k in batch
+              and k in wanted}
+    return inner.get_rope_index(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)[0]
+
+
+def packed_completion_logps(model: torch.nn.Module, batch: dict[str, Any], width: int | None = None) -> torch.Tensor:
     """Per-row summed log-probs of the answer tokens from one packed forward (``reference.completion_logps``'s
     result for the padded ``batch``)."""
-    packed, segments = pack(batch)
+    packed, segments = pack(batch, width, rope_positions(model, batch))
     completion = packed.pop("completion_mask")
     labels = packed["input_ids"].masked_fill(completion == 0, -100)
     # A row's first token is never an answer token, so the prediction across a row boundary is always masked out.
     outputs = model(**packed, labels=labels, fused_lm_head=True, use_cache=False)
     per_token = outputs.log_probs[:, -(completion.size(1) - 1):]
     target = segments[:, 1:].to(per_token.device)
-    rows = batch["attention_mask"].shape[0]
     keep = target >= 0
-    return torch.zeros(rows, dtype=per_token.dtype, device=per_token.device).index_add_(
+    return torch.zeros(len(batch["attention_mask"]), dtype=per_token.dtype, device=per_token.device).index_add_(
         0, target[keep], per_token[keep])
 
 
