@@ -98,3 +98,18 @@ def test_an_unproven_type_stays_padded_with_one_warning(built, monkeypatch):
         warnings.simplefilter("error")
         assert use_packing(model, True) is False and use_packing(model, False) is False
     assert use_packing(_load(built, "llava")[0], True) is True
+
+
+def test_out_of_memory_names_the_batch_shape_and_the_settings_to_lower(tmp_path, dataset, monkeypatch):
+    model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    trainer = MDPOTrainer(model, args=config(tmp_path), train_dataset=dataset, processing_class=processor,
+                          peft_config=lora())
+
+    def exhausted(model, inputs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "logps", exhausted)
+    with pytest.raises(torch.OutOfMemoryError, match=r"batch of 6 rows \(3 views × 2 pairs\) × \d+ tokens, "
+                       r"pixel_values \(6, 3, 32, 32\): lower per_device_train_batch_size \(2.*max_length"
+                       r".*The device said: CUDA out of memory. Tried to allocate 2.00 GiB"):
+        trainer.train()

@@ -149,13 +149,29 @@ class MDPOTrainer(DPOTrainer):
             with reference_mode(self.accelerator.unwrap_model(self.model)):
                 return self.logps(self.model, inputs)
 
+    def _out_of_memory(self, inputs: dict[str, Any], cause: str) -> str:
+        """What ran out of memory and which settings shrink it, for the one message a user reads."""
+        rows, length = inputs["input_ids"].shape
+        images = inputs.get("pixel_values")
+        args = self.args
+        return (f"out of memory in a training step on a batch of {rows} rows ({len(self.views)} views × "
+                f"{rows // len(self.views)} pairs) × {length} tokens"
+                + (f", pixel_values {tuple(images.shape)}" if images is not None else "")
+                + f": lower per_device_train_batch_size ({args.per_device_train_batch_size}, raising "
+                f"gradient_accumulation_steps to keep the batch) or max_length ({args.max_length}), or turn on "
+                f"activation_checkpointing ({args.activation_checkpointing}) or quantization: 4bit; "
+                f"packed_rows is {args.packed_rows}. The device said: {cause.splitlines()[0][:300]}")
+
     def _compute_loss(self, model, inputs, return_outputs):
         if return_outputs:
             raise NotImplementedError("MDPOTrainer returns no logits: use prediction_loss_only")
         mode = "train" if self.model.training else "eval"
         n_views = len(self.views)
-        policy_logps = self.logps(model, inputs)
-        reference_logps = inputs["ref_logps"] if "ref_logps" in inputs else self._reference_logps(inputs)
+        try:
+            policy_logps = self.logps(model, inputs)
+            reference_logps = inputs["ref_logps"] if "ref_logps" in inputs else self._reference_logps(inputs)
+        except torch.OutOfMemoryError as e:
+            raise torch.OutOfMemoryError(self._out_of_memory(inputs, str(e))) from e
         policy = policy_logps.chunk(n_views)
         reference = reference_logps.to(policy_logps.dtype).chunk(n_views)
         corrupted = (policy[2], reference[2]) if n_views == 3 else (None, None)
