@@ -5,8 +5,8 @@
 #   bash benchmarks/device_check.sh                                  # GPU: --device cuda --size full
 #   bash benchmarks/device_check.sh --device cpu --size tiny         # CI: the same script at toy size
 #
-# 1. installs the carried wheels in --wheels (default wheels/; no index, no dependencies: the GPU machine has
-#    torch, accelerate and peft; carry transformers 5.24, trl 1.16, datasets and what they lack; leave Ray out);
+# 1. installs the carried wheels in --wheels (default wheels/, made by benchmarks/device_wheels.sh: 25 MB of pinned
+#    transformers, trl, datasets and what the GPU image lacks; no index, no dependencies; Ray left out);
 # 2. training step, padded then packed (bench_train_step.py: DPO live ref, mDPO cached ref, mDPO live ref, the
 #    paper's 4-call loop; full = random-initialised LLaVA-1.5-7B and Qwen2.5-VL-7B, bf16, LoRA r64, checkpointing);
 # 3. batched greedy generation (bench_generate.py: full = LLaVA-1.5-7B, batch 64, 96 new tokens);
