@@ -17,7 +17,7 @@ from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
 from mdpo_pipeline.training import builder
 from mdpo_pipeline.training.builder import MODEL_TYPES, NOT_BUILT, build_tiny
-from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, image_only
+from mdpo_pipeline.training.families import CheckpointError, build_checkpoint, image_only, transformers_class
 
 #: The types the pipeline wants a stand-in for; every one is built or says why not.
 TARGETS = ("llava", "qwen2_vl", "qwen2_5_vl", "gemma3", "llava_next", "llava_onevision", "qwen3_vl", "qwen3_vl_moe",
@@ -78,7 +78,7 @@ def test_saves_and_reloads_offline(built, model_type):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert reloaded.generation_config.eos_token_id == model.generation_config.eos_token_id
 
-    cls = image_only(getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type]))
+    cls = image_only(transformers_class(PROCESSOR_MAPPING_NAMES[model_type]))
     loaded = cls.from_pretrained(path, backend="pil", local_files_only=True)
     assert type(loaded.image_processor).__name__.endswith("Pil")
     assert loaded.chat_template == processor.chat_template

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,39 @@ def test_a_type_that_would_train_wrongly_is_refused_before_any_weights_load(mode
     build_tiny(model_type, tmp_path / model_type)
     with pytest.raises(CheckpointError, match=f"model_type '{model_type}' is not trained here: "):
         check_base_model(GENERIC, tmp_path / model_type)
+
+
+#: A processor setting of another release per type, each changing how many image tokens a prompt gets.
+OTHER_RELEASE = {"llava": ("num_additional_image_tokens", 0), "llava_next": ("num_additional_image_tokens", 0),
+                 "llava_onevision": ("num_image_tokens", 9), "qwen2_vl": ("image_processor.merge_size", 1),
+                 "qwen2_5_vl": ("image_processor.merge_size", 1), "qwen3_vl": ("image_processor.merge_size", 1),
+                 "qwen3_vl_moe": ("image_processor.merge_size", 1), "gemma3": ("image_seq_length", 9),
+                 "idefics3": ("image_seq_len", 16), "internvl": ("image_seq_length", 9),
+                 "mistral3": ("spatial_merge_size", 1), "aya_vision": ("patch_size", 14)}
+
+
+def test_every_type_with_image_tokens_has_a_mismatch_case():
+    # mllama's language model holds one <|image|> per image whatever the processor's sizes: nothing to mismatch.
+    assert set(OTHER_RELEASE) == set(TYPES) - {"mllama"}
+
+
+@pytest.mark.parametrize("model_type", sorted(OTHER_RELEASE))
+def test_image_tokens_that_disagree_with_the_models_features_stop_at_base_model(built, model_type, tmp_path):
+    check_base_model(GENERIC, built[model_type])  # the release's own processor passes
+    path = tmp_path / model_type
+    shutil.copytree(built[model_type], path)
+    key, value = OTHER_RELEASE[model_type]
+    config = json.loads((path / "processor_config.json").read_text())
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    assert node[leaf] != value
+    node[leaf] = value
+    (path / "processor_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"at .*: the processor's image tokens do not fit the model's image "
+                                              r"features \(.+\); the processor files"):
+        check_base_model(GENERIC, path)
 
 
 @pytest.mark.parametrize("model_type", TYPES)

@@ -27,7 +27,14 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-from mdpo_pipeline.training.families import CheckpointError, Family, build_tokenizer, image_only, reinit_zeros
+from mdpo_pipeline.training.families import (
+    CheckpointError,
+    Family,
+    build_tokenizer,
+    image_only,
+    reinit_zeros,
+    transformers_class,
+)
 
 WIDTH, HEADS, HEAD_DIM, LAYERS, EXPERTS = 64, 4, 16, 2, 4
 #: Patches per image side by default: divisible by every 2x token merge/pooling the types use.
@@ -72,6 +79,9 @@ CHATS = {
     "cohere": Chat({"bos": "<BOS_TOKEN>", "eos": "<|END_OF_TURN_TOKEN|>", "pad": "<PAD>", "unk": "<UNK>"},
                    "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>", "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>",
                    "<|END_OF_TURN_TOKEN|>", sep="", add_bos=True, writes_bos=True),
+    # Mistral's [INST] format: no assistant prefix, answers end with </s>.
+    "mistral": Chat({"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"}, "[INST]", "", "</s>", sep="",
+                    user_end="[/INST]", add_bos=True, writes_bos=True),
     # PaliGemma has no chat format: its processor puts <bos> after the image and "\n" after the prompt.
     "paligemma": Chat({"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}, "", "", "<eos>", sep="",
                       user_end="", add_bos=True),
@@ -103,6 +113,7 @@ class _Type:
     extra: tuple[str, ...] = ()  #: further tokens the processor converts to ids
     processor: dict[str, Any] = field(default_factory=dict)  #: processor arguments no config value gives
     ids: dict[str, str] = field(default_factory=dict)  #: config token-id stems not in ``named`` → token
+    tiles: int = 2  #: a longest-edge image processor's image side in tiles (Idefics3 splits 2x2; Pixtral takes 1)
 
 
 _QWEN = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
@@ -135,6 +146,10 @@ _TYPES: dict[str, _Type] = {
                         ids={"image_token": "<IMG_CONTEXT>"}),
     # One <|image|> per image, which the cross-attention layers read.
     "mllama": _Type("llama3", "<|image|>", {"image_token": "<|image|>"}),
+    # Pixtral's tower: the processor expands [IMG] into rows of [IMG] ending in [IMG_BREAK], the last [IMG_END];
+    # images keep their aspect ratio and are sent with their image_sizes.
+    "mistral3": _Type("mistral", "[IMG]", extra=("[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"),
+                      ids={"image_token": "[IMG]"}, tiles=1),
     # No chat format: the processor puts the image tokens first, then <bos>, the prompt and "\n".
     "paligemma": _Type("paligemma", "<image>", {"image_token": "<image>"}),
     # The processor expands <image> into <|IMG_PATCH|> tokens (the config's image token) between tile tags.
@@ -148,9 +163,9 @@ MODEL_TYPES: tuple[str, ...] = tuple(_TYPES)
 
 #: Model types of the image-text-to-text mapping this builder cannot make, and why.
 NOT_BUILT: dict[str, str] = {
-    "smolvlm": "SmolVLMProcessor reads its video processor (torchvision, not installed) even to render an image-only "
-               "chat, and needs the num2words package",
-    "mistral3": "PixtralProcessor imports torchvision at module level (image_processing_pixtral), not installed",
+    "smolvlm": "SmolVLMProcessor.apply_chat_template reads its video processor's frame settings even for an "
+               "image-only chat, and that video processor needs torchvision (not installed); it also needs the "
+               "num2words package",
     "gemma3n": "its vision tower is timm's MobileNetV5 (TimmWrapperModel), and timm is not installed",
     "gemma4": "its default config has no vision tower (vision_config=None) and per-layer overrides keyed by the "
               "release's 30 layer indices, which the generic shrinking cannot rescale yet",
@@ -177,12 +192,19 @@ def _rescale_indexes(indexes: list[int], old: int, new: int) -> list[int]:
     return scaled[-max(1, round(len(indexes) * new / max(old, 1))):]
 
 
-def _shrink(d: dict, role: str, side: int, patch: int) -> dict:
-    """``d`` (a config's to_dict) with tiny sizes; images of ``side`` px in ``patch`` px patches."""
+_GEOMETRY = {*_LAYERS, *_LAYER_INDEXES, "mlp_only_layers", "layer_types", "num_global_layers", "image_size",
+             "patch_size", "num_position_embeddings", "mm_tokens_per_image", "image_grid_pinpoints"}
+
+
+def _shrink(d: dict, role: str, side: int | None, patch: int | None) -> dict:
+    """``d`` (a config's to_dict) with tiny sizes; images of ``side`` px in ``patch`` px patches (``side`` None:
+    only the widths shrink, and the layers and the image geometry stay the release's)."""
     out = dict(d)
     old_layers = next((d[k] for k in _LAYERS if isinstance(d.get(k), int)), None)
     old_heads = next((d[k] for k in _HEADS if isinstance(d.get(k), int)), None)
     for key, value in d.items():
+        if side is None and key in _GEOMETRY:
+            continue
         if isinstance(value, dict) and key.endswith("_config"):
             out[key] = _shrink(value, "vision" if "vision" in key else "text" if "text" in key else key, side, patch)
         elif isinstance(value, bool) or value is None:
@@ -238,6 +260,12 @@ def _shrink(d: dict, role: str, side: int, patch: int) -> dict:
     return out
 
 
+def narrow_config(config):
+    """``config`` with every width tiny but its layers, vocabulary, token ids and image geometry kept: a model of it
+    turns an image into as many features as the release does, in milliseconds and without its weights."""
+    return type(config).from_dict(_shrink(config.to_dict(), "top", None, None))
+
+
 def _tokens_per_image(config, side: int) -> int:
     """Image tokens of one image (or tile) in the language model: patches after the type's merge/pooling."""
     n = (side // _patch(config.vision_config.to_dict())) ** 2
@@ -262,7 +290,7 @@ def _pil_image_processor_class(model_type: str) -> type:
     return getattr(transformers, names["pil"])
 
 
-def _image_processor(model_type: str, config, side: int):
+def _image_processor(model_type: str, spec: _Type, config, side: int):
     cls = _pil_image_processor_class(model_type)
     defaults = cls().to_dict()
     vision = config.vision_config
@@ -275,7 +303,7 @@ def _image_processor(model_type: str, config, side: int):
     elif "shortest_edge" in size:
         kwargs["size"] = {"shortest_edge": side}
     elif "longest_edge" in size:  # a tiling processor: 2x2 tiles of ``side`` plus the whole image
-        kwargs["size"] = {"longest_edge": 2 * side}
+        kwargs["size"] = {"longest_edge": spec.tiles * side}
     if "crop_size" in defaults:
         kwargs["crop_size"] = {"height": side, "width": side}
     if "max_image_size" in defaults:
@@ -290,15 +318,16 @@ def _image_processor(model_type: str, config, side: int):
 
 
 def _processor(model_type: str, spec: _Type, config, tokenizer, side: int):
-    real = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    real = transformers_class(PROCESSOR_MAPPING_NAMES[model_type])
     tokens = _tokens_per_image(config, side)
-    image_processor = _image_processor(model_type, config, side)
+    image_processor = _image_processor(model_type, spec, config, side)
     image_processor.image_seq_length = tokens  # PaliGemma's processor reads it from the image processor
     # Processor arguments named like a config value (or derived from one) take that value.
     known = {"patch_size": _patch(config.vision_config.to_dict()), "img_size": side,
              "image_seq_length": tokens, "image_seq_len": tokens, "num_image_tokens": tokens,
              "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
-             "downsample_factor": getattr(config, "downsample_factor", None)}
+             "downsample_factor": getattr(config, "downsample_factor", None),
+             "spatial_merge_size": getattr(config, "spatial_merge_size", None)}
     params = inspect.signature(real.__init__).parameters
     kwargs = {k: v for k, v in known.items() if k in params and v is not None} | spec.processor
     return image_only(real)(image_processor=image_processor, tokenizer=tokenizer,

@@ -378,9 +378,44 @@ def _torchvision_available() -> bool:
     return importlib.util.find_spec("torchvision") is not None
 
 
+def _pixtral_processor_without_torchvision() -> None:
+    """Let transformers' PixtralProcessor (Mistral 3) import where torchvision is missing.
+
+    transformers 5.24's ``processing_pixtral`` imports one helper, ``get_resize_output_image_size``, from the
+    torchvision image processor module, which fails at import without torchvision, although the PIL module
+    defines the same function. Where torchvision is missing, that module name resolves to a module holding the
+    PIL module's helpers only: the processor then loads and uses the PIL image processor, as every family here
+    does, and nothing changes where torchvision is installed."""
+    import sys
+    import types
+
+    name = "transformers.models.pixtral.image_processing_pixtral"
+    if _torchvision_available() or name in sys.modules:
+        return
+    from transformers.models.pixtral import image_processing_pil_pixtral as pil
+
+    helpers = types.ModuleType(name, "PIL stand-in for the torchvision module (families._pixtral_processor_...)")
+    helpers.get_resize_output_image_size = pil.get_resize_output_image_size
+    sys.modules[name] = helpers
+
+
+def transformers_class(name: str) -> Any:
+    """transformers' class ``name``, imported from its own module where the top-level name is a backend placeholder.
+
+    transformers replaces a class whose declared backends are missing (PixtralProcessor declares torchvision)
+    with a placeholder that raises on use; a class that imports without that backend (see
+    ``_pixtral_processor_without_torchvision``) is taken from its module instead. Anything else that really needs
+    the missing backend still raises its ImportError there, naming it."""
+    cls = getattr(transformers, name, None)
+    module = getattr(transformers, "_class_to_module", {}).get(name)
+    if getattr(cls, "is_dummy", False) and module:
+        cls = getattr(importlib.import_module(f"transformers.{module}"), name)
+    return cls
+
+
 def processor_class(family: Family) -> type:
     """The family's processor class, image-only where torchvision is missing (``image_only``)."""
-    return image_only(getattr(transformers, family.processor_class))
+    return image_only(transformers_class(family.processor_class))
 
 
 def image_only(cls: type) -> type:
@@ -422,3 +457,7 @@ def describe(model) -> dict[str, Any]:
     """The parameter count of a model (what `mdpo checkpoint` prints)."""
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": total}
+
+
+# At import, before anything resolves a processor class by name (builder, models.load_model_and_processor).
+_pixtral_processor_without_torchvision()

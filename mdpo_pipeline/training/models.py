@@ -11,16 +11,20 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from PIL import Image
+from transformers import AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as IMAGE_TEXT
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
 from mdpo_pipeline.core.errors import ConfigError
-from mdpo_pipeline.training.chat import check_chat_template
+from mdpo_pipeline.training.builder import narrow_config
+from mdpo_pipeline.training.chat import check_chat_template, generation_prompt
 from mdpo_pipeline.training.families import (
     FAMILIES,
     CheckpointError,
@@ -28,6 +32,7 @@ from mdpo_pipeline.training.families import (
     get_family,
     image_only,
     processor_class,
+    transformers_class,
 )
 from mdpo_pipeline.training.presets import PRESETS, ModelPreset, get_preset
 
@@ -194,7 +199,7 @@ def checkpoint_classes(path: str | os.PathLike) -> tuple[str, type]:
             if processor_name:
                 break
     processor_name = processor_name or PROCESSOR_MAPPING_NAMES.get(model_type)
-    cls = getattr(transformers, processor_name, None) if isinstance(processor_name, str) else None
+    cls = transformers_class(processor_name) if isinstance(processor_name, str) else None
     if cls is None:
         raise CheckpointError(
             f"{path}: no processor class for model_type {model_type!r} (its processor files name none that "
@@ -274,8 +279,39 @@ def check_base_model(preset: str | ModelPreset, path: str | os.PathLike | None =
     source = resolve_model_path(preset, path)
     if Path(source).is_dir():
         check_checkpoint_dir(Path(source), preset)
-        load_processor(preset, source, **_remote(preset))
+        processor = load_processor(preset, source, **_remote(preset))
+        if not preset.requires_remote_code:  # its classes are the repository's code, not run before it is loaded
+            model_class = checkpoint_classes(source)[0] if preset.generic else preset.model_class
+            check_image_tokens(source, processor, model_class, where=f"{preset.name} at {source}")
     return source
+
+
+def check_image_tokens(source: str | os.PathLike, processor, model_class: str, where: str) -> None:
+    """Stop with a message naming ``where`` unless the processor's image tokens fit the model's image features.
+
+    A processor of another release (another patch or merge size, another image-token count) gives a prompt whose
+    image tokens disagree with the features the model makes of the image. The check runs, without the weights,
+    a copy of the model with tiny widths but the release's layers, vocabulary and image geometry
+    (``builder.narrow_config``) on the processor's inputs for one non-square image turn: transformers' own
+    tokens-versus-features check (or the merge's shapes) then fails here, at ``base_model``, rather than in
+    training."""
+    config = AutoConfig.from_pretrained(source)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers_class(model_class)(narrow_config(config)).float().eval()
+    image = Image.fromarray(np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1))).convert("RGB")
+    inputs = processor(text=[generation_prompt(processor, "Describe the image.")], images=[[image]],
+                       return_tensors="pt", add_special_tokens=False)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    except (ValueError, RuntimeError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{where}: the processor's image tokens do not fit the model's image features ({reason}); the "
+            "processor files (preprocessor_config.json, processor_config.json) must be the same release's as "
+            "config.json"
+        ) from e
 
 
 def _check_remote_code(preset: ModelPreset, allow_remote_code: bool) -> None:

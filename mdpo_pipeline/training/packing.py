@@ -25,7 +25,7 @@ import torch
 #: Model types whose packed log-probs equal the padded ones (tests/test_packing.py proves each, rows packed together
 #: and each row alone).
 PACKABLE = frozenset({"llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-                      "gemma3", "idefics3", "internvl", "aya_vision"})
+                      "gemma3", "idefics3", "internvl", "aya_vision", "mistral3"})
 #: Why a proven model type is not packed (its batches stay padded).
 NOT_PACKABLE = {
     "mllama": "its cross-attention mask is laid out per row of the batch (rows, tokens, images, tiles): two rows in "

@@ -153,6 +153,9 @@ MODEL_TYPE_PRESETS: dict[str, ModelPreset] = {
         ModelPreset("llama-3.2-11b-vision", "meta-llama/Llama-3.2-11B-Vision-Instruct", GENERIC,
                     model_type="mllama", note="not in the paper: Llama 3.2 Vision, cross-attention to the image "
                     "(a gated hub repository: accept its licence before downloading)"),
+        ModelPreset("mistral-small-3.1-24b", "mistralai/Mistral-Small-3.1-24B-Instruct-2503", GENERIC,
+                    model_type="mistral3", note="not in the paper: Mistral Small 3.1, Pixtral vision tower at each "
+                    "image's own aspect ratio"),
         ModelPreset("aya-vision-8b", "CohereLabs/aya-vision-8b", GENERIC, model_type="aya_vision",
                     note="not in the paper: Aya Vision, multilingual (CC-BY-NC licence)"),
     )
