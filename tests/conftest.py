@@ -121,12 +121,25 @@ def _build_base(root: Path) -> None:
     (root / ".built").touch()
 
 
-def project_from_base(base: Path, dest: Path, **sections) -> Path:
+#: The stages after the data whose outputs depend on the base model: ``project_from_base(..., model=...)`` drops
+#: them, and the test materializes them for its own model.
+MODEL_STAGES = ("base_model", "reference_logprobs")
+
+
+def project_from_base(base: Path, dest: Path, *, model: dict | None = None, **sections) -> Path:
     """A copy of the shared base checkout at ``dest`` with params.yaml's ``sections`` (training, benchmark_scores)
-    set; the base's own sections cannot change, or the copied data would not be what params.yaml says."""
+    set; the base's own sections cannot change, or the copied data would not be what params.yaml says.
+
+    ``model``: the ``base_model`` and ``reference_logprobs`` sections of another model; the copy keeps only the
+    base's data stages (which read no model setting) and the test materializes ``MODEL_STAGES`` itself."""
     clash = sorted(set(sections) & set(BASE_PARAMS))
     assert not clash, f"sections {clash} are the shared base's: build another project for them"
-    shutil.copytree(base, dest, symlinks=True, ignore=shutil.ignore_patterns(".built", "mlflow.db", "mlartifacts"))
+    if model is not None:
+        assert set(model) <= set(MODEL_STAGES), f"model sections are {MODEL_STAGES}, got {sorted(model)}"
+        sections = sections | {"base_model": {}, "reference_logprobs": {}} | model
+    ignored = [".built", "mlflow.db", "mlartifacts", *(MODEL_STAGES if model is not None else ())]
+    shutil.copytree(base, dest, symlinks=True, ignore=lambda folder, names: [
+        n for n in names if n in ignored and (n not in MODEL_STAGES or Path(folder) == base / "data")])
     params = yaml.safe_load((dest / "params.yaml").read_text()) | sections
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # Each copy pushes to its own DVC remote.

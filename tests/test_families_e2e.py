@@ -21,27 +21,26 @@ from mdpo_pipeline.pipeline.adapters import load_registered_adapter
 from mdpo_pipeline.training.families import FAMILIES, build_checkpoint
 from mdpo_pipeline.training.models import NON_LANGUAGE_PARTS, load_model_and_processor
 from mdpo_pipeline.shapeworld.tiny import shapeworld_words
-from tests.conftest import make_project, pipeline_resources
+from tests.conftest import pipeline_resources, project_from_base
 from tests.test_families import PRESET_OF
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path, tiny_params, monkeypatch, request):
+def project(tmp_path, shapeworld_base, monkeypatch, request):
     family = request.param
     checkpoint = tmp_path / "checkpoint"
     build_checkpoint(family, checkpoint, corpus=[" ".join(shapeworld_words())])
-    params = tiny_params | {
+    # The shared base's data (no stage of it reads a model setting); the family's own stages are built below.
+    root = project_from_base(shapeworld_base, tmp_path / "proj", model={
         "base_model": {"preset": PRESET_OF[family], "path": str(checkpoint)},
-        "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "logging_steps": 1,
-                     "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16},
-        "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 6},
-                             "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4},
-                             "gate": {"max_coverage_drop": 1.0, "min_improvement": -1.0}},
-    }
-    root = make_project(tmp_path / "proj", params)
+        "reference_logprobs": {"batch_size": 8}}, training={
+        "seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+        "logging_steps": 1, "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16},
+        benchmark_scores={"generation": {"batch_size": 16, "max_new_tokens": 6},
+                          "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4},
+                          "gate": {"max_coverage_drop": 1.0, "min_improvement": -1.0}})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return family, checkpoint, root
@@ -53,7 +52,7 @@ def test_family_trains_scores_and_reloads_through_dagster(project):
     preset = PRESET_OF[family]
     resources = pipeline_resources(root)
     everything = [*data_assets, *data_checks, *training_assets, *evaluation_assets, *evaluation_checks]
-    assert dg.materialize(everything, selection="group:data or key:base_model or key:reference_logprobs",
+    assert dg.materialize(everything, selection="key:base_model or key:reference_logprobs",
                           resources=resources).success
     reference = json.loads((root / "data/reference_logprobs/summary.json").read_text())
     assert reference["preset"] == preset and reference["n"] == 40

@@ -21,7 +21,7 @@ from mdpo_pipeline.defs.assets.training import training_assets
 from mdpo_pipeline.defs.checks import data_checks
 from mdpo_pipeline.training.builder import build_tiny
 from mdpo_pipeline.training.presets import GENERIC
-from tests.conftest import make_project, pipeline_resources
+from tests.conftest import pipeline_resources, project_from_base
 
 pytestmark = pytest.mark.slow
 
@@ -29,25 +29,22 @@ MECHANISMS = ("qwen3_vl", "idefics3", "mllama", "internvl", "llava_onevision")
 
 
 @pytest.mark.parametrize("model_type", MECHANISMS)
-def test_a_model_type_trains_scores_and_reports_through_dagster(model_type, tmp_path, tiny_params, monkeypatch):
+def test_a_model_type_trains_scores_and_reports_through_dagster(model_type, tmp_path, shapeworld_base, monkeypatch):
     checkpoint = tmp_path / "my-vlm"
     build_tiny(model_type, checkpoint)
-    params = tiny_params | {
-        "base_model": {"path": str(checkpoint)},
-        "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                     "logging_steps": 1, "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8,
-                     "lora_alpha": 16},
-        "benchmark_scores": {"generation": {"batch_size": 16, "max_new_tokens": 6},
-                             "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4}},
-    }
-    root = make_project(tmp_path / "proj", params)
+    # The shared base's data (no stage of it reads a model setting); the model's own stages are built here.
+    root = project_from_base(shapeworld_base, tmp_path / "proj", model={
+        "base_model": {"path": str(checkpoint)}, "reference_logprobs": {"batch_size": 8}}, training={
+        "seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+        "logging_steps": 1, "save_steps": 2, "threads": 1, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16},
+        benchmark_scores={"generation": {"batch_size": 16, "max_new_tokens": 6},
+                          "max_items": {"object_halbench": 6, "amber": 8, "mmhal": 8, "pope": 4}})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     resources = pipeline_resources(root)
     everything = [*data_assets, *data_checks, *training_assets, *evaluation_assets, *evaluation_checks]
 
-    assert dg.materialize(everything, selection="group:data or key:base_model or key:reference_logprobs",
+    assert dg.materialize(everything, selection="key:base_model or key:reference_logprobs",
                           resources=resources).success
     base = json.loads((root / "data/base_model/preset.json").read_text())
     assert base["preset"] == GENERIC and base["model_type"] == model_type and base["path"] == str(checkpoint)
