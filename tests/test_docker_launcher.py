@@ -207,7 +207,8 @@ def cpu_image() -> tuple[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_image, tmp_path, tiny_params, monkeypatch):
+def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_image, tmp_path, shapeworld_base,
+                                                                           monkeypatch):
     import dagster as dg
     from mlflow import MlflowClient
 
@@ -215,21 +216,17 @@ def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_im
     from mdpo_pipeline.defs.assets.data import data_assets
     from mdpo_pipeline.defs.assets.training import training_assets
     from mdpo_pipeline.defs.resources import TrainingLauncher
-    from tests.conftest import make_project, pipeline_resources
+    from tests.conftest import pipeline_resources, project_from_base
 
     host, tag = cpu_image
-    params = tiny_params | {
-        "base_model": {"preset": "shapeworld-tiny", "sft": {"steps": 10, "batch_size": 8, "eval_images": 4, "vision_pretrain_steps": 5}},
-        "reference_logprobs": {"batch_size": 8},
-        "training": {"seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 1,
-                     "threads": 1},
-    }
-    root = make_project(tmp_path / "proj", params)
+    # The shared base's data, base model and reference cache, mounted into the container with the checkout.
+    root = project_from_base(shapeworld_base, tmp_path / "proj", training={
+        "seed": 0, "max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 1,
+        "threads": 1})
     monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     resources = pipeline_resources(root, TrainingLauncher(mode="docker", image=tag, docker_host=host))
     everything = [*data_assets, *training_assets]
-    assert dg.materialize(everything, selection="not key:adapters", resources=resources).success
     result = dg.materialize(everything, selection="key:adapters", partition_key="mdpo", resources=resources)
     assert result.success
 
