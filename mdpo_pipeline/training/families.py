@@ -15,6 +15,8 @@ import importlib.util
 import inspect
 import json
 import os
+import sys
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,9 +388,6 @@ def _pixtral_processor_without_torchvision() -> None:
     defines the same function. Where torchvision is missing, that module name resolves to a module holding the
     PIL module's helpers only: the processor then loads and uses the PIL image processor, as every family here
     does, and nothing changes where torchvision is installed."""
-    import sys
-    import types
-
     name = "transformers.models.pixtral.image_processing_pixtral"
     if _torchvision_available() or name in sys.modules:
         return
