@@ -77,6 +77,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_two_processes_match_one_at_the_same_global_batch(inputs, two_processes):
     # Why the steps see the same examples without split_batches: accelerate's seedable sampler draws one
@@ -125,6 +126,7 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_killed_two_process_run_resumes_to_the_same_adapter(inputs, two_processes):
     killed = _config(inputs, "resumed", B)

@@ -230,6 +230,7 @@ def two_workers(cluster, project, outputs) -> tuple[dict, list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_two_ray_workers_match_one_process(one_process, two_workers, outputs):
     two, lines = two_workers
@@ -255,6 +256,7 @@ def test_two_ray_workers_match_one_process(one_process, two_workers, outputs):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_runs_that_do_not_fit_at_once_wait_and_all_finish(cluster, project, outputs, one_process):
     # Three one-worker runs of 1 CPU on a 2-CPU cluster: two train, the third waits for a free CPU. The third
@@ -280,6 +282,7 @@ def test_runs_that_do_not_fit_at_once_wait_and_all_finish(cluster, project, outp
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_a_killed_worker_is_restarted_and_resumes_to_the_same_adapter(cluster, project, outputs, two_workers):
     cfg = _config(project, outputs / "killed", B)
@@ -314,6 +317,7 @@ class _Cancelled(Exception):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_a_cancelled_launch_stops_its_ray_workers(cluster, project, outputs):
     # What a cancelled Dagster run does to the resource: an exception out of the log call.
@@ -333,6 +337,7 @@ def test_a_cancelled_launch_stops_its_ray_workers(cluster, project, outputs):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_an_unreachable_cluster_fails_fast(project, outputs):
     port = _closed_port()
     start = time.monotonic()
@@ -342,6 +347,7 @@ def test_an_unreachable_cluster_fails_fast(project, outputs):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_more_cpus_than_the_cluster_has_fail_fast(cluster, project, outputs, monkeypatch):
     # As a deployment's driver starts, without RAY_AUTH_MODE: it sends this machine's token to the explicit address
     # (Ray itself would not, and the cluster would refuse it after a minute of retries).
@@ -354,6 +360,7 @@ def test_more_cpus_than_the_cluster_has_fail_fast(cluster, project, outputs, mon
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @cpu_ranks
 def test_the_adapters_asset_trains_on_ray_and_dagster_hears_the_driver_through_pipes(cluster, shapeworld_base, tmp_path,
                                                                                      monkeypatch):
