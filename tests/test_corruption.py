@@ -16,6 +16,7 @@ from mdpo_pipeline.core.corruption import (
     ASPECT_RANGE,
     CROP_AREA_SLACK,
     CROP_SCALES,
+    CROP_SLACK_SHARE,
     MANIFEST_SCHEMA,
     PREVIEW_CELL,
     PREVIEW_LABEL_HEIGHT,
@@ -24,6 +25,8 @@ from mdpo_pipeline.core.corruption import (
     corrupt,
     corrupt_images,
     corruption_rng,
+    crop_area_bounds,
+    crop_area_ok,
     image_filename,
     preview_grid,
     sample_crop,
@@ -84,9 +87,8 @@ def test_drawn_crops_of_tiny_images_stay_within_the_bounds():
         for width in range(1, 25):
             for height in range(1, 25):
                 crop = sample_crop(width, height, (lo, hi), corruption_rng(f"{width}x{height}", strategy, 0))
-                _, _, w, h = crop["box"]
                 if not crop["fallback"]:
-                    assert lo - CROP_AREA_SLACK <= w * h / (width * height) <= hi + CROP_AREA_SLACK
+                    assert crop_area_ok(crop["area_fraction"], (lo, hi))
 
 
 def test_crop_falls_back_to_a_central_crop_on_extreme_shapes():
@@ -243,7 +245,7 @@ def _gate_problems(tmp_path, out, sample_ids):
 
 
 def test_crop_bounds_and_slack_are_the_gates():
-    assert CROP_SCALES == quality.CROP_AREA_BOUNDS and CROP_AREA_SLACK == quality._ROUNDING_SLACK
+    assert quality.CROP_SCALES is CROP_SCALES and quality.crop_area_ok is crop_area_ok
 
 
 @pytest.mark.parametrize("strategy", sorted(CROP_SCALES))
@@ -336,3 +338,86 @@ def test_preview_grid_is_a_png_of_the_expected_size(image_set, tmp_path):
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         CorruptionConfig(**kwargs)
+
+
+# ------------------------------------------------------------------ the crop range on strips and tiny images
+
+
+def test_crop_slack_never_takes_a_bound_to_zero():
+    """0.02 of slack below crop_1_20's 1 % was a bound of -1 %: now each bound moves by at most a tenth of itself."""
+    assert crop_area_bounds(CROP_SCALES["crop_1_20"]) == (0.009, 0.22)  # 0.01 - 0.001, 0.2 + 0.02
+    assert crop_area_bounds(CROP_SCALES["crop_20_50"]) == (0.18, 0.52)  # 0.2 - 0.02, 0.5 + 0.02
+    for scale in CROP_SCALES.values():
+        lo, hi = crop_area_bounds(scale)
+        assert round(scale[0] * (1 - CROP_SLACK_SHARE), 6) <= lo < scale[0]
+        assert scale[1] < hi <= scale[1] + CROP_AREA_SLACK
+    # The 1x1 central crop of a 1x20000 strip keeps 0.005 % of it.
+    assert not crop_area_ok(round(1 / 20000, 6), CROP_SCALES["crop_1_20"])
+
+
+def _in_ratio_boxes(width, height):
+    """Every (w, h) a crop may have: within the image, the aspect range as pixel rounding allows it."""
+    return [(w, h) for h in range(1, height + 1) for w in range(1, width + 1)
+            if round(h * ASPECT_RANGE[0]) <= w <= round(h * ASPECT_RANGE[1])]
+
+
+STRIPS = [(1, n) for n in (2, 4, 5, 50, 100, 111, 112, 300, 20000)] + [(n, 1) for n in (2, 5, 100, 112, 20000)] + [
+    (2, n) for n in (3, 50, 200, 300, 400, 1000)] + [(n, 2) for n in (200, 300, 1000)] + [
+    (w, h) for w in range(1, 7) for h in range(1, 7)]
+
+
+@pytest.mark.parametrize("strategy", sorted(CROP_SCALES))
+def test_strips_and_tiny_images_get_a_crop_in_range_or_the_nearest_one(strategy):
+    """Whatever the shape, a crop is within the bounds; when it is not, no box of the image is, and the crop
+    recorded is the nearest one (the sample is then quarantined)."""
+    scale = CROP_SCALES[strategy]
+    lo, hi = crop_area_bounds(scale)
+    for width, height in STRIPS:
+        for seed in range(3):
+            crop = sample_crop(width, height, scale, corruption_rng(f"{width}x{height}/{seed}", strategy, 0))
+            x, y, w, h = crop["box"]
+            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
+            if crop_area_ok(crop["area_fraction"], scale):
+                continue
+            assert crop["fallback"], (width, height, crop)
+            shares = [round(bw * bh / (width * height), 6) for bw, bh in _in_ratio_boxes(width, height)]
+            assert not any(lo <= a <= hi for a in shares), (width, height, crop)
+            nearest = min(max(lo - a, a - hi) for a in shares)
+            assert max(lo - crop["area_fraction"], crop["area_fraction"] - hi) == nearest
+
+
+def test_fallback_takes_an_in_range_box_when_the_central_one_is_not():
+    """Draws that always round out of range (a 2x1 box keeps 2/9 > 0.22 of 3x3) leave torchvision's fallback, the
+    whole 3x3 image (100 %); the nearest in-ratio box, 1x1, keeps 1/9 = 11 %, within crop_1_20."""
+
+    class Highest(random.Random):
+        def uniform(self, a, b):
+            return b  # target 9 * 0.2 = 1.8 px at aspect 4/3: w = round(1.55) = 2, h = round(1.16) = 1
+
+    crop = sample_crop(3, 3, CROP_SCALES["crop_1_20"], Highest(0))
+    assert crop["fallback"] and crop["box"] == [1, 1, 1, 1] and crop["area_fraction"] == 0.111111
+
+
+@pytest.mark.parametrize("strategy", sorted(CROP_SCALES))
+def test_long_strips_are_quarantined_and_the_gate_refuses_their_crops(tmp_path, strategy):
+    root = tmp_path / "root"
+    root.mkdir()
+    shapes = {"tall": (1, 20000), "wide": (20000, 1), "two": (2, 1000), "ok": (64, 48)}
+    for name, (w, h) in shapes.items():
+        _noise(w, h, w + h).save(root / f"{name}.png")
+    samples = [(name, f"{name}.png") for name in shapes]
+    res = corrupt_images(samples, root, tmp_path / "out", CorruptionConfig(strategy=strategy, workers=1))
+    assert [r["sample_id"] for r in res.rows] == ["ok"]
+    assert {q["sample_id"]: q["reason"] for q in res.quarantine} == dict.fromkeys(("tall", "two", "wide"),
+                                                                                 "crop_out_of_bounds")
+    detail = {q["sample_id"]: q["detail"] for q in res.quarantine}["tall"]
+    assert "1x20000 image: the crop (1x1, fallback=True) keeps 5e-05 of the area, outside" in detail
+    passed, details = _gate_problems(tmp_path, tmp_path / "out", ["ok"])
+    assert passed, details
+    # A manifest row with the 1x1 crop of the strip, as the stage wrote it before: the gate refuses it.
+    manifest = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    strip = dict(manifest[0], sample_id="tall", params=json.dumps({"box": [0, 9999, 1, 1], "area_fraction": 5e-05}))
+    pq.write_table(pa.Table.from_pylist(manifest + [strip], schema=MANIFEST_SCHEMA),
+                   tmp_path / "out" / "manifest.parquet")
+    passed, details = _gate_problems(tmp_path, tmp_path / "out", ["ok", "tall"])
+    assert not passed and details["problems"]["area_out_of_bounds"] == 1

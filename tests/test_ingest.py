@@ -350,7 +350,10 @@ def test_strip_prompt_template():
     assert strip_prompt_template(VICUNA + "USER: <image>\nHow many dogs?\nASSISTANT:") == "How many dogs?"
     assert strip_prompt_template("USER: <image>\nWhat is\nthis? ASSISTANT: ") == "What is\nthis?"
     assert strip_prompt_template("<image>\nDescribe it.") == "Describe it."
+    assert strip_prompt_template("Describe it.\n<image>") == "Describe it."  # LLaVA's image-after-question form
     assert strip_prompt_template("  Describe it. ") == "Describe it."
+    # Only the template's one placeholder goes: one written in the question stays, for ingest to quarantine.
+    assert strip_prompt_template("<image>\nIs <image> here?") == "Is <image> here?"
 
 
 def make_mdpo(tmp_path, records, as_jsonl=False):

@@ -3,10 +3,13 @@
 import json
 import random
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mdpo_pipeline.core.ingest import IngestConfig, ingest
 from mdpo_pipeline.core.pairs import (
+    SKIP_REASONS,
     PairsConfig,
     build_pairs,
     filter_sources,
@@ -16,7 +19,15 @@ from mdpo_pipeline.core.pairs import (
     to_trl_record,
     write_pairs,
 )
-from mdpo_pipeline.core.schemas import ASPECTS, PAIRS_SCHEMA, Completion, Instruction
+from mdpo_pipeline.core.schemas import (
+    ASPECTS,
+    PAIRS_SCHEMA,
+    Completion,
+    Instruction,
+    normalised_answer,
+    same_answer,
+)
+from mdpo_pipeline.pipeline import quality
 
 
 def _c(model: str, response: str, *ratings):
@@ -196,3 +207,66 @@ def test_config_rejects_bad_values(kwargs):
 
 def test_config_normalizes_sources():
     assert PairsConfig(sources=["LLaVA ", "SVIT"]).sources == ("llava", "svit")
+
+
+# ------------------------------------------------------------ answers equal once spacing and Unicode are normalised
+
+
+def _fixed(iid, chosen, rejected):
+    return Instruction(iid, "llava", "q", f"{iid}.jpg",
+                       (_c("", chosen, None, None, None), _c("", rejected, None, None, None)), preferred=(0, 1))
+
+
+def test_answers_equal_after_normalisation_are_skipped_and_counted():
+    """"A cat." / "A  cat. " and "café" in NFC / NFD are one answer: a zero-gradient pair, skipped under its own
+    reason in every strategy and for fixed pairs, with pairs built + skipped = candidates."""
+    spaced = Instruction("w", "llava", "q", "w.jpg", (_c("a", "A cat.", 5, 5, 5), _c("b", "A  cat. ", 1, 1, 1)))
+    accents = Instruction("u", "llava", "q", "u.jpg", (_c("a", "caf\u00e9", 5, 5, 5), _c("b", "cafe\u0301", 1, 1, 1)))
+    kept = Instruction("k", "llava", "q", "k.jpg", (_c("a", "A cat.", 5, 5, 5), _c("b", "A dog.", 1, 1, 1)))
+    fixed = [_fixed("f1", "A cat.", "A cat.\n"), _fixed("f2", "cafe\u0301 au lait", "caf\u00e9  au lait"),
+             _fixed("f3", "Two dogs.", "Three dogs.")]
+    for strategy in ("all_pairs", "one_per_instruction"):
+        result = make_pairs([spaced, accents, kept, *fixed], PairsConfig(strategy=strategy, n=100))
+        s = result.summary
+        assert sorted(p.pair_id for p in result.pairs) == ["f3:0-1", "k:0-1"]
+        assert (s["pairs_built"], s["equal_after_normalisation_skipped"], s["identical_skipped"]) == (2, 4, 0)
+        assert s["pair_candidates"] == 6 == s["pairs_built"] + sum(s[r] for r in SKIP_REASONS)
+        assert s["preferred_pairs"] == 1
+
+
+def test_candidates_add_up_with_ties_margins_and_identical_texts():
+    """_rated(): 6 completion pairs of the 4 usable answers, 1 tied: 5 built + 1 skipped = 6 candidates; with
+    min_margin 1.5 one more is skipped (1>3, margin 1.0)."""
+    same = Instruction("s", "llava", "q", "s.jpg", (_c("a", "same", 5, 5, 5), _c("b", "same", 1, 1, 1)))
+    s = make_pairs([_rated(), same], PairsConfig(n=100)).summary
+    assert (s["pair_candidates"], s["pairs_built"], s["ties_skipped"], s["identical_skipped"]) == (7, 5, 1, 1)
+    s = make_pairs([_rated()], PairsConfig(n=100, min_margin=1.5)).summary
+    assert (s["pair_candidates"], s["pairs_built"], s["below_margin_skipped"]) == (6, 4, 1)
+
+
+def test_same_answer_normalises_whitespace_and_unicode_only():
+    assert normalised_answer(" A \t cat.\n") == "A cat." and normalised_answer("cafe\u0301") == "caf\u00e9"
+    assert same_answer("A cat.", "A  cat. ") and same_answer("caf\u00e9", "cafe\u0301")
+    assert not same_answer("A cat.", "a cat.") and not same_answer("A cat.", "A cat")
+
+
+def test_the_pairs_gate_refuses_answers_equal_after_normalisation(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"jpeg")
+    pq.write_table(pa.table({"pair_id": ["p"], "chosen": ["A cat."], "rejected": ["A  cat. "], "image": ["x.jpg"]}),
+                   tmp_path / "pairs.parquet")
+    passed, details = quality.pairs_gate(tmp_path / "pairs.parquet", tmp_path, 1)
+    assert not passed and details["problems"] == {"identical_answers": 1}
+
+
+def test_mdpo_json_rows_with_answers_equal_after_normalisation_are_quarantined(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.jpg")
+    rows = [{"img_path": "images/a.jpg", "prompt": "USER: <image>\nq ASSISTANT:", "chosen": c, "rejected": r}
+            for c, r in (("A cat.", "A  cat. "), ("caf\u00e9", "cafe\u0301"), ("Two dogs.", "Three dogs."))]
+    (tmp_path / "pairs.json").write_text(json.dumps(rows))
+    res = ingest(IngestConfig(format="mdpo_json", path=tmp_path / "pairs.json", workers=1))
+    assert (res.n_read, len(res.instructions)) == (3, 1)
+    assert [(q.line, q.reason.value) for q in res.quarantine] == [(1, "identical_pair"), (2, "identical_pair")]
+    assert "once spacing and Unicode form are normalised" in res.quarantine[0].detail

@@ -147,16 +147,18 @@ def test_params_file_errors_name_the_file(tmp_path):
 
 
 def test_params_yaml_is_read_once_per_load(tmp_path, monkeypatch):
+    from mdpo_pipeline.pipeline import settings
+
     project = _write(tmp_path, _params())
     reads = []
-    original = Path.read_text
+    original = settings.read_yaml
 
-    def counting(self, *a, **kw):
-        if self.name == "params.yaml":
-            reads.append(self)
-        return original(self, *a, **kw)
+    def counting(path, *a, **kw):
+        if Path(path).name == "params.yaml":
+            reads.append(path)
+        return original(path, *a, **kw)
 
-    monkeypatch.setattr(Path, "read_text", counting)
+    monkeypatch.setattr(settings, "read_yaml", counting)
     load_settings(project)
     assert len(reads) == 1
     reads.clear()
@@ -165,11 +167,13 @@ def test_params_yaml_is_read_once_per_load(tmp_path, monkeypatch):
 
 
 def test_load_settings_is_the_only_reader_of_params_yaml():
+    """One reader, and it reads through the one YAML loader with limits (core/yamlfile.py)."""
     package = REPO / "mdpo_pipeline"
     readers = {p.relative_to(REPO).as_posix() for p in package.rglob("*.py")
-               if "safe_load" in (text := p.read_text())
+               if any(call in (text := p.read_text()) for call in ("safe_load", "yaml.load", "read_yaml("))
                and any(name in text for name in ("PARAMS_FILE", "params_path", '"params.yaml"'))}
     assert readers == {"mdpo_pipeline/pipeline/settings.py"}
+    assert "read_yaml(" in (package / "pipeline" / "settings.py").read_text()
 
 
 # --- training: MDPOConfig per method ----------------------------------------------------------------

@@ -8,12 +8,13 @@ and stored: policy, reference and every epoch see the same pixels, and a rerun g
 Sources are read with ``images.load_rgb``, the view training sees (upright, 8-bit RGB). A sample is
 quarantined, not fatal, when its image cannot be read (missing, not an image, undecodable, too large, an
 unsupported pixel mode: the ingest reasons) or when a crop strategy cannot keep a share of its area within
-the strategy's bounds, ``CROP_SCALES`` widened by ``CROP_AREA_SLACK`` on each side (exactly what the
-corruption gate accepts): such an image is too small or too elongated for the crop range, and torchvision's
-central fallback would store a crop outside the range. Quarantined samples get no image and no manifest
-row; ``quarantine.parquet`` and the summary's ``n_read`` / ``n_quarantined`` / ``quarantined_by_reason`` list
-them, and are written only when there is at least one, so a clean set's files are unchanged. Failures to
-write output still abort the whole set.
+the strategy's bounds, ``CROP_SCALES`` widened by a rounding slack of at most ``CROP_AREA_SLACK`` and a tenth
+of each bound (``crop_area_bounds``, exactly what the corruption gate accepts): such an image (a long strip, a
+few pixels) is too small or too elongated for the crop range, and torchvision's central fallback would store a
+crop outside the range; the crop recorded for it is the nearest any box allows. Quarantined samples get no image
+and no manifest row; ``quarantine.parquet`` and the summary's ``n_read`` / ``n_quarantined`` /
+``quarantined_by_reason`` list them, and are written only when there is at least one, so a clean set's files are
+unchanged. Failures to write output still abort the whole set.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
 from mdpo_pipeline.core.parallel import available_cores, worker_context
@@ -47,8 +49,13 @@ from mdpo_pipeline.core.schemas import QuarantineReason
 STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
 #: Kept-area bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption": the default keeps 1-20 %).
 CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
-#: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same.
+#: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same
+#: (``crop_area_bounds``).
 CROP_AREA_SLACK = 0.02
+#: The slack never widens a bound by more than this share of the bound itself. A flat 0.02 below crop_1_20's 1 %
+#: made the lower bound negative, so every crop passed it: the 1x1 central crop of a 1x20000 strip keeps 0.005 %.
+#: A tenth keeps every other bound as it was (0.02 is at most a tenth of 0.2 and 0.5) and puts crop_1_20's at 0.9 %.
+CROP_SLACK_SHARE = 0.1
 MOCO_CROP_SCALE = (0.2, 1.0)
 #: RandomResizedCrop's default aspect-ratio range, sampled log-uniformly.
 ASPECT_RANGE = (3 / 4, 4 / 3)
@@ -107,17 +114,17 @@ class CorruptionConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {shown(self.strategy)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise ValueError(f"seed must be an integer, got {shown(self.seed)}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an integer >= 0 (0 = all cores), got {self.workers!r}")
+            raise ValueError(f"workers must be an integer >= 0 (0 = all cores), got {shown(self.workers)}")
         if self.image_format not in FORMATS:
-            raise ValueError(f"image_format must be one of {sorted(FORMATS)}, got {self.image_format!r}")
+            raise ValueError(f"image_format must be one of {sorted(FORMATS)}, got {shown(self.image_format)}")
         if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or (
             self.max_image_pixels < 1
         ):
-            raise ValueError(f"max_image_pixels must be a positive integer, got {self.max_image_pixels!r}")
+            raise ValueError(f"max_image_pixels must be a positive integer, got {shown(self.max_image_pixels)}")
 
 
 @dataclass
@@ -146,22 +153,36 @@ def corruption_rng(sample_id: str, strategy: str, seed: int) -> random.Random:
     return random.Random(stable_seed(seed, strategy, sample_id))
 
 
+def crop_area_bounds(scale: tuple[float, float]) -> tuple[float, float]:
+    """The kept-area shares a crop drawn for ``scale`` may have: each bound widened by the rounding slack, which is
+    at most CROP_SLACK_SHARE of that bound (rounded as ``area_fraction`` is, so both compare exactly)."""
+    lo, hi = scale
+    return (round(lo - min(CROP_AREA_SLACK, CROP_SLACK_SHARE * lo), 6),
+            round(hi + min(CROP_AREA_SLACK, CROP_SLACK_SHARE * hi), 6))
+
+
+def crop_area_ok(area_fraction: float, scale: tuple[float, float]) -> bool:
+    """Whether a crop keeping ``area_fraction`` (as ``_box`` records it) lies within ``crop_area_bounds(scale)``."""
+    lo, hi = crop_area_bounds(scale)
+    return lo <= area_fraction <= hi
+
+
 def sample_crop(
     width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = ASPECT_RANGE
 ) -> dict[str, Any]:
     """A crop box with torchvision RandomResizedCrop.get_params semantics, including its central fallback.
 
-    One difference: a draw whose pixel rounding takes the kept area beyond ``scale`` ± CROP_AREA_SLACK (only
-    on images of a few pixels) is redrawn, like a box that does not fit, rather than used.
+    Two differences, both only on images of a few pixels or long strips: a draw whose pixel rounding takes the kept
+    area outside ``crop_area_bounds(scale)`` is redrawn, like a box that does not fit; and when the central fallback
+    is outside them too, the fallback is the central box (within the ratio range, as rounded) nearest to them.
     """
     area = width * height
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    lowest, highest = (scale[0] - CROP_AREA_SLACK) * area, (scale[1] + CROP_AREA_SLACK) * area
     for attempt in range(1, _CROP_TRIES + 1):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(log_lo, log_hi))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height and lowest <= w * h <= highest:
+        if 0 < w <= width and 0 < h <= height and crop_area_ok(round(w * h / area, 6), scale):
             x, y = rng.randint(0, width - w), rng.randint(0, height - h)
             return _box(x, y, w, h, area, attempt, fallback=False)
     # No draw fit (very elongated or tiny image): the largest central crop within the ratio range.
@@ -172,7 +193,41 @@ def sample_crop(
         w, h = round(height * ratio[1]), height
     else:
         w, h = width, height
+    if not crop_area_ok(round(w * h / area, 6), scale):
+        w, h = _nearest_box(width, height, scale, ratio, (w, h))
     return _box((width - w) // 2, (height - h) // 2, w, h, area, _CROP_TRIES, fallback=True)
+
+
+def _nearest_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], fallback: tuple[int, int]
+) -> tuple[int, int]:
+    """The (w, h) within the ratio range (as pixel rounding gives it) whose kept area is nearest to the bounds, the
+    largest of those within them; ``fallback`` unless another is strictly nearer.
+
+    A box outside the bounds is still returned: the caller quarantines the sample, and the record shows the crop
+    that came closest, so "no crop fits" is visibly true of the image rather than of an unlucky draw."""
+    area = width * height
+    lo, hi = crop_area_bounds(scale)
+
+    def distance(w: int, h: int) -> float:
+        share = round(w * h / area, 6)
+        return max(lo - share, share - hi, 0.0)
+
+    best, best_key = fallback, (distance(*fallback), -fallback[0] * fallback[1])
+    for h in range(1, height + 1):
+        w_min, w_max = max(1, round(h * ratio[0])), min(width, round(h * ratio[1]))
+        if w_min > w_max:
+            if w_min > width:  # taller boxes need wider ones still
+                break
+            continue
+        # The widest box of this height within the upper bound, else the narrowest (all are above it); its
+        # neighbours too, since the float division may land one pixel off the rounded bound.
+        widest = math.floor(hi * area / h)
+        for w in {min(w_max, max(w_min, widest + d)) for d in (-1, 0, 1)}:
+            key = (distance(w, h), -w * h)
+            if key < best_key:
+                best, best_key = (w, h), key
+    return best
 
 
 def _box(x: int, y: int, w: int, h: int, area: int, tries: int, fallback: bool) -> dict[str, Any]:
@@ -187,11 +242,10 @@ def _box(x: int, y: int, w: int, h: int, area: int, tries: int, fallback: bool) 
 
 
 def crop_out_of_bounds(strategy: str, params: dict[str, Any]) -> bool:
-    """True when a crop strategy's recorded crop keeps a share of the area outside its bounds ± slack."""
+    """True when a crop strategy's recorded crop keeps a share of the area outside ``crop_area_bounds``."""
     if strategy not in CROP_SCALES:
         return False
-    lo, hi = CROP_SCALES[strategy]
-    return not lo - CROP_AREA_SLACK <= params["area_fraction"] <= hi + CROP_AREA_SLACK
+    return not crop_area_ok(params["area_fraction"], CROP_SCALES[strategy])
 
 
 def _resized_crop(img: Image.Image, crop: dict[str, Any]) -> Image.Image:
@@ -334,12 +388,12 @@ def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Ke
         except Exception as e:  # anything else is a bug or the machine: stop, naming the sample
             raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
         if crop_out_of_bounds(job.strategy, params):
-            lo, hi = CROP_SCALES[job.strategy]
+            lo, hi = crop_area_bounds(CROP_SCALES[job.strategy])
             _, _, w, h = params["box"]
             detail = (
                 f"{img.width}x{img.height} image: the crop ({w}x{h}, fallback={params['fallback']}) keeps "
-                f"{params['area_fraction']:g} of the area, outside [{lo:g}, {hi:g}] ± {CROP_AREA_SLACK:g}: "
-                f"too small or too elongated for {job.strategy}"
+                f"{params['area_fraction']:g} of the area, outside [{lo:g}, {hi:g}] (the strategy's range with its "
+                f"rounding slack): too small or too elongated for {job.strategy}"
             )
             quarantined.append((sample_id, QuarantineReason.CROP_OUT_OF_BOUNDS.value, detail))
             continue

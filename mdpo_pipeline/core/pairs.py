@@ -16,12 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.io import atomic_dir, stable_seed, write_json, write_jsonl, write_parquet
-from mdpo_pipeline.core.schemas import PAIRS_SCHEMA, Instruction, PreferencePair, pair_to_row
+from mdpo_pipeline.core.schemas import PAIRS_SCHEMA, Instruction, PreferencePair, pair_to_row, same_answer
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("all_pairs", "one_per_instruction")
+#: Why a candidate pair is not built, in the order the checks run; each is a count in the summary, and the pairs
+#: built plus these are the candidates (``pair_candidates``).
+SKIP_REASONS = ("ties_skipped", "below_margin_skipped", "identical_skipped", "equal_after_normalisation_skipped")
 
 
 @dataclass(frozen=True)
@@ -36,19 +40,19 @@ class PairsConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {shown(self.strategy)}")
         # A bare string would silently iterate as characters.
         ok = isinstance(self.sources, tuple | list) and all(isinstance(s, str) and s.strip() for s in self.sources)
         if not ok:
-            raise ValueError(f"sources must be a list of non-empty source ids, got {self.sources!r}")
+            raise ValueError(f"sources must be a list of non-empty source ids, got {shown(self.sources)}")
         object.__setattr__(self, "sources", tuple(s.strip().lower() for s in self.sources))
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"n must be a positive integer, got {self.n!r}")
+            raise ValueError(f"n must be a positive integer, got {shown(self.n)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise ValueError(f"seed must be an integer, got {shown(self.seed)}")
         margin = self.min_margin
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf:
-            raise ValueError(f"min_margin must be a number >= 0, got {self.min_margin!r}")
+            raise ValueError(f"min_margin must be a number >= 0, got {shown(self.min_margin)}")
 
 
 @dataclass
@@ -82,20 +86,33 @@ def _pair(ins: Instruction, ci: int, ri: int) -> PreferencePair:
     )
 
 
+def _text_skip_reason(chosen: str, rejected: str) -> str | None:
+    # Same text on both sides gives DPO a zero gradient, and the quality gate rejects it. Answers that differ only in
+    # spacing or Unicode composition are the same answer: chat templates trim and tokenizers normalise, so they
+    # often become the same ids (the same zero gradient), and where not, the pair would teach spacing.
+    if chosen == rejected:
+        return "identical_skipped"
+    if same_answer(chosen, rejected):
+        return "equal_after_normalisation_skipped"
+    return None
+
+
 def _skip_reason(ins: Instruction, ci: int, ri: int, cfg: PairsConfig) -> str | None:
     """Why a strictly ordered rated pair is dropped, or None to keep it."""
     if ins.completions[ci].score - ins.completions[ri].score < cfg.min_margin:  # type: ignore[operator]
         return "below_margin_skipped"
-    # Same text on both sides gives DPO a zero gradient, and the quality gate rejects it.
-    if ins.completions[ci].response == ins.completions[ri].response:
-        return "identical_skipped"
-    return None
+    return _text_skip_reason(ins.completions[ci].response, ins.completions[ri].response)
 
 
 def _pairs_of(ins: Instruction, cfg: PairsConfig, counts: Counter) -> list[PreferencePair]:
     if ins.preferred is not None:
+        counts["pair_candidates"] += 1
+        ci, ri = ins.preferred
+        if reason := _text_skip_reason(ins.completions[ci].response, ins.completions[ri].response):
+            counts[reason] += 1
+            return []
         counts["preferred_pairs"] += 1
-        return [_pair(ins, *ins.preferred)]
+        return [_pair(ins, ci, ri)]
     usable = [i for i, c in enumerate(ins.completions) if c.usable]
     counts["unusable_completions"] += len(ins.completions) - len(usable)
     if len(usable) < 2:
@@ -107,6 +124,7 @@ def _pairs_of(ins: Instruction, cfg: PairsConfig, counts: Counter) -> list[Prefe
         out = []
         for k, a in enumerate(usable):
             for b in usable[k + 1 :]:
+                counts["pair_candidates"] += 1
                 if score[a] == score[b]:
                     counts["ties_skipped"] += 1
                     continue
@@ -116,6 +134,7 @@ def _pairs_of(ins: Instruction, cfg: PairsConfig, counts: Counter) -> list[Prefe
                 else:
                     out.append(_pair(ins, ci, ri))
         return out
+    counts["pair_candidates"] += 1  # this strategy's one candidate: the instruction's pair
     rng = random.Random(stable_seed(cfg.seed, cfg.strategy, ins.id))
     best_score = max(score.values())
     ci = rng.choice([i for i in usable if score[i] == best_score])
@@ -127,8 +146,8 @@ def _pairs_of(ins: Instruction, cfg: PairsConfig, counts: Counter) -> list[Prefe
     reasons = {i: _skip_reason(ins, ci, i, cfg) for i in lower}
     ok = [i for i in lower if reasons[i] is None]
     if not ok:
-        margin_short = "below_margin_skipped" in reasons.values()
-        counts["below_margin_skipped" if margin_short else "identical_skipped"] += 1
+        # One candidate per instruction: counted once, under the first reason (in SKIP_REASONS' order) that applies.
+        counts[next(r for r in SKIP_REASONS if r in reasons.values())] += 1
         return []
     return [_pair(ins, ci, rng.choice(ok))]
 
@@ -177,6 +196,11 @@ def make_pairs(instructions: Sequence[Instruction], cfg: PairsConfig) -> PairsRe
     kept = filter_sources(instructions, cfg.sources)
     counts: Counter = Counter()
     built = build_pairs(kept, cfg, counts)
+    skipped = sum(counts[r] for r in SKIP_REASONS)
+    if len(built) + skipped != counts["pair_candidates"]:
+        raise AssertionError(
+            f"pairing lost candidates: {len(built)} built + {skipped} skipped != {counts['pair_candidates']} candidates"
+        )
     sampled = sample_pairs(built, cfg.n, cfg.seed)
     per_source: dict[str, dict[str, int]] = {}
     for key, items in (("instructions", instructions), ("pairs_built", built), ("pairs_sampled", sampled)):
@@ -192,10 +216,11 @@ def make_pairs(instructions: Sequence[Instruction], cfg: PairsConfig) -> PairsRe
         "n_requested": cfg.n,
         "sample_short": len(built) < cfg.n,
         "preferred_pairs": counts["preferred_pairs"],
-        # Tied completion pairs under all_pairs; instructions whose usable answers all tie otherwise.
-        "ties_skipped": counts["ties_skipped"],
-        "below_margin_skipped": counts["below_margin_skipped"],
-        "identical_skipped": counts["identical_skipped"],
+        # Candidates: completion pairs under all_pairs, instructions with two usable answers under
+        # one_per_instruction, fixed pairs; each is built or skipped for one of SKIP_REASONS.
+        "pair_candidates": counts["pair_candidates"],
+        # ties_skipped: tied completion pairs under all_pairs; instructions whose usable answers all tie otherwise.
+        **{reason: counts[reason] for reason in SKIP_REASONS},
         "too_few_usable": counts["too_few_usable"],
         "unusable_completions": counts["unusable_completions"],
         "per_source": per_source,

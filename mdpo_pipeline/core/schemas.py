@@ -6,6 +6,7 @@ Plain dataclasses plus the pyarrow schemas used on disk. No Dagster, no torch.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -32,13 +33,16 @@ class QuarantineReason(str, enum.Enum):
     EMPTY_RESPONSE = "empty_response"
     TOO_FEW_COMPLETIONS = "too_few_completions"
     RATINGS_TIED = "ratings_tied"
-    IDENTICAL_PAIR = "identical_pair"  # a fixed (chosen, rejected) pair whose two answers are the same text
+    IDENTICAL_PAIR = "identical_pair"  # a fixed pair whose two answers are the same text (spacing, Unicode form aside)
     RATING_OUT_OF_RANGE = "rating_out_of_range"  # a number outside VLFeedback's 1-5 scale
     # A pixel format with no fixed 8-bit RGB meaning (e.g. float "F": its value range is not stored).
     UNSUPPORTED_IMAGE_MODE = "unsupported_image_mode"
     # Corruption only: no crop of the image keeps a share of its area within the strategy's bounds
     # (the image is too small or too elongated for the crop range).
     CROP_OUT_OF_BOUNDS = "crop_out_of_bounds"
+    # A prompt or answer that holds an image placeholder ("<image>", "[IMG]", ... core/placeholders.py) as text: the
+    # processor would expand it into image tokens with no image behind them and stop the training batch.
+    IMAGE_PLACEHOLDER_IN_TEXT = "image_placeholder_in_text"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,16 @@ class PreferencePair:
     chosen_score: float | None
     rejected_score: float | None
     extra: dict = field(default_factory=dict)
+
+
+def normalised_answer(text: str) -> str:
+    """``text`` in Unicode NFC with every run of whitespace one space and none at the ends."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Whether two answers are one text once normalised ("A cat." and "A  cat. ", "café" in NFC and NFD)."""
+    return a == b or normalised_answer(a) == normalised_answer(b)
 
 
 COMPLETION_TYPE = pa.struct(

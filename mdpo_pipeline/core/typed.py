@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.core.errors import SHOWN_CHARS, ConfigError, clip, shown
 
 
 def meta(help: str, **bounds: Any) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def build(cls: type, data: Any, where: str):
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of keys to values, got {data!r}")
+        raise ConfigError(f"{where}: must be a mapping of keys to values, got {shown(data)}")
     if hasattr(cls, "from_params"):  # a section with its own shape (e.g. pipeline.settings.TrainingSettings)
         return cls.from_params(data, where)
     own = {f.name: f for f in fields(cls) if f.init}
@@ -65,7 +65,8 @@ def build(cls: type, data: Any, where: str):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
+        # A section's own check may quote a whole value: the message is cut, as every other error here is bounded.
+        raise ConfigError(f"{where}: {clip(str(e))}") from e
 
 
 def _refuse_unknown(data: Mapping[str, Any], known: set[str], where: str) -> None:
@@ -79,12 +80,13 @@ def _refuse_unknown(data: Mapping[str, Any], known: set[str], where: str) -> Non
 
 def key(where: str, name: str) -> str:
     """The dotted place of ``name`` under ``where``: params.yaml:section, params.yaml:section.key."""
+    name = clip(name, SHOWN_CHARS)  # a key is a name: a pasted blob in its place is named by its prefix
     return f"{where}:{name}" if where == "params.yaml" else f"{where}.{name}"
 
 
 def did_you_mean(name: str, known) -> str:
     """' (did you mean X?)' for the known name closest to ``name``, or ''."""
-    close = difflib.get_close_matches(name, sorted(known), n=1)
+    close = difflib.get_close_matches(name[: 2 * SHOWN_CHARS], sorted(known), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
@@ -105,9 +107,9 @@ def check(value: Any, tp: Any, meta: Mapping[str, Any], where: str) -> Any:
     if ok and _in_bounds(converted, meta):
         return converted
     hint = ""
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
+    if isinstance(value, str) and len(value) < SHOWN_CHARS and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
         hint = f" (YAML reads {value} as text: write {value.lower().replace('e', '.0e', 1)})"
-    raise ConfigError(f"{where}: must be {describe(tp, meta)}, got {value!r}{hint}")
+    raise ConfigError(f"{where}: must be {describe(tp, meta)}, got {shown(value)}{hint}")
 
 
 def _in_bounds(value: Any, meta: Mapping[str, Any]) -> bool:

@@ -395,6 +395,7 @@ def _probe_dataset(variant: Variant, probe_dir: Path):
 def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: str = "reference") -> str:
     """Summed log-probs of the probe pairs' three views under the base model (+ ``adapter``), as a parquet."""
     from mdpo_pipeline.evaluation.generation import load_eval_model
+    from mdpo_pipeline.training.data import drop_image_token_rows
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
     preset, path = base_model_location(variant.project, variant.settings)
@@ -402,8 +403,10 @@ def _probe_logps(variant: Variant, adapter: Path | None, probe_dir: Path, name: 
                                           allow_remote_code=variant.settings.base_model.allow_remote_code)
     max_length = variant.settings.reference_logprobs.resolved_max_length(model_preset(preset))
     out = (probe_dir if adapter is None else adapter.parent) / f"probe_{name}.parquet"
-    compute_reference_logprobs(model, processor, _probe_dataset(variant, probe_dir),
-                               variant.settings.reference_logprobs.batch_size, out, max_length=max_length)
+    # As training: a pair holding the model's own image token as text would stop the batch (the same rows each time).
+    dataset, _ = drop_image_token_rows(_probe_dataset(variant, probe_dir), processor)
+    compute_reference_logprobs(model, processor, dataset, variant.settings.reference_logprobs.batch_size, out,
+                               max_length=max_length)
     return str(out)
 
 

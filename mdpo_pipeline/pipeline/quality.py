@@ -9,10 +9,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-#: Area fraction bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption"), with slack for
-#: integer pixel rounding.
-CROP_AREA_BOUNDS = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
-_ROUNDING_SLACK = 0.02
+from mdpo_pipeline.core.corruption import CROP_SCALES, crop_area_ok
+from mdpo_pipeline.core.schemas import same_answer
 
 
 def quarantine_gate(summary: dict[str, Any], max_share: float) -> tuple[bool, dict[str, Any]]:
@@ -41,7 +39,7 @@ def pairs_gate(pairs_path: Path, image_root: Path, expected_n: int) -> tuple[boo
         seen.add(r["pair_id"])
         if not r["chosen"].strip() or not r["rejected"].strip():
             problems["empty_answer"] += 1
-        if r["chosen"] == r["rejected"]:
+        if same_answer(r["chosen"], r["rejected"]):  # equal once spacing and Unicode form are normalised
             problems["identical_answers"] += 1
     for image in {r["image"] for r in rows}:
         if not (image_root / image).is_file():
@@ -73,12 +71,13 @@ def corruption_gate(
     for m in manifest:
         if not (out_dir / m["corrupted_image"]).is_file():
             problems["missing_file"] += 1
-        bounds = CROP_AREA_BOUNDS.get(m["strategy"])
+        scale = CROP_SCALES.get(m["strategy"])
         params = json.loads(m["params"])
-        if bounds and "area_fraction" in params:
+        if scale and "area_fraction" in params:
             a = params["area_fraction"]
             areas.append(a)
-            if not bounds[0] - _ROUNDING_SLACK <= a <= bounds[1] + _ROUNDING_SLACK:
+            # The bounds the corruption stage kept its crops within, from the one definition of them.
+            if not crop_area_ok(a, scale):
                 problems["area_out_of_bounds"] += 1
     problems = Counter({k: v for k, v in problems.items() if v})
     details: dict[str, Any] = {

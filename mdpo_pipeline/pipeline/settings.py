@@ -42,12 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from mdpo_pipeline.core import corruption, ingest, pairs
-from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.core.errors import ConfigError, shown
 from mdpo_pipeline.core.methods import METHODS
 from mdpo_pipeline.core.typed import build, key, layout, meta, plain
+from mdpo_pipeline.core.yamlfile import read_yaml
 from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES, EvalSettings
 from mdpo_pipeline.pipeline.project import PARAMS_FILE, Project
 from mdpo_pipeline.shapeworld import ShapeWorldConfig
@@ -111,7 +110,7 @@ class BaseModelSettings:
             object.__setattr__(self, "preset", GENERIC if self.path else SHAPEWORLD_TINY.name)
         elif self.path and self.preset in PRESETS and PRESETS[self.preset].built_here:
             raise ValueError(
-                f"path: preset {self.preset!r} is built by the pipeline and reads no path, so {self.path[:200]!r} "
+                f"path: preset {self.preset!r} is built by the pipeline and reads no path, so {shown(self.path)} "
                 f"would be ignored; set preset: {GENERIC} (or the checkpoint's preset) to train that checkpoint, "
                 "or remove path")
 
@@ -160,12 +159,12 @@ class TrainingSettings:
     def located(self, method: str) -> dict[str, tuple[Any, str]]:
         """key -> (value, where params.yaml sets it) of ``method``'s run: the common keys under its overrides
         (null values are "not set here" and left out)."""
-        out = {k: (v, f"params.yaml:training.{k}") for k, v in self.common.items() if v is not None}
+        out = {k: (v, key("params.yaml:training", k)) for k, v in self.common.items() if v is not None}
         for k, v in (self.methods.get(method) or {}).items():
             if v is None:
                 out.pop(k, None)
             else:
-                out[k] = (v, f"params.yaml:training.methods.{method}.{k}")
+                out[k] = (v, key(key("params.yaml:training.methods", method), k))
         return out
 
     def values(self, method: str) -> dict[str, Any]:
@@ -179,15 +178,16 @@ class TrainingSettings:
         data = dict(data)
         methods = data.pop("methods", None) or {}
         if not isinstance(methods, Mapping):
-            raise ConfigError(f"{where}.methods: must be a mapping of method names to their settings, got {methods!r}")
+            raise ConfigError(f"{where}.methods: must be a mapping of method names to their settings, "
+                              f"got {shown(methods)}")
         _refuse_pipeline_keys(data, where)
         checked = {}
         for method, overrides in methods.items():
-            here = f"{where}.methods.{method}"
+            here = key(f"{where}.methods", str(method))
             if overrides is None:
                 overrides = {}
             if not isinstance(overrides, Mapping):
-                raise ConfigError(f"{here}: must be a mapping of keys to values, got {overrides!r}")
+                raise ConfigError(f"{here}: must be a mapping of keys to values, got {shown(overrides)}")
             _refuse_pipeline_keys(overrides, here)
             checked[str(method)] = dict(overrides)
         return cls(common=data, methods=checked)
@@ -237,20 +237,21 @@ class ExperimentSettings:
         # the base model is always in the grid; methods must be known; no repeats (a cell key each)
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
-            raise ValueError(f"methods: unknown {unknown}; known: {sorted(METHODS)}")
+            raise ValueError(f"methods: unknown {shown(unknown)}; known: {sorted(METHODS)}")
         for name in ("methods", "seeds"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
-                raise ValueError(f"{name}: must be a non-empty list without repeats, got {list(values)}")
+                raise ValueError(f"{name}: must be a non-empty list without repeats, got {shown(list(values))}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise ValueError(f"name: letters, digits, '_', '.', '-' only (it names a folder), got {self.name!r}")
+            raise ValueError(f"name: letters, digits, '_', '.', '-' only (it names a folder), got {shown(self.name)}")
         for axis, values in self.axes.items():
             section, _, rest = axis.partition(".")
             if section not in (*DATA_SECTIONS, "training") or not rest:
-                raise ValueError(f"axes.{axis}: an axis is '<section>.<key>' with section one of "
+                raise ValueError(f"axes.{shown(axis)}: an axis is '<section>.<key>' with section one of "
                                  f"{[*DATA_SECTIONS, 'training']}")
             if not isinstance(values, list | tuple) or not values or len(set(map(repr, values))) != len(values):
-                raise ValueError(f"axes.{axis}: must be a non-empty list of distinct values, got {values!r}")
+                raise ValueError(f"axes.{shown(axis)}: must be a non-empty list of distinct values, "
+                                 f"got {shown(values)}")
 
 
 @dataclass(frozen=True)
@@ -294,12 +295,7 @@ MOVED = {
 def read_params(path: str | Path) -> dict[str, Any]:
     """params.yaml as a dict of sections, with a clear error for a missing or malformed file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: params file not found") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    data = read_yaml(path)  # within limits: size, alias expansion (a "billion laughs" file), depth
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -323,7 +319,7 @@ def load_settings(project: Project) -> Settings:
 def _refuse_pipeline_keys(data: Mapping[str, Any], where: str) -> None:
     for name in data:
         if not isinstance(name, str):
-            raise ConfigError(f"{where}: keys must be names, got {name!r}")
+            raise ConfigError(f"{where}: keys must be names, got {shown(name)}")
         here = key(where, name)
         if here in MOVED:
             raise ConfigError(f"{here}: moved to {MOVED[here]}")

@@ -14,8 +14,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdpo_pipeline.core.errors import clip
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
 from mdpo_pipeline.core.plots import training_curves
+from mdpo_pipeline.core.typed import key
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import Settings, load_settings
 
@@ -87,7 +89,7 @@ def base_model_name(project: Project, settings: Settings | None = None) -> str:
 
 def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str, Any]:
     """The base model's summed log-probs for every pair's three views, computed once for every training run."""
-    from mdpo_pipeline.training.data import load_preference_dataset
+    from mdpo_pipeline.training.data import drop_image_token_rows, load_preference_dataset
     from mdpo_pipeline.training.models import load_model_and_processor
     from mdpo_pipeline.training.reference import compute_reference_logprobs
 
@@ -95,6 +97,9 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
     preset, path = base_model_location(project, settings)
     model, processor = load_model_and_processor(preset, path, allow_remote_code=settings.base_model.allow_remote_code)
     dataset = load_preference_dataset(*_training_data_dirs(project))
+    read = len(dataset)
+    # A row holding the model's own image token as text would stop the cache's batch; training drops the same rows.
+    dataset, dropped = drop_image_token_rows(dataset, processor)
     # The one max_length: every training run against this cache gets the same (train_run_config).
     max_length = settings.reference_logprobs.resolved_max_length(model_preset(preset))
     out = project.data_dir("reference_logprobs") / "reference.parquet"
@@ -102,7 +107,8 @@ def run_reference_logprobs(project: Project, progress: bool = False) -> dict[str
         model, processor, dataset, settings.reference_logprobs.batch_size, out, progress=progress,
         max_length=max_length, packed_rows=settings.training.common.get("packed_rows", True) is not False,
     )
-    summary = {"preset": preset, **summary}
+    summary = {"preset": preset, "pairs_read": read, "pairs_dropped": {"text_has_image_token": len(dropped)},
+               **summary}
     stored = {k: v for k, v in summary.items() if k != "timing"}  # timings vary: they go to the metadata only
     (out.parent / "summary.json").write_text(json.dumps(stored, indent=2, sort_keys=True, default=str) + "\n")
     return summary
@@ -143,7 +149,7 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
     from mdpo_pipeline.training.run import TrainRunConfig, typed_run_values
 
     if method not in METHODS:
-        where = f"params.yaml:training.methods.{method}" if method in settings.training.methods else "method"
+        where = key("params.yaml:training.methods", str(method)) if method in settings.training.methods else "method"
         raise ConfigError(f"{where}: unknown method: method must be one of {sorted(METHODS)}")
     located = settings.training.located(method)
     if "output_dir" in located:
@@ -158,7 +164,7 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
             warnings.simplefilter("ignore", FutureWarning)  # transformers' renames: the run itself reports them
             cfg.parse(cuda=False)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"params.yaml:training (method {method}): {e}") from e
+        raise ConfigError(f"params.yaml:training (method {method}): {clip(str(e))}") from e
     finally:
         # Parsing TrainingArguments may export accelerate variables; this process must not pass them on.
         for name in set(os.environ) - set(environ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
+from mdpo_pipeline.core.typed import key
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import load_settings
 from mdpo_pipeline.pipeline.train import model_preset, training_run_config
@@ -17,7 +18,8 @@ def validate_params(project: Project) -> None:
     preset = model_preset(settings.base_model.preset)
     for method in settings.training.methods:
         if method not in METHODS:
-            raise ConfigError(f"params.yaml:training.methods.{method}: unknown method: method must be one of "
+            where = key("params.yaml:training.methods", str(method))
+            raise ConfigError(f"{where}: unknown method: method must be one of "
                               f"{sorted(METHODS)}")
     placeholders = {"pairs_dir": ".", "image_root": ".", "corrupted_dir": ".", "base_model": preset.name,
                     "max_length": settings.reference_logprobs.resolved_max_length(preset)}

@@ -9,6 +9,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mdpo_pipeline.core.errors import shown
+
 #: The kinds of instruction the generator writes (feedback.make_task), the keys ``kind_mix`` may weight.
 KINDS: tuple[str, ...] = ("describe", "existence", "count", "colour", "relation")
 
@@ -30,23 +32,23 @@ MAX_OBJECTS = 6  # more would not fit at 64 px without the shapes turning into s
 
 def _share(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        raise ValueError(f"{name} must be a number in [0, 1], got {shown(value)}")
 
 
 def _count(name: str, value: object, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+        raise ValueError(f"{name} must be an integer {bound}, got {shown(value)}")
 
 
 def _mix(name: str, mix: object, allowed: Iterable[str] | None = None) -> None:
     if not isinstance(mix, dict) or not mix:
-        raise ValueError(f"{name} must be a non-empty mapping of name -> weight, got {mix!r}")
+        raise ValueError(f"{name} must be a non-empty mapping of name -> weight, got {shown(mix)}")
     for key, weight in mix.items():
         if not isinstance(key, str) or (allowed is not None and key not in allowed):
-            raise ValueError(f"{name}: unknown key {key!r}" + (f"; allowed: {sorted(allowed)}" if allowed else ""))
+            raise ValueError(f"{name}: unknown key {shown(key)}" + (f"; allowed: {sorted(allowed)}" if allowed else ""))
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"{name}[{key!r}] must be a finite weight >= 0, got {weight!r}")
+            raise ValueError(f"{name}[{shown(key)}] must be a finite weight >= 0, got {shown(weight)}")
     if sum(mix.values()) <= 0:
         raise ValueError(f"{name}: weights must not all be zero")
 
@@ -84,7 +86,7 @@ class ShapeWorldConfig:
             _share(name, getattr(self, name))
         _mix("source_mix", self.source_mix)
         if any(k != k.strip().lower() or not k for k in self.source_mix):
-            raise ValueError(f"source_mix keys must be lowercase source ids, got {sorted(self.source_mix)}")
+            raise ValueError(f"source_mix keys must be lowercase source ids, got {shown(sorted(self.source_mix))}")
         if self.source_mix.get("llava", 0) <= 0:
             raise ValueError("source_mix must give 'llava' a positive weight: mDPO trains on LLaVA-sourced rows")
         _mix("kind_mix", self.kind_mix, KINDS)
@@ -96,4 +98,5 @@ class ShapeWorldConfig:
         _count("mmhal", self.mmhal, 8)
         _count("pope", self.pope, 1)
         if self.mmhal % 8:
-            raise ValueError(f"mmhal must be a multiple of 8 (its 8 question types repeat in order), got {self.mmhal}")
+            raise ValueError(
+                f"mmhal must be a multiple of 8 (its 8 question types repeat in order), got {shown(self.mmhal)}")

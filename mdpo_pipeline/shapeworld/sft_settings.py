@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mdpo_pipeline.core.errors import shown
+
 
 def _help(text: str, **bounds) -> dict:
     return {"help": text, **bounds}
@@ -48,9 +50,9 @@ class SFTSettings:
             raise ValueError("vision_pretrain_steps must be >= 0 and vision_pretrain_batch_size >= 1")
         for name in ("steps", "batch_size", "max_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {shown(getattr(self, name))}")
         for name in ("cooccurrence_bias", "describe_share", "warmup_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{name} must be in [0, 1], got {shown(getattr(self, name))}")
         if self.learning_rate <= 0 or self.eval_images < 0 or self.vision_aux_weight < 0:
             raise ValueError("learning_rate must be > 0, eval_images >= 0 and vision_aux_weight >= 0")

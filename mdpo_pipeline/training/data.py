@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl.data_utils import prepare_multimodal_messages
 
 from mdpo_pipeline.core.images import as_rgb
+from mdpo_pipeline.core.placeholders import describe_placeholders, placeholders_in
 from mdpo_pipeline.training.chat import preference_texts
 
 log = logging.getLogger(__name__)
@@ -231,6 +233,81 @@ def prompt_lengths(dataset: datasets.Dataset, processor: ProcessorMixin, withhol
         batch = collator([row])
         lengths.append(int(((batch["completion_mask"][0] == 0) & (batch["attention_mask"][0] == 1)).sum()))
     return lengths
+
+
+#: Processor (and tokenizer) attributes naming a token the processor expands into, or wraps around, image or video
+#: features: Llava's image_token, Gemma 3's boi/eoi, Qwen's vision start/end, InternVL's start/end/context, Pixtral's
+#: break/end, Idefics3's fake and global ones.
+IMAGE_TOKEN_ATTRIBUTES = (
+    "image_token", "video_token", "boi_token", "eoi_token", "vision_start_token", "vision_end_token",
+    "start_image_token", "end_image_token", "context_image_token", "image_break_token", "image_end_token",
+    "fake_image_token", "global_image_tag", "image_start_token", "image_seq_token",
+)
+#: An added token in markup ("<...>", "[...]", "<|...|>") whose text names an image, video or vision part is one too,
+#: whatever attribute (if any) holds it; a plain word a tokenizer added ("image") is text like any other.
+_IMAGE_MARKUP = re.compile(r"(?=.*[<>\[\]|])(?=.*(?:image|img|video|vision))", re.I | re.S)
+#: The reason ``drop_image_token_rows`` records.
+IMAGE_TOKEN_REASON = "text_has_image_token"
+
+
+def model_image_tokens(processor: Any) -> tuple[str, ...]:
+    """The image and video token strings of ``processor``: its and its tokenizer's IMAGE_TOKEN_ATTRIBUTES, and the
+    tokenizer's added tokens whose text names an image, video or vision part."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    found = set()
+    for owner in (processor, tokenizer):
+        for name in IMAGE_TOKEN_ATTRIBUTES:
+            value = getattr(owner, name, None) if owner is not None else None
+            value = getattr(value, "content", value)  # some processors keep an AddedToken, not its text
+            if isinstance(value, str) and value.strip():
+                found.add(value)
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    contents = (str(getattr(token, "content", token)) for token in added.values())
+    found |= {content for content in contents if _IMAGE_MARKUP.match(content)}
+    return tuple(sorted(found))
+
+
+def _texts(messages: Any) -> list[str]:
+    """Every text block of a conversational column value (a string, or messages whose content is text or blocks)."""
+    if isinstance(messages, str):
+        return [messages]
+    out = []
+    for message in messages or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            out.append(content)
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                out.append(block["text"])
+    return out
+
+
+def drop_image_token_rows(dataset: datasets.Dataset, processor: Any) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
+    """(rows whose prompt and answers hold none of the model's image tokens as text, the others with their reason).
+
+    Such text becomes image tokens with no image behind them: the processor refuses the whole batch ("3 image
+    tokens and 1 image"), so one row would stop every run and the reference cache. Ingest quarantines the common
+    spellings (core/placeholders.py); this catches the base model's own, whatever they are."""
+    tokens = model_image_tokens(processor)
+    if not tokens or not len(dataset):
+        return dataset, []
+    texts = dataset.select_columns(["pair_id", "prompt", "chosen", "rejected"])  # no image is decoded
+    keep, dropped = [], []
+    for i, row in enumerate(texts):
+        found = {column: placeholders_in("\n".join(_texts(row[column])), tokens)
+                 for column in ("prompt", "chosen", "rejected")}
+        found = {column: hits for column, hits in found.items() if hits}
+        if not found:
+            keep.append(i)
+            continue
+        where = "; ".join(f"{column} holds {describe_placeholders(hits)}" for column, hits in found.items())
+        dropped.append({"pair_id": row["pair_id"], "reason": IMAGE_TOKEN_REASON,
+                        "detail": f"{where}: the base model's image token(s) as text, which the processor would "
+                                  "expand with no image behind them"})
+    if not keep:
+        raise ValueError(f"every pair holds the base model's image tokens {list(tokens)} as text, e.g. "
+                         f"{dropped[0]['pair_id']}: {dropped[0]['detail']}")
+    return (dataset if not dropped else dataset.select(keep)), dropped
 
 
 def fit_max_length(

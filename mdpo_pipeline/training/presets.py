@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mdpo_pipeline.core.errors import shown
+
 
 @dataclass(frozen=True)
 class TrainingDefaults:
@@ -177,6 +179,7 @@ def get_preset(preset: str | ModelPreset) -> ModelPreset:
         return AUTO
     found = PRESETS.get(preset) or MODEL_TYPE_PRESETS.get(preset)
     if found is None:
-        raise KeyError(f"unknown model preset {preset!r}; known: {sorted([*PRESETS, *MODEL_TYPE_PRESETS, GENERIC])}")
+        known = sorted([*PRESETS, *MODEL_TYPE_PRESETS, GENERIC])
+        raise KeyError(f"unknown model preset {shown(preset)}; known: {known}")
     return found
 

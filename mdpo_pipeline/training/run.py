@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdpo_pipeline.core.errors import ConfigError
+from mdpo_pipeline.core.errors import ConfigError, clip, shown
 from mdpo_pipeline.core.io import atomic_dir, write_json
 from mdpo_pipeline.core.typed import check, did_you_mean, type_hints
 from mdpo_pipeline.training.presets import get_preset
@@ -78,11 +78,11 @@ class RunArguments:
 
     def __post_init__(self):
         if self.quantization not in (None, "4bit"):
-            raise ValueError(f"quantization must be null or '4bit', got {self.quantization!r}")
+            raise ValueError(f"quantization must be null or '4bit', got {shown(self.quantization)}")
         for name in ("lora_r", "lora_alpha", "threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be null or an integer >= 1, got {value!r}")
+                raise ValueError(f"{name} must be null or an integer >= 1, got {shown(value)}")
 
 
 @cache
@@ -109,7 +109,7 @@ def typed_run_values(values: Mapping[str, Any], where: Callable[[str], str] | No
     known = {f.name: (cls, f) for cls in (RunArguments, MDPOConfig) for f in fields(cls) if f.init}
     if strays := sorted(set(values) - set(known)):
         if where is None:
-            raise ConfigError(f"unknown run config key(s) {strays}: neither RunArguments nor MDPOConfig fields"
+            raise ConfigError(f"unknown run config key(s) {shown(strays)}: neither RunArguments nor MDPOConfig fields"
                               f"{did_you_mean(strays[0], known)}")
         raise ConfigError(f"{where(strays[0])}: {unknown}: neither an MDPOConfig field nor a run argument"
                           f"{did_you_mean(strays[0], known)}")
@@ -140,7 +140,7 @@ class TrainRunConfig(dict):
         try:
             return cls(data)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise ValueError(f"{path}: {clip(str(e))}") from None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -289,7 +289,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     from peft import prepare_model_for_kbit_training
     from transformers import set_seed
 
-    from mdpo_pipeline.training.data import fit_max_length, load_preference_dataset
+    from mdpo_pipeline.training.data import drop_image_token_rows, fit_max_length, load_preference_dataset
     from mdpo_pipeline.training.models import load_model_and_processor, lora_config
     from mdpo_pipeline.training.trainer import MDPOTrainer
 
@@ -307,11 +307,13 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
     )
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=preset.training.gradient_checkpointing)
+    read = len(dataset)
+    # Before the cache check: the reference_logprobs stage drops the same rows before computing the cache.
+    dataset, image_tokens = drop_image_token_rows(dataset, processor)
     if args.reference_cache:
         from mdpo_pipeline.training.reference import verify_reference_cache
 
         verify_reference_cache(args.reference_cache, model, processor, dataset, args.max_length)
-    read = len(dataset)
     dataset, too_long = fit_max_length(dataset, processor, args.max_length, withhold_image=args.withhold_image)
     if not len(dataset):
         raise ValueError(f"no pair fits max_length={args.max_length}: every prompt leaves no room for an answer")
@@ -344,7 +346,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
         "ended_at": round(started_at + seconds, 3),
         "pairs": len(dataset),
         "pairs_read": read,
-        "pairs_dropped": {"prompt_exceeds_max_length": len(too_long)},
+        "pairs_dropped": {"text_has_image_token": len(image_tokens), "prompt_exceeds_max_length": len(too_long)},
         "device": "cuda" if cuda else "cpu",
         "num_processes": trainer.accelerator.num_processes,
         "final": {k: v for k, v in logged[-1].items() if isinstance(v, int | float) and k != WALL_TIME}
@@ -359,7 +361,7 @@ def run_training(cfg: TrainRunConfig | dict[str, Any]) -> dict[str, Any]:
             write_json(cfg.trained(args, peft_config, torch.get_num_threads()), tmp / RUN_CONFIG_FILE)
             write_json(history, tmp / "log_history.json")
             write_json(summary, tmp / "summary.json")
-            write_json(too_long, tmp / "dropped_pairs.json")
+            write_json(image_tokens + too_long, tmp / "dropped_pairs.json")
         missing = [f for f in ADAPTER_FILES if not (Path(cfg.output_dir) / f).is_file()]
         if missing:
             raise RuntimeError(f"{cfg.output_dir}: adapter incomplete, missing {missing}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdpo_pipeline.core.errors import shown
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -67,7 +69,7 @@ def metric(key: str) -> Metric:
     try:
         return METRICS[key]
     except KeyError:
-        raise KeyError(f"unknown metric {key!r}; known: {sorted(METRICS)}") from None
+        raise KeyError(f"unknown metric {shown(key)}; known: {sorted(METRICS)}") from None
 
 
 def lower_is_better(key: str) -> bool:

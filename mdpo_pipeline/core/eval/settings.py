@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.eval.common import Mode
 from mdpo_pipeline.core.eval.metrics import lower_is_better
 from mdpo_pipeline.core.typed import meta
@@ -54,7 +55,7 @@ class GatePolicy:
         except KeyError as e:
             raise ValueError(e.args[0]) from None
         if lower_is_better(self.coverage):
-            raise ValueError(f"coverage must be a higher-is-better metric (e.g. recall), got {self.coverage!r}")
+            raise ValueError(f"coverage must be a higher-is-better metric (e.g. recall), got {shown(self.coverage)}")
 
     def better(self, a: float, b: float, margin: float = 0.0) -> bool:
         """Whether ``a`` beats ``b`` on the primary metric by more than ``margin``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS
 
 FORMATS = ("vlfeedback", "mdpo_json", "hub")
@@ -36,20 +37,20 @@ class IngestConfig:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise ValueError(f"IngestConfig.format must be one of {FORMATS}, got {self.format!r}")
+            raise ValueError(f"IngestConfig.format must be one of {FORMATS}, got {shown(self.format)}")
         if self.path is None or not str(self.path).strip():
             raise ValueError("IngestConfig.path is required: data directory or file ('hub': where to download)")
         self.path = Path(self.path).expanduser()
         if self.image_root is not None:
             self.image_root = Path(self.image_root).expanduser()
         if self.image_check not in IMAGE_CHECKS:
-            raise ValueError(f"IngestConfig.image_check must be in {IMAGE_CHECKS}, got {self.image_check!r}")
+            raise ValueError(f"IngestConfig.image_check must be in {IMAGE_CHECKS}, got {shown(self.image_check)}")
         for name, lowest in (("max_image_pixels", 1), ("workers", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"IngestConfig.{name} must be an int >= {lowest}, got {value!r}")
+                raise ValueError(f"IngestConfig.{name} must be an int >= {lowest}, got {shown(value)}")
         if not isinstance(self.default_source, str) or not self.default_source.strip():
             raise ValueError("IngestConfig.default_source must be a non-empty string")
         self.default_source = self.default_source.strip().lower()
         if not self.hub_repo_id or "/" not in self.hub_repo_id:
-            raise ValueError(f"IngestConfig.hub_repo_id must be 'owner/name', got {self.hub_repo_id!r}")
+            raise ValueError(f"IngestConfig.hub_repo_id must be 'owner/name', got {shown(self.hub_repo_id)}")

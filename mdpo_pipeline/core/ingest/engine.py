@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.images import ImageCheck, PathEscapeError, check_images, resolve_image_path
 from mdpo_pipeline.core.ingest.config import IngestConfig
 from mdpo_pipeline.core.ingest.readers import _Rec
@@ -115,7 +116,7 @@ def _run(
                 row = parse(rec.obj, n_read)
                 for kind, value in row.keys:
                     if (kind, value) in seen:
-                        what = f"id {value!r}" if kind == "id" else "(img_path, prompt, chosen, rejected)"
+                        what = f"id {shown(value)}" if kind == "id" else "(img_path, prompt, chosen, rejected)"
                         detail = f"{what} already kept from {seen[kind, value]}"
                         raise _Reject(R.DUPLICATE_ID, detail, row.ins.id)
                 try:

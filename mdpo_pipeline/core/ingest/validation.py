@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.ingest.config import IMAGES_DIR
-from mdpo_pipeline.core.schemas import ASPECTS, Completion, Instruction, QuarantineReason
+from mdpo_pipeline.core.placeholders import describe_placeholders, placeholders_in
+from mdpo_pipeline.core.schemas import ASPECTS, Completion, Instruction, QuarantineReason, same_answer
 
 R = QuarantineReason
 RATING_RANGE = (1.0, 5.0)  # GPT-4V's scale in VLFeedback
@@ -50,6 +52,21 @@ def _require(obj: dict, names: Iterable[str], rid: str | None) -> None:
             raise _Reject(R.BAD_FIELD_TYPE, f"field '{name}' is {got}, expected string", rid)
 
 
+def _placeholder_defect(text: str, what: str) -> str | None:
+    """Why ``text`` (``what``: "field 'prompt'", ...) cannot be used as it holds an image placeholder, or None."""
+    found = placeholders_in(text)
+    if not found:
+        return None
+    return (f"{what} holds the image placeholder {describe_placeholders(found)} as text: the processor would "
+            "expand it into image tokens with no image behind them")
+
+
+def _check_placeholders(rid: str | None, **texts: str) -> None:
+    for name, text in texts.items():
+        if detail := _placeholder_defect(text, f"field '{name}'"):
+            raise _Reject(R.IMAGE_PLACEHOLDER_IN_TEXT, detail, rid)
+
+
 def _parse_rating(value: object) -> tuple[float | None, QuarantineReason | None]:
     """VLFeedback ratings are strings ("4", " 5 ", "4.0") and sometimes "N/A"."""
     if isinstance(value, dict):
@@ -83,14 +100,16 @@ def _parse_completion(
     where = f"completions[{i}] ({model})"
     response = (response or "").strip()
     defects = [] if response else [(R.EMPTY_RESPONSE, f"{where}: empty response")]
+    if detail := _placeholder_defect(response, f"{where}: the response"):
+        defects.append((R.IMAGE_PLACEHOLDER_IN_TEXT, detail))
     annotations = c.get("annotations") if isinstance(c.get("annotations"), dict) else {}
     ratings: dict[str, float | None] = {}
     for aspect in ASPECTS:
         raw = annotations.get(aspect)
         ratings[aspect], defect = _parse_rating(raw)
         if defect is not None:
-            shown = raw.get("Rating") if isinstance(raw, dict) else raw
-            what = "missing" if defect is R.MISSING_RATING else f"{shown!r} is not a number in 1-5"
+            value = raw.get("Rating") if isinstance(raw, dict) else raw
+            what = "missing" if defect is R.MISSING_RATING else f"{shown(value)} is not a number in 1-5"
             defects.append((defect, f"{where}: '{aspect}' rating {what}"))
     return Completion(model, response, ratings), defects
 
@@ -145,7 +164,8 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
         raise _Reject(R.BAD_FIELD_TYPE, f"field 'img_path' is {_type_name(img)}, expected string", rid)
     prompt = obj["prompt"].strip()
     if not prompt:
-        raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' is empty or whitespace ({obj['prompt']!r})", rid)
+        raise _Reject(R.EMPTY_PROMPT, f"field 'prompt' is empty or whitespace ({shown(obj['prompt'])})", rid)
+    _check_placeholders(rid, prompt=prompt)
     models = obj.get("models") if isinstance(obj.get("models"), list) else []
     usable: list[Completion] = []
     dropped: Counter = Counter()
@@ -164,8 +184,8 @@ def _parse_vlfeedback(obj: object, ordinal: int, sources: dict[str, str]) -> _Ro
             reason = min(dropped, key=lambda r: (-dropped[r], _REASON_ORDER[r]))
         else:
             reason = R.TOO_FEW_COMPLETIONS
-        shown = "".join(f"; {d}" for d in details[:6]) + ("; ..." if len(details) > 6 else "")
-        raise _Reject(reason, f"{len(usable)} of {len(comps_in)} completions usable, need 2{shown}", rid)
+        listed = "".join(f"; {d}" for d in details[:6]) + ("; ..." if len(details) > 6 else "")
+        raise _Reject(reason, f"{len(usable)} of {len(comps_in)} completions usable, need 2{listed}", rid)
     scores = sorted({round(c.score, 9) for c in usable})  # type: ignore[arg-type]
     if len(scores) == 1:
         detail = f"all {len(usable)} usable completions have mean rating {scores[0]:g}: no pair"
@@ -187,6 +207,8 @@ _PROMPT_TEMPLATES = (
         rf"^\s*(?:{re.escape(_VICUNA_SYSTEM)})?\s*USER:\s*<image>\s*(?P<q>.*?)\s*ASSISTANT:\s*$", re.S
     ),
     re.compile(r"^\s*<image>\s*\n(?P<q>.*)$", re.S),
+    # LLaVA's instruction data puts the image after the question as often as before it.
+    re.compile(r"^(?P<q>.*?)\n\s*<image>\s*$", re.S),
 )
 
 
@@ -215,20 +237,25 @@ def _parse_mdpo(obj: object, ordinal: int, default_source: str) -> _Row:
         raise _Reject(R.BAD_FIELD_TYPE, f"row is {_type_name(obj)}, expected a JSON object")
     given_id = obj.get("id")
     if given_id is not None and (not isinstance(given_id, str) or not given_id.strip()):
-        raise _Reject(R.BAD_FIELD_TYPE, f"field 'id' is {given_id!r}, expected a non-empty string")
+        raise _Reject(R.BAD_FIELD_TYPE, f"field 'id' is {shown(given_id)}, expected a non-empty string")
     img = obj.get("img_path")
     rid = given_id or (f"{_posix(img).stem}#{ordinal}" if isinstance(img, str) else None)
     _require(obj, ("img_path", "prompt", "chosen", "rejected"), rid)
     prompt = strip_prompt_template(obj["prompt"])
     if not prompt:
-        detail = f"field 'prompt' has no question once the template is stripped ({obj['prompt']!r})"
+        detail = f"field 'prompt' has no question once the template is stripped ({shown(obj['prompt'])})"
         raise _Reject(R.EMPTY_PROMPT, detail, rid)
     chosen, rejected = obj["chosen"].strip(), obj["rejected"].strip()
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not text:
             raise _Reject(R.EMPTY_RESPONSE, f"field '{name}' is empty or whitespace only", rid)
+    # The template's own "<image>" is gone with the template: one left in the question is the row's text.
+    _check_placeholders(rid, prompt=prompt, chosen=chosen, rejected=rejected)
     if chosen == rejected:
         raise _Reject(R.IDENTICAL_PAIR, "fields 'chosen' and 'rejected' are the same text", rid)
+    if same_answer(chosen, rejected):
+        detail = "fields 'chosen' and 'rejected' are the same text once spacing and Unicode form are normalised"
+        raise _Reject(R.IDENTICAL_PAIR, detail, rid)
     source = obj.get("source")
     source = source.strip().lower() if isinstance(source, str) and source.strip() else default_source
     image = _posix(img).as_posix()
