@@ -262,6 +262,11 @@ def test_methods_table():
         "mdpo_no_anchor": True,
         "mdpo_anchor_all": True,
         "dpo_no_image": False,
+        "ipo": False,
+        "hinge": False,
+        "apo_zero": False,
+        "mpo": False,
+        "mdpo_mpo": True,
     }
     assert LossWeights(dpo=0, anchor_corrupted=0.5).needs_corrupted
     assert isinstance(METHODS["mdpo"].anchor, float)

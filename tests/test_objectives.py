@@ -265,3 +265,58 @@ def test_error_beta(name, beta):
 def test_bad_inputs_raise(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------- method presets (method_loss)
+
+
+def test_pair_loss_names_are_the_methods_list():
+    from mdpo_pipeline.core.methods import PAIR_LOSS_TYPES
+
+    assert tuple(ob.PAIR_LOSSES) == PAIR_LOSS_TYPES
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not METHODS[m].beyond_mdpo])
+def test_an_mdpo_family_method_is_mdpo_loss_bit_for_bit(method):
+    pc, pr, rc, rr = _pair()
+    pcc, rcc = _t(-15.0), _t(-11.0)
+    got = ob.method_loss((pc, pr, pcc), (rc, rr, rcc), weights=METHODS[method])
+    want = mdpo_loss(pc, pr, rc, rr, pcc, rcc, weights=METHODS[method])
+    assert torch.equal(got.loss, want.loss) and got.terms.keys() == want.terms.keys()
+
+
+def test_mdpo_loss_refuses_weights_beyond_its_terms():
+    with pytest.raises(ValueError, match="method_loss computes them"):
+        mdpo_loss(*_pair(), weights=METHODS["mpo"])
+
+
+def test_ipo_method_is_the_ipo_term_and_still_reports_dpo():
+    # IPO: (x − 1/(2β))² = (3 − 5)² = 4; DPO's term reported beside it, outside the loss.
+    out = ob.method_loss(_pair()[:2], _pair()[2:], weights=METHODS["ipo"])
+    assert out.loss.item() == pytest.approx(4.0)
+    assert out.terms["ipo"].item() == pytest.approx(4.0) and out.terms["dpo"].item() == pytest.approx(DPO)
+    assert out.rewards["margin"].item() == pytest.approx(0.3)
+
+
+def test_mpo_method_is_mpo_loss_and_needs_token_counts():
+    pc, pr, rc, rr = _pair()
+    tokens = torch.tensor([4.0])
+    got = ob.method_loss((pc, pr), (rc, rr), weights=METHODS["mpo"], chosen_tokens=tokens, quality_shift=0.05)
+    want = ob.mpo_loss(pc, pr, rc, rr, tokens, delta=0.05)
+    # 0.8·DPO + 0.2·BCO(δ = 0.05) + 1.0·(10 / 4):
+    # BCO = −log σ(0.2 − 0.05) − log σ(−(−0.1 − 0.05)) = 2·softplus(−0.15) = 2 · 0.6209570
+    assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-6)
+    assert got.loss.item() == pytest.approx(0.8 * DPO + 0.2 * 2 * 0.6209570 + 2.5, abs=1e-6)
+    with pytest.raises(ValueError, match="needs chosen_tokens"):
+        ob.method_loss((pc, pr), (rc, rr), weights=METHODS["mpo"])
+
+
+def test_mdpo_over_mpo_adds_the_image_terms_to_mpo():
+    pc, pr, rc, rr = _pair()
+    pcc, rcc = _t(-15.0), _t(-11.0)
+    tokens = torch.tensor([4.0])
+    both = ob.method_loss((pc, pr, pcc), (rc, rr, rcc), weights=METHODS["mdpo_mpo"], chosen_tokens=tokens)
+    mpo = ob.method_loss((pc, pr), (rc, rr), weights=METHODS["mpo"], chosen_tokens=tokens)
+    image = mdpo_loss(pc, pr, rc, rr, pcc, rcc, weights=LossWeights(0, 1, 1))
+    assert both.loss.item() == pytest.approx(mpo.loss.item() + image.loss.item(), abs=1e-6)
+    assert {"conditional", "anchor", "quality", "sft"} <= both.terms.keys()

@@ -4,6 +4,7 @@ the reference cache against the live reference, and the text-only (dpo_no_image)
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pyarrow.parquet as pq
@@ -161,6 +162,31 @@ def test_one_step_per_method(tmp_path, dataset, method):
     if method == "mdpo":
         assert {"loss/conditional", "loss/anchor"} <= logs.keys()
         assert logs["loss"] == pytest.approx(3 * math.log(2), abs=1e-4)
+
+
+def test_mpo_quality_shift_runs_over_the_steps_and_resumes_from_a_checkpoint(tmp_path, dataset):
+    from mdpo_pipeline.training.trainer import QUALITY_SHIFT_FILE
+
+    def run(steps, **kw):
+        model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+        trainer = MDPOTrainer(model, args=config(tmp_path, method="mpo", max_steps=steps, save_strategy="steps",
+                                                 save_steps=1, **kw),
+                              train_dataset=dataset, processing_class=processor, peft_config=lora())
+        return trainer
+
+    full = run(2)
+    full.train()
+    logs = full.state.log_history
+    assert {"loss/quality", "loss/sft", "loss/dpo"} <= logs[0].keys()
+    # Step 1: a fresh adapter is the base, every reward is 0, so the running mean stays 0; step 2 moves it.
+    first = json.loads((tmp_path / "run/checkpoint-1" / QUALITY_SHIFT_FILE).read_text())
+    assert first == {"mean": 0.0, "count": 1}
+    assert full.quality_shift.count == 2 and full.quality_shift.mean != 0.0
+
+    resumed = run(2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run/checkpoint-1"))
+    assert resumed.quality_shift.count == 2
+    assert resumed.quality_shift.mean == pytest.approx(full.quality_shift.mean, abs=1e-7)
 
 
 def test_full_fine_tuning_uses_the_frozen_reference_model(tmp_path, dataset):

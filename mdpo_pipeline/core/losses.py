@@ -96,6 +96,9 @@ def mdpo_loss(
         raise ValueError(f"delta must be finite, got {delta!r}")
     if not isinstance(weights, LossWeights):
         raise TypeError(f"weights must be a LossWeights, got {type(weights).__name__}")
+    if weights.beyond_mdpo:
+        raise ValueError(f"weights with pair_loss={weights.pair_loss!r}, quality={weights.quality}, sft={weights.sft} "
+                         "go beyond the mDPO terms: core.objectives.method_loss computes them")
     inputs = {
         "policy_chosen": policy_chosen,
         "policy_rejected": policy_rejected,

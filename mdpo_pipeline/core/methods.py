@@ -8,20 +8,32 @@ import math
 from dataclasses import dataclass, fields
 
 TERMS = ("dpo", "conditional", "anchor", "anchor_rejected", "anchor_corrupted")
+#: MPO's terms beside the preference term (core/objectives.py: bco_pair_loss, sft_loss).
+EXTRA_TERMS = ("quality", "sft")
+#: The base preference terms a method may put in the "dpo" slot, named like TRL's DPOConfig.loss_type
+#: (core/objectives.PAIR_LOSSES computes them; a test keeps the two lists equal).
+PAIR_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down", "bco_pair")
 
 
 @dataclass(frozen=True)
 class LossWeights:
     """Weight of each loss term; a weight-0 term is skipped (dpo is still reported, outside the loss)."""
 
-    dpo: float = 1.0  # chosen vs rejected answer, same image
+    dpo: float = 1.0  # chosen vs rejected answer, same image (the pair term: pair_loss)
     conditional: float = 0.0  # chosen answer: real vs corrupted image (CoPO)
     anchor: float = 0.0  # chosen reward kept above δ (AncPO)
     anchor_rejected: float = 0.0  # rejected reward pushed below δ (Table 4)
     anchor_corrupted: float = 0.0  # chosen-with-corrupted-image reward pushed below δ (Table 4)
+    quality: float = 0.0  # MPO's quality term: BCO on each answer's reward against a running mean
+    sft: float = 0.0  # MPO's generation term: the chosen answer's mean per-token negative log-prob
+    pair_loss: str = "sigmoid"  # which PAIR_LOSS_TYPES term fills the dpo slot (sigmoid = DPO)
 
     def __post_init__(self) -> None:
+        if self.pair_loss not in PAIR_LOSS_TYPES:
+            raise ValueError(f"LossWeights.pair_loss must be one of {PAIR_LOSS_TYPES}, got {str(self.pair_loss)[:80]!r}")
         for f in fields(self):
+            if f.name == "pair_loss":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"LossWeights.{f.name} must be a number, got {value!r}")
@@ -29,8 +41,13 @@ class LossWeights:
                 raise ValueError(f"LossWeights.{f.name} must be finite and >= 0, got {value!r}")
             # Store floats so asdict()/JSON of a config logs 1.0 whether the caller wrote 1 or 1.0.
             object.__setattr__(self, f.name, float(value))
-        if not any(getattr(self, name) > 0 for name in TERMS):
+        if not any(getattr(self, name) > 0 for name in (*TERMS, *EXTRA_TERMS)):
             raise ValueError("LossWeights: at least one weight must be > 0")
+
+    @property
+    def beyond_mdpo(self) -> bool:
+        """Whether a term outside the mDPO family is in play: another pair term than DPO's, quality or SFT."""
+        return self.pair_loss != "sigmoid" or self.quality > 0 or self.sft > 0
 
     @property
     def needs_corrupted(self) -> bool:
@@ -52,4 +69,14 @@ METHODS: dict[str, LossWeights] = {
     "mdpo_no_anchor": LossWeights(1, 1, 0),
     "mdpo_anchor_all": LossWeights(1, 1, 1, 1, 1),
     TEXT_ONLY_METHOD: LossWeights(1, 0, 0),  # same loss as DPO; the trainer withholds the image
+    # TRL's base preference losses in the pair slot, no image term: the text-preference baselines beside DPO.
+    "ipo": LossWeights(pair_loss="ipo"),
+    "hinge": LossWeights(pair_loss="hinge"),
+    "apo_zero": LossWeights(pair_loss="apo_zero"),
+    # MPO (InternVL 2.5, arXiv 2411.10442 §3): DPO 0.8 + BCO quality 0.2 + SFT generation 1.0, the authors' released
+    # scripts' ``--sigmoid_loss_weight 0.8 --bco_pair_loss_weight 0.2 --rpo_alpha 1`` (TRL's docs give the same
+    # ``loss_weights=[0.8, 0.2, 1.0]`` "as used in the MPO paper").
+    "mpo": LossWeights(dpo=0.8, quality=0.2, sft=1.0),
+    # mDPO's image terms over MPO's: does the conditional term add to a method that already has an SFT term?
+    "mdpo_mpo": LossWeights(dpo=0.8, conditional=1.0, anchor=1.0, quality=0.2, sft=1.0),
 }

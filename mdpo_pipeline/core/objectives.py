@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 
-from mdpo_pipeline.core.losses import BETA, LossOutput, _check, implicit_rewards
+from mdpo_pipeline.core.losses import BETA, LossOutput, _check, implicit_rewards, mdpo_loss
+from mdpo_pipeline.core.methods import METHODS, TERMS, LossWeights
 
-#: MPO's weights w_p, w_q, w_g (preference, quality, generation): the authors' released InternVL MPO scripts run
-#: ``--sigmoid_loss_weight 0.8 --bco_pair_loss_weight 0.2 --rpo_alpha 1``, the values TRL's docs give "as used in
-#: the MPO paper" (``loss_weights=[0.8, 0.2, 1.0]``).
-MPO_WEIGHTS: Mapping[str, float] = MappingProxyType({"preference": 0.8, "quality": 0.2, "generation": 1.0})
+#: MPO's weights w_p, w_q, w_g (preference, quality, generation): the "mpo" method's (core/methods.py says where
+#: they come from).
+MPO_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"preference": METHODS["mpo"].dpo, "quality": METHODS["mpo"].quality, "generation": METHODS["mpo"].sft})
 
 
 # ---------------------------------------------------------------- validation
@@ -172,7 +173,7 @@ def bco_pair_loss(policy_chosen, policy_rejected, reference_chosen, reference_re
     return -F.logsigmoid(beta * rw - delta) - F.logsigmoid(-(beta * rl - delta))
 
 
-#: TRL's DPOConfig.loss_type names -> per-sample loss; each takes (policy_chosen, policy_rejected,
+#: TRL's DPOConfig.loss_type names (methods.PAIR_LOSS_TYPES) -> per-sample loss; each takes (policy_chosen, policy_rejected,
 #: reference_chosen, reference_rejected, *, beta=..., options) and returns (B,).
 PAIR_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "sigmoid": sigmoid_loss,
@@ -359,3 +360,47 @@ def symmpo_margin_consistency(*, policy_y_m, policy_y2_m, policy_y2_m2, policy_y
     the authors' released trainer, not checked against the paper's equation."""
     h1, h2 = _symmpo_margins(locals(), None)
     return (h1 - h2) ** 2
+
+
+# ---------------------------------------------------------------- a method preset's loss
+
+
+def method_loss(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], *, weights: LossWeights,
+                beta: float = BETA, delta: float = 0.0, chosen_tokens: torch.Tensor | None = None,
+                quality_shift: float | torch.Tensor = 0.0) -> LossOutput:
+    """The loss of a method (core/methods.METHODS): ``mdpo_loss``'s image terms, the pair term ``weights.pair_loss``
+    in the dpo slot, and MPO's quality (``bco_pair_loss`` at ``quality_shift``) and generation (``sft_loss``, from
+    ``chosen_tokens``) terms. ``policy`` / ``reference``: the views' summed log-probs, chosen, rejected and
+    optionally chosen with the corrupted image. A method of the mDPO family gets ``mdpo_loss`` itself, bit for bit."""
+    if len(policy) != len(reference) or len(policy) not in (2, 3):
+        raise ValueError(f"policy and reference need the 2 or 3 views' log-probs each, got {len(policy)} and "
+                         f"{len(reference)}")
+    corrupted = (policy[2], reference[2]) if len(policy) == 3 else (None, None)
+    pair = (policy[0], policy[1], reference[0], reference[1])
+    if not weights.beyond_mdpo:
+        return mdpo_loss(*pair, *corrupted, beta=beta, delta=delta, weights=weights)
+    if weights.sft > 0 and chosen_tokens is None:
+        raise ValueError("weights.sft > 0 needs chosen_tokens, the chosen answers' token counts")
+    # mdpo_loss computes the mDPO terms in play, the dpo slot left to another pair term when one fills it.
+    mdpo_part = {t: getattr(weights, t) for t in TERMS} | ({} if weights.pair_loss == "sigmoid" else {"dpo": 0.0})
+    base = (mdpo_loss(*pair, *corrupted, beta=beta, delta=delta, weights=LossWeights(**mdpo_part))
+            if any(w > 0 for w in mdpo_part.values()) else None)
+    # DPO's term is reported whichever term fills its slot (as mdpo_loss reports it at weight 0): runs compare on it.
+    terms = dict(base.terms) if base is not None else {"dpo": sigmoid_loss(*pair, beta=beta).mean().detach()}
+    loss = base.loss if base is not None else 0.0
+    if weights.pair_loss != "sigmoid":
+        terms[weights.pair_loss] = PAIR_LOSSES[weights.pair_loss](*pair, beta=beta).mean()
+        loss = loss + weights.dpo * terms[weights.pair_loss]
+    if weights.quality > 0:
+        terms["quality"] = bco_pair_loss(*pair, beta=beta, delta=quality_shift).mean()
+        loss = loss + weights.quality * terms["quality"]
+    if weights.sft > 0:
+        terms["sft"] = sft_loss(policy[0], chosen_tokens).mean()
+        loss = loss + weights.sft * terms["sft"]
+    if base is not None:
+        rewards = base.rewards
+    else:
+        rw, rl = _logratios(*pair, beta)
+        chosen, rejected = (beta * rw).detach(), (beta * rl).detach()
+        rewards = {"chosen": chosen, "rejected": rejected, "margin": chosen - rejected}
+    return LossOutput(loss=loss, terms=terms, rewards=rewards)

@@ -44,7 +44,8 @@ class MDPOConfig(DPOConfig):
         metadata={
             "help": "Preference objective: one of the presets of mdpo_pipeline.core.methods.METHODS (mdpo = DPO + "
             "conditional + anchor; dpo; the ablations mdpo_no_conditional, mdpo_no_anchor, mdpo_anchor_all; "
-            "dpo_no_image = DPO with the image withheld).",
+            "dpo_no_image = DPO with the image withheld; TRL's ipo, hinge, apo_zero; mpo = DPO + BCO quality + "
+            "SFT; mdpo_mpo = mpo + mDPO's image terms).",
             "choices": list(METHODS),
         },
     )

@@ -9,6 +9,8 @@ evaluation, checkpoints) is TRL's.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import textwrap
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -16,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from trl import DPOTrainer
 
-from mdpo_pipeline.core.losses import mdpo_loss
+from mdpo_pipeline.core.objectives import RunningMean, method_loss
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import REFERENCE_COLUMNS, DataCollatorForMDPO
 from mdpo_pipeline.training.packing import packed_completion_logps, use_packing
@@ -59,6 +61,10 @@ def _require_columns(dataset, views: tuple[str, ...], name: str) -> None:
         raise ValueError(
             f"{name} lacks columns {missing}: build it with mdpo_pipeline.training.data.load_preference_dataset"
         )
+
+
+#: Where a checkpoint keeps the running mean of MPO's quality term, so a resumed run continues the same δ.
+QUALITY_SHIFT_FILE = "quality_shift.json"
 
 
 class MDPOTrainer(DPOTrainer):
@@ -124,6 +130,8 @@ class MDPOTrainer(DPOTrainer):
         super().__init__(model, ref_model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
         if self.aux_loss_enabled:
             raise NotImplementedError("MoE router auxiliary losses are not added to the mDPO loss")
+        # MPO's quality term compares each reward with the mean of all rewards so far; it travels with checkpoints.
+        self.quality_shift = RunningMean()
         # One decision per run, announced once: the policy and the live reference run the same forward.
         self.logps = packed_completion_logps if use_packing(self.model, args.packed_rows) else completion_logps
         if data_collator is None:
@@ -174,17 +182,11 @@ class MDPOTrainer(DPOTrainer):
             raise torch.OutOfMemoryError(self._out_of_memory(inputs, str(e))) from e
         policy = policy_logps.chunk(n_views)
         reference = reference_logps.to(policy_logps.dtype).chunk(n_views)
-        corrupted = (policy[2], reference[2]) if n_views == 3 else (None, None)
-        output = mdpo_loss(
-            policy[0],
-            policy[1],
-            reference[0],
-            reference[1],
-            *corrupted,
-            beta=self.beta,
-            delta=self.args.delta,
-            weights=self.args.mdpo_weights,
-        )
+        weights = self.args.mdpo_weights
+        chosen_tokens = inputs["completion_mask"].chunk(n_views)[0].sum(dim=1) if weights.sft > 0 else None
+        shift = self._quality_shift(policy, reference, mode) if weights.quality > 0 else 0.0
+        output = method_loss(policy, reference, weights=weights, beta=self.beta, delta=self.args.delta,
+                             chosen_tokens=chosen_tokens, quality_shift=shift)
 
         metrics = output.metrics()
         metrics.update({f"logps/{view}": logps.detach().mean().item() for view, logps in zip(self.views, policy)})
@@ -194,3 +196,26 @@ class MDPOTrainer(DPOTrainer):
         for key, value in zip(metrics, values.tolist()):
             self._metrics[mode][key].append(value)
         return output.loss
+
+    def _quality_shift(self, policy, reference, mode: str) -> float:
+        """BCO's δ for this step: the running mean of the rewards, this batch's (all processes') folded in when
+        training, as TRL's bco_pair does; evaluation reads it unchanged."""
+        if mode != "train":
+            return self.quality_shift.mean
+        rewards = self.beta * torch.cat([policy[0] - reference[0], policy[1] - reference[1]]).detach().float()
+        return self.quality_shift.update(self.accelerator.gather(rewards.mean().reshape(1)))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.mdpo_weights.quality > 0 and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, QUALITY_SHIFT_FILE), "w") as f:
+                json.dump({"mean": self.quality_shift.mean, "count": self.quality_shift.count}, f)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = os.path.join(resume_from_checkpoint, QUALITY_SHIFT_FILE)
+        if os.path.isfile(saved):
+            with open(saved) as f:
+                state = json.load(f)
+            self.quality_shift.mean, self.quality_shift.count = float(state["mean"]), int(state["count"])
