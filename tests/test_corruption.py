@@ -421,3 +421,29 @@ def test_long_strips_are_quarantined_and_the_gate_refuses_their_crops(tmp_path, 
                    tmp_path / "out" / "manifest.parquet")
     passed, details = _gate_problems(tmp_path, tmp_path / "out", ["ok", "tall"])
     assert not passed and details["problems"]["area_out_of_bounds"] == 1
+
+
+def test_diffusion_noise_is_the_forward_process_at_step_500_seeded_and_recorded():
+    from mdpo_pipeline.core.corruption import DIFFUSION_STEP, corrupt, diffusion_alpha_bar
+
+    # ᾱ_t by hand: Π_{s<=t} (1 − β_s), β_s = 1e-5 + (5e-3 − 1e-5)·σ(−6 + 12·s/999).
+    import math
+
+    alpha_bar = 1.0
+    for s in range(DIFFUSION_STEP + 1):
+        alpha_bar *= 1 - (1e-5 + (5e-3 - 1e-5) / (1 + math.exp(6 - 12 * s / 999)))
+    assert diffusion_alpha_bar() == pytest.approx(alpha_bar, rel=1e-12) and 0.74 < alpha_bar < 0.75
+
+    grey = Image.new("RGB", (48, 32), (128, 128, 128))
+    a, params = corrupt(grey, "diffusion_noise", random.Random(7))
+    b, again = corrupt(grey, "diffusion_noise", random.Random(7))
+    assert a.size == grey.size and a.mode == "RGB" and a.tobytes() == b.tobytes() and params == again
+    assert params["step"] == DIFFUSION_STEP and params["alpha_bar"] == round(alpha_bar, 6)
+    # The noise is N(0, 1 − ᾱ) in [−1, 1] units around √ᾱ·x_0 (σ ≈ 0.505); clipping to [−1, 1], about 2σ here,
+    # takes the tails in, so the stored spread is a little below σ (about 0.48).
+    x = np.asarray(a, dtype=np.float64) / 127.5 - 1
+    x0 = 128 / 127.5 - 1
+    assert abs(x.mean() - math.sqrt(alpha_bar) * x0) < 0.02
+    assert 0.9 * math.sqrt(1 - alpha_bar) < x.std() < math.sqrt(1 - alpha_bar)
+    other, _ = corrupt(grey, "diffusion_noise", random.Random(8))
+    assert other.tobytes() != a.tobytes()

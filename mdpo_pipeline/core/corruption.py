@@ -46,7 +46,7 @@ from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stabl
 from mdpo_pipeline.core.parallel import available_cores, worker_context
 from mdpo_pipeline.core.schemas import QuarantineReason
 
-STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2")
+STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2", "diffusion_noise")
 #: Kept-area bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption": the default keeps 1-20 %).
 CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
 #: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same
@@ -301,6 +301,32 @@ def _moco_v2(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[st
     return out, params
 
 
+#: diffusion_noise: the forward diffusion process at step DIFFUSION_STEP of DIFFUSION_STEPS, with the sigmoid β
+#: schedule of Visual Contrastive Decoding (Leng et al., CVPR 2024, §3.2), which CHiP (ICLR 2025) uses for the
+#: rejected image of its visual preference: β_t = 1e-5 + (5e-3 − 1e-5)·σ(linspace(−6, 6, 1000)_t), step 500.
+DIFFUSION_STEPS, DIFFUSION_STEP = 1000, 500
+
+
+def diffusion_alpha_bar(step: int = DIFFUSION_STEP) -> float:
+    """ᾱ_t = Π_{s<=t} (1 − β_s) of the DIFFUSION_STEPS schedule: the share of the image's signal variance kept."""
+    x = np.linspace(-6.0, 6.0, DIFFUSION_STEPS)
+    betas = 1e-5 + (5e-3 - 1e-5) / (1.0 + np.exp(-x))
+    return float(np.prod(1.0 - betas[: step + 1]))
+
+
+def _diffusion_noise(img: Image.Image, rng: random.Random) -> tuple[Image.Image, dict[str, Any]]:
+    """x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, ε ~ N(0, I) seeded from ``rng``, on the pixels scaled to [−1, 1] and stored as
+    8-bit RGB. VCD and CHiP noise the processor's normalised tensor; noising the stored pixels instead keeps one
+    corrupted image for every model, as the other strategies do (the noise level differs by the normaliser's scale)."""
+    alpha_bar = diffusion_alpha_bar()
+    seed = rng.getrandbits(63)
+    x0 = np.asarray(img, dtype=np.float64) / 127.5 - 1.0
+    noise = np.random.default_rng(seed).standard_normal(x0.shape)
+    xt = math.sqrt(alpha_bar) * x0 + math.sqrt(1.0 - alpha_bar) * noise
+    out = np.clip(np.rint((xt + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "RGB"), {"step": DIFFUSION_STEP, "alpha_bar": round(alpha_bar, 6), "noise_seed": seed}
+
+
 def corrupt(
     img: Image.Image, strategy: str, rng: random.Random, pool_lookup: PoolLookup | None = None
 ) -> tuple[Image.Image, dict[str, Any]]:
@@ -310,6 +336,8 @@ def corrupt(
         return _resized_crop(img, crop), crop
     if strategy == "moco_v2":
         return _moco_v2(img, rng)
+    if strategy == "diffusion_noise":
+        return _diffusion_noise(img, rng)
     if strategy == "random_image":
         if pool_lookup is None:
             raise ValueError("strategy 'random_image' needs a pool_lookup of other images")
