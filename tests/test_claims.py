@@ -82,6 +82,10 @@ def test_verdicts_by_hand(tmp_path):
     assert claims["b"]["verdict"] == "not reproduced"
     assert (claims["b"]["low"], claims["b"]["high"]) == pytest.approx((0.5159, 5.4841), abs=1e-3)
     assert claims["c"]["verdict"] == "inconclusive"
+    # Its power line: Δ = −.01, +.01, −.02 has mean −0.00667 and std 0.01528, |mean|/std = 0.4364; t_{n−1}/√n first
+    # falls below it at n = 23 (t_21/√22 = 0.4435, t_22/√23 = 0.4324).
+    assert claims["c"]["decides_at"] == 23 and "≈ 23 pairs would decide it" in claims["c"]["numbers"]
+    assert claims["a"]["decides_at"] is None
     # (d) common recall 2/3 (mDPO's): DPO truncated there hallucinates 1 of 2 mentions, mDPO none → Δ −50 points
     assert claims["d"]["verdict"] == "reproduced" and claims["d"]["mean"] == pytest.approx(-50.0)
     # (e1) recall mdpo − base = −.10, −.08, −.06 → reproduced; (e2) AMBER Cover was not scored
@@ -219,3 +223,28 @@ def test_bad_records(tmp_path):
         claims_report([record("dpo", 1), record("dpo", 1)], tmp_path)
     with pytest.raises(ValueError):
         claims_report([{"method": "dpo"}], tmp_path)
+
+
+def test_base_models_are_replicates_pooled_and_paired_within_their_own(tmp_path):
+    # Two worlds (shapeworld.seed 0 and 7), each its own base model; mDPO − DPO on CHAIR_s is −.10 in world 0 and
+    # −.12 in world 7 for every seed: 6 pairs, none across worlds, mean −.11.
+    cells = []
+    for world, shift in ((0, 0.0), (7, 0.02)):
+        axes = {"shapeworld.seed": world}
+        cells.append(record("base", axes=axes, chair_s=0.5, chair_i=0.1, recall=0.8))
+        for seed in SEEDS:
+            cells.append(record("dpo", seed, axes=axes, chair_s=0.40 + seed / 100 + shift, chair_i=0.1, recall=0.8))
+            cells.append(record("mdpo", seed, axes=axes, chair_s=0.30 + seed / 100, chair_i=0.1,
+                                recall=0.8))
+            cells.append(record("mpo", seed, axes=axes, chair_s=0.35 + seed / 100, chair_i=0.1, recall=0.8))
+    out = claims_report(cells, tmp_path)
+    claims = by_id(out)
+    assert claims["a"]["n"] == 6 and claims["a"]["mean"] == pytest.approx(-11.0)
+    table1 = {row["method"]: row for row in out["tables"]["table1"]}
+    assert table1["mdpo"]["n_cells"] == 6, "both base models' cells are pooled, not the default one's"
+    # Every method against both references.
+    pairs = {(d["a"], d["b"]) for d in out["tables"]["paired_differences"]}
+    assert {("mpo", "mdpo"), ("mpo", "dpo"), ("mdpo", "dpo")} <= pairs
+    mpo_mdpo = [d for d in out["tables"]["paired_differences"] if (d["a"], d["b"], d["key"]) == ("mpo", "mdpo",
+                                                                                                  "chair_s")]
+    assert mpo_mdpo[0]["n"] == 6 and mpo_mdpo[0]["mean"] == pytest.approx(0.05)

@@ -7,11 +7,13 @@ import math
 import pytest
 
 from mdpo_pipeline.core.stats import (
+    MAX_PAIRS,
     Summary,
     finite,
     mean,
     paired_difference,
     paired_values,
+    pairs_to_decide,
     slope,
     std,
     summarize,
@@ -71,3 +73,13 @@ def test_slope():
     assert slope([5, 5], [1, 2]) is None
     with pytest.raises(ValueError):
         slope([1, 2], [1])
+
+
+def test_power_line_is_the_fewest_pairs_whose_interval_would_exclude_zero():
+    # mean 1, std 1: t_{n−1}/√n < 1 first at n = 7 (t_5/√6 = 2.571/2.449 = 1.049; t_6/√7 = 2.447/2.646 = 0.925).
+    assert pairs_to_decide(Summary(3, 1.0, 1.0, None, None)) == 7
+    assert pairs_to_decide(Summary(3, -1.0, 1.0, None, None)) == 7, "the sign does not matter"
+    assert pairs_to_decide(Summary(3, 0.5, 0.0, None, None)) == 2, "no spread: any two pairs decide"
+    assert pairs_to_decide(Summary(3, 0.0, 1.0, None, None)) is None, "no effect to decide"
+    assert pairs_to_decide(Summary(1, 1.0, None, None, None)) is None
+    assert pairs_to_decide(Summary(3, 1e-4, 1.0, None, None)) is None and MAX_PAIRS == 10_000

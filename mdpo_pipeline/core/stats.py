@@ -123,3 +123,22 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         return None
     mx, my = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
     return math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys)) / math.fsum((x - mx) ** 2 for x in xs)
+
+
+#: The most pairs ``pairs_to_decide`` looks for: beyond it the effect is, for a grid, too small to decide.
+MAX_PAIRS = 10_000
+
+
+def pairs_to_decide(s: Summary, confidence: float = CONFIDENCE) -> int | None:
+    """A power line for an undecided paired difference: the fewest pairs n whose Student-t interval would exclude 0
+    if the observed mean and spread held (t_{n−1}·std/√n < |mean|). None when undefined (fewer than 2 pairs, no
+    spread, mean 0) or beyond MAX_PAIRS. At the observed effect this is the planning estimate, not a guarantee:
+    about half of such grids would land on the decided side."""
+    if s.n < 2 or s.mean is None or s.std is None or s.mean == 0:
+        return None
+    if s.std == 0:
+        return 2
+    for n in range(2, MAX_PAIRS + 1):
+        if t_quantile(n, confidence) * s.std / math.sqrt(n) < abs(s.mean):
+            return n
+    return None

@@ -41,7 +41,8 @@ def claims_report(cells: Sequence[Mapping[str, Any]], out_dir: str | Path,
     seeds = sorted({c.seed for c in grid.cells if c.seed is not None}, key=repr)
     report.md += [f"# {title}", "",
                   f"{len(grid.cells)} cells: methods {', '.join(grid.methods({}))}; seeds {seeds}; axes "
-                  + (", ".join(f"`{a}` {v} (default {grid.defaults[a]!r})" for a, v in grid.axes.items())
+                  + (", ".join(f"`{a}` {v} " + (f"(default {grid.defaults[a]!r})" if a in grid.defaults else
+                                                   "(base models: pooled)") for a, v in grid.axes.items())
                      or "none") + ".", ""]
     # the matched-recall values feed the differences and claim (d): computed before any section
     report.compute_matched()

@@ -18,6 +18,9 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 #: The two axes with sections and claims of their own (Table 3 and the data-size trend).
 STRATEGY_AXIS = "corrupted_images.strategy"
 SIZE_AXIS = "preference_pairs.n"
+#: Axes whose values are replicates, not conditions: another ShapeWorld seed is another world and another base model
+#: trained on it. Tables and claims pool their cells (each paired within its own value) instead of fixing a default.
+REPLICATE_AXES = ("shapeworld.seed",)
 #: Table and plot order: the base model, the two main methods, then the ablations as core/methods.py lists them.
 METHOD_ORDER = (BASE, "dpo", "mdpo", *(m for m in METHODS if m not in ("dpo", "mdpo")))
 #: The probe's numbers (cell.json "probe"), in the probe table's order.
@@ -87,7 +90,8 @@ class Grid:
         unknown = sorted(set(defaults or {}) - set(self.axes))
         if unknown:
             raise ValueError(f"defaults name axes the grid does not have: {unknown}; axes: {sorted(self.axes)}")
-        self.defaults = {axis: values[0] for axis, values in self.axes.items()} | dict(defaults or {})
+        self.defaults = {axis: values[0] for axis, values in self.axes.items() if axis not in REPLICATE_AXES} | {
+            axis: value for axis, value in (defaults or {}).items() if axis not in REPLICATE_AXES}
         for axis, value in self.defaults.items():
             if value not in self.axes[axis]:
                 raise ValueError(f"default {axis}={value!r} is not one of the grid's values {self.axes[axis]}")

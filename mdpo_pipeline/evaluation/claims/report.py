@@ -126,7 +126,10 @@ class Report:
         self.md += ["## Paired differences", "",
                     "Each row: mean of a − b over cells paired by (seed, axes), with its Student-t 95 % interval, in "
                     "table units. *better*/*worse* when the interval excludes 0 (direction from the metric).", ""]
-        for a, b in COMPARISONS:
+        # Every other method against both references, mDPO and DPO, after the paper's comparisons.
+        others = [(m, ref) for m in self.grid.methods(self.fixed) for ref in ("mdpo", "dpo")
+                  if m not in (BASE, "mdpo", "dpo") and (m, ref) not in COMPARISONS]
+        for a, b in (*COMPARISONS, *others):
             if a not in methods or b not in methods:
                 continue
             md_rows = []

@@ -30,7 +30,10 @@ VERDICT_RULE = (
     "Claim (i) has an \"≈ 0\" part: DPO's conditional margin minus that of DPO without the image must not be "
     "above 0 (its interval contains 0 or lies below; an interval entirely above 0 refutes it); absence of a "
     "difference is weak evidence with few seeds, so (i) is only as strong as its second part, mDPO − DPO > 0. "
-    "A claim whose methods or metrics the grid lacks is **not tested**."
+    "A claim whose methods or metrics the grid lacks is **not tested**. Cells of other base models (the replicate "
+    "axis `shapeworld.seed`: another world and the base model trained on it) are pooled, each paired within its "
+    "own base model, so a verdict holds across base models, not inside one. An inconclusive claim states how many "
+    "pairs (seeds × base models) would decide it if its observed mean and spread held (the power line)."
 )
 
 _NO_AXIS = "the grid did not vary `{axis}` (add it to params.yaml `experiment.axes`)"
@@ -84,11 +87,16 @@ class _Judge:
         assert summary is not None
         q = quantity(key) if key else Quantity("slope", "slope", decimals=3)
         shown = summary.scaled(q.scale)
+        verdict = verdict or _verdict(summary, side)
+        numbers = f"Δ {q.show_diff(summary)} (n={summary.n})"
+        decides_at = stats.pairs_to_decide(summary) if verdict == INCONCLUSIVE else None
+        if verdict == INCONCLUSIVE and summary.n >= 2:
+            numbers += (f"; ≈ {decides_at} pairs would decide it at this effect and spread" if decides_at else
+                        f"; no effect to decide (or more than {stats.MAX_PAIRS} pairs)")
         self.claims.append({
-            "id": cid, "claim": claim, "paper": paper, "test": test,
-            "verdict": verdict or _verdict(summary, side), "why": None,
-            "n": summary.n, "mean": shown.mean, "low": shown.low, "high": shown.high,
-            "numbers": f"Δ {q.show_diff(summary)} (n={summary.n})", **(extra or {}),
+            "id": cid, "claim": claim, "paper": paper, "test": test, "verdict": verdict, "why": None,
+            "n": summary.n, "mean": shown.mean, "low": shown.low, "high": shown.high, "decides_at": decides_at,
+            "numbers": numbers, **(extra or {}),
         })
 
     def _pair_claim(self, cid: str, claim: str, paper: str, a: str, b: str, key: str, side: int,
