@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,10 +56,43 @@ def launch_local(
     return read_summary(cfg)
 
 
+#: What differs between two emissions of one message: a timestamp, the emitting process's pid or address.
+_VOLATILE = re.compile(r"^\[\d{4}-\d\d-\d\d [^\]]*\]|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]?\d*|"
+                       r"\b(?:pid|ip)=[\w.:-]+")
+
+
+class QuietLog:
+    """``log`` that passes each message once: a line repeating an earlier one (timestamps, pids and addresses
+    aside) is counted, not logged, and ``close`` says once per message how often it repeated. Ray's driver, for
+    one, prints "Failed to query Ray Train Controller actor state" every second while a worker restarts; progress
+    lines differ in their numbers and all pass."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.first: dict[str, str] = {}  # message -> its first line as logged
+        self.repeats: dict[str, int] = {}
+
+    def __call__(self, text: str) -> None:
+        key = _VOLATILE.sub("", text).strip()
+        if key in self.first:
+            self.repeats[key] = self.repeats.get(key, 0) + 1
+            return
+        self.first[key] = text
+        self.log(text)
+
+    def close(self) -> None:
+        """Say how often each repeated message repeated (once per message)."""
+        for key, count in self.repeats.items():
+            self.log(f"(repeated {count} more time{'s' * (count > 1)}: {self.first[key][:200]})")
+        self.repeats = {}
+
+
 def follow(proc: subprocess.Popen, log: Callable[[str], None], grace_s: float = 30) -> None:
-    """Pass a training process's output to ``log`` line by line until it exits; TrainingFailed (with the end of
-    its output) when it fails. A launch cancelled meanwhile stops the process's whole session."""
+    """Pass a training process's output to ``log`` line by line until it exits, each message once (``QuietLog``);
+    TrainingFailed (with the end of its output) when it fails. A launch cancelled meanwhile stops the process's
+    whole session."""
     tail: deque[str] = deque(maxlen=40)
+    quiet = QuietLog(log)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -66,7 +100,8 @@ def follow(proc: subprocess.Popen, log: Callable[[str], None], grace_s: float = 
             text = line.rstrip().rsplit("\r", 1)[-1]
             if text:
                 tail.append(text)
-                log(text)
+                quiet(text)
+        quiet.close()
     except BaseException:
         # Its own session no longer hears the terminal's Ctrl-C: a cancelled launch stops the run itself (for the
         # Ray driver, ending it ends its Ray job: the workers are its actors).
