@@ -254,6 +254,18 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mlflow(args: argparse.Namespace) -> int:
+    """Log the adapters whose MLflow run is still pending (the tracking server was down when they finished)."""
+    from mdpo_pipeline.integrations.tracking import tracking_uri
+    from mdpo_pipeline.pipeline.train import PENDING_DIR, replay_pending
+
+    project = Project.discover()
+    done = replay_pending(project, tracking_uri(project.root, args.tracking_uri), args.experiment)
+    left = sorted((project.root / PENDING_DIR).glob("*.json"))
+    print(f"{len(done)} logged, {len(left)} still pending" + (f": {', '.join(p.name for p in left)}" if left else ""))
+    return 1 if left else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mdpo`` argument parser."""
     parser = argparse.ArgumentParser(prog="mdpo", description=__doc__)
@@ -321,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--force", action="store_true", help="run the cell again even when it finished")
     grid.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     grid.set_defaults(func=_cmd_grid)
+    mlflow = sub.add_parser("mlflow", help="replay: log the adapters whose MLflow run waits because the tracking "
+                            "server was unreachable when they finished (artifacts/mlflow_pending)")
+    mlflow.add_argument("action", choices=("replay",), help="replay: log every pending adapter, oldest first")
+    mlflow.add_argument("--tracking-uri", help="the tracking server (default: $MLFLOW_TRACKING_URI, else the "
+                        "project's sqlite store)")
+    mlflow.add_argument("--experiment", default="mdpo", help="experiment of entries that name none (default mdpo)")
+    mlflow.set_defaults(func=_cmd_mlflow)
     image = sub.add_parser("image", help="build the training image (docker/Dockerfile.train)")
     image.add_argument("--offline", action="store_true",
                        help="no registry: a local Debian base (debootstrap) and wheels downloaded on this host; CPU only")

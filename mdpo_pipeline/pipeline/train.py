@@ -8,13 +8,16 @@ a module as a stage's code only when that stage's function imports it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdpo_pipeline.core.errors import clip
+from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
 from mdpo_pipeline.core.plots import training_curves
 from mdpo_pipeline.core.typed import key
@@ -171,6 +174,94 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
             del os.environ[name]
         os.environ.update(environ)
     return cfg
+
+
+#: Where adapters whose MLflow logging failed (the server unreachable) wait for ``replay_pending``: one JSON each.
+PENDING_DIR = "artifacts/mlflow_pending"
+#: Seconds before each new try of an unreachable tracking server (after MLflow's own HTTP retries).
+RETRY_DELAYS_S = (5.0, 20.0, 60.0)
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the tracking server could not be reached (not a refusal or a bug of ours)."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                             TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish a new "
+                                   "connection", "Read timed out", "Connection aborted"))
+
+
+def _adapter_digest(out: Path) -> str | None:
+    weights = out / "adapter_model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
+def record_adapter_or_defer(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str,
+                            tags: dict[str, str] | None = None, log=print,
+                            delays: tuple[float, ...] = RETRY_DELAYS_S) -> dict[str, Any]:
+    """``record_adapter``, tried again after each of ``delays`` while the tracking server is unreachable; when it
+    stays so, the adapter is kept and what to log is written under PENDING_DIR for ``replay_pending`` (which the
+    next recorded run also calls). Adapters left pending earlier are replayed first. Returns record_adapter's
+    result, or {"pending": path, "error": ...}."""
+    replay_pending(project, uri, experiment, log=log)
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            return record_adapter(project, cfg, uri, experiment, tags)
+        except Exception as e:
+            if not _unreachable(e):
+                raise
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            if delay is None:
+                break
+            log(f"MLflow at {uri} unreachable (try {attempt} of {len(delays) + 1}): {reason}; trying again in "
+                f"{delay:g} s")
+            time.sleep(delay)
+    # Named by the time it was left (nanoseconds: sorted = oldest first, never two alike) and its method.
+    pending = project.root / PENDING_DIR / f"{time.time_ns():020d}-{cfg.method}.json"
+    out = Path(cfg.output_dir)
+    write_json({"method": cfg.method, "output_dir": str(out), "run_config": dict(cfg), "experiment": experiment,
+                "tags": dict(tags or {}), "adapter_sha256": _adapter_digest(out), "error": reason}, pending)
+    log(f"MLflow at {uri} stayed unreachable: the adapter at {out} is kept and its run and registry version wait "
+        f"in {pending}; `mdpo mlflow replay` logs them (so does the next adapter recorded)")
+    return {"pending": str(pending), "error": reason}
+
+
+def replay_pending(project: Project, uri: str, experiment: str | None = None, log=print) -> list[dict[str, Any]]:
+    """Log every adapter waiting under PENDING_DIR (oldest first) and remove its file once logged; an adapter
+    changed since (trained again) is not logged under the old run's name: its file is set aside as .stale. Stops at
+    the first one the server still cannot take."""
+    from mdpo_pipeline.training.run import TrainRunConfig
+
+    waiting = []
+    for path in sorted((project.root / PENDING_DIR).glob("*.json")):
+        entry = json.loads(path.read_text())
+        out = Path(entry["output_dir"])
+        if _adapter_digest(out) != entry["adapter_sha256"]:
+            path.rename(path.with_suffix(".stale"))
+            log(f"{path.name}: the adapter at {out} changed since it was trained (another run wrote it): not logged")
+        else:
+            waiting.append((path, entry))
+    done = []
+    for path, entry in waiting:
+        cfg = TrainRunConfig(entry["run_config"])
+        try:
+            recorded = record_adapter(project, cfg, uri, entry.get("experiment") or experiment, entry["tags"])
+        except Exception as e:
+            if not _unreachable(e):
+                raise
+            log(f"{path.name}: MLflow at {uri} still unreachable; left pending")
+            break
+        path.unlink()
+        log(f"{path.name}: logged as MLflow run {recorded['mlflow_run_id']}, registry version "
+            f"{recorded['registered_version']}")
+        done.append({"pending": path.name, **recorded})
+    return done
 
 
 def record_adapter(project: Project, cfg: "TrainRunConfig", uri: str, experiment: str,

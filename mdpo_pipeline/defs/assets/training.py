@@ -10,7 +10,7 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.pipeline.train import base_model_location, record_adapter, train_run_config
+from mdpo_pipeline.pipeline.train import base_model_location, record_adapter_or_defer, train_run_config
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.
@@ -51,15 +51,21 @@ def adapters(
     out = proj.adapter_path(method)
     cfg = train_run_config(proj, method, out)
     summary = launcher.launch(cfg, context, proj)
-    recorded = record_adapter(proj, cfg, mlflow.uri(proj), mlflow.experiment, tags=dagster_run_tags(context))
+    # A tracking server that stays down does not lose the adapter: its run waits for `mdpo mlflow replay`.
+    recorded = record_adapter_or_defer(proj, cfg, mlflow.uri(proj), mlflow.experiment,
+                                       tags=dagster_run_tags(context), log=context.log.warning)
     shown = {k: v for k, v in summary.items() if k not in ("final", "started_at", "ended_at")}
     meta = summary_metadata(shown) | summary_metadata(summary["final"])
+    meta["path"] = dg.MetadataValue.path(str(out))
+    if "pending" in recorded:
+        meta |= {"mlflow": f"not logged, the tracking server was unreachable ({recorded['error']}); "
+                           "`mdpo mlflow replay` logs it", "mlflow_pending": dg.MetadataValue.path(recorded["pending"])}
+        return dg.MaterializeResult(metadata=meta)
     meta |= {
         "mlflow_run_id": recorded["mlflow_run_id"],
         "registered_version": recorded["registered_version"],
         **mlflow_links(recorded["run_url"], recorded["version_url"]),
         "curves": md_image(recorded["curves"], alt=f"{method} curves"),
-        "path": dg.MetadataValue.path(str(out)),
     }
     return dg.MaterializeResult(metadata=meta)
 
