@@ -44,7 +44,8 @@ FULL_ENV = {
     "MDPO_HOST_PROJECT_ROOT": "/srv/mdpo", "DOCKER_HOST": "unix:///var/run/docker.sock", "MDPO_BIND_HOST": "10.0.0.5",
     "MDPO_WEBSERVER_PORT": "8080", "MDPO_MLFLOW_PORT": "8081", "MDPO_RAY_ADDRESS": "ray://head:10001",
     "MDPO_RAY_NUM_WORKERS": "4", "MDPO_RAY_CPUS_PER_WORKER": "2", "MDPO_RAY_GPUS_PER_WORKER": "1",
-    "MDPO_RAY_STORAGE_PATH": "/mnt/shared", "MDPO_RAY_MAX_FAILURES": "3",
+    "MDPO_RAY_STORAGE_PATH": "/mnt/shared", "MDPO_RAY_MAX_FAILURES": "3", "MDPO_UI_USER": "ops",
+    "MDPO_UI_PASSWORD": "open sesame",
 }
 
 
@@ -239,11 +240,14 @@ def _mutate(compose: dict, path: str, value) -> None:
 
 
 BROKEN = [
-    ("dagster-webserver.ports.0", "0.0.0.0:3000:3000",
-     "dagster-webserver: port '0.0.0.0:3000:3000' is published on 0.0.0.0"),
-    ("mlflow.ports.0", "5000:5000", "published on every interface"),
-    ("mlflow.ports.0", "${OTHER_HOST:-127.0.0.1}:5000:5000", "is published on ${OTHER_HOST"),
-    ("mlflow.ports.0", {"target": 5000, "published": 5000}, "published on every interface"),
+    ("gateway.ports.0", "0.0.0.0:3000:3000", "gateway: port '0.0.0.0:3000:3000' is published on 0.0.0.0"),
+    ("gateway.ports.1", "5000:5000", "published on every interface"),
+    ("gateway.ports.1", "${OTHER_HOST:-127.0.0.1}:5000:5000", "is published on ${OTHER_HOST"),
+    ("gateway.ports.1", {"target": 5000, "published": 5000}, "published on every interface"),
+    ("mlflow.ports", ["127.0.0.1:5000:5000"], "mlflow: publishes ['127.0.0.1:5000:5000']; only 'gateway' publishes"),
+    ("gateway.environment.MDPO_UI_PASSWORD", _DELETE, "gateway: environment variable MDPO_UI_PASSWORD is not set"),
+    ("gateway.environment.MDPO_UI_PASSWORD", "open sesame", "gateway: MDPO_UI_PASSWORD is written in the file"),
+    ("gateway", _DELETE, "service 'gateway' is missing"),
     ("dagster-daemon.environment.MDPO_PG_PASSWORD", _DELETE,
      "dagster-daemon: environment variable MDPO_PG_PASSWORD is not set"),
     ("mlflow.environment.MDPO_MLFLOW_DB", _DELETE, "mlflow: environment variable MDPO_MLFLOW_DB is not set"),
@@ -281,10 +285,10 @@ def test_broken_compose_is_reported(path, value, expected):
 
 def test_bind_host_override_is_allowed_only_through_its_variable():
     compose = _compose()
-    compose["services"]["mlflow"]["ports"] = ["${MDPO_BIND_HOST-127.0.0.1}:5000:5000", "127.0.0.1:5001:5001",
-                                              {"target": 5002, "published": 5002, "host_ip": "127.0.0.1"}]
+    compose["services"]["gateway"]["ports"] = ["${MDPO_BIND_HOST-127.0.0.1}:5000:5000", "127.0.0.1:5001:5001",
+                                               {"target": 5002, "published": 5002, "host_ip": "127.0.0.1"}]
     assert validate_compose(compose) == []
-    compose["services"]["mlflow"]["ports"] = ["${MDPO_BIND_HOST:-0.0.0.0}:5000:5000"]
+    compose["services"]["gateway"]["ports"] = ["${MDPO_BIND_HOST:-0.0.0.0}:5000:5000"]
     assert any("published on ${MDPO_BIND_HOST:-0.0.0.0}" in p for p in validate_compose(compose))
 
 

@@ -2,9 +2,10 @@
 
 `validate_compose` lists what would make the deployed services disagree with the settings they are read
 with: a variable a service needs but the file does not set, Postgres credentials that differ between the
-server and its clients, a password written into the file, a UI published beyond loopback, the Dagster
-webserver and daemon not sharing their instance, the launcher without the engine's socket or the host's
-checkout, or a training image other than the one the launcher starts.
+server and its clients, a password written into the file, a UI published beyond loopback or by another service
+than the gateway (the one that asks for a login), the Dagster webserver and daemon not sharing their instance, the
+launcher without the engine's socket or the host's checkout, or a training image other than the one the launcher
+starts.
 
     python -m mdpo_pipeline.integrations.deploy check-compose docker/compose.yaml
 """
@@ -22,11 +23,13 @@ from mdpo_pipeline.integrations.deploy_settings import (
     DAEMON,
     DAGSTER_SERVICES,
     DEFAULT_BIND_HOST,
+    GATEWAY,
     MLFLOW,
     PASSWORD_ENV,
     PG_CLIENTS,
     POSTGRES,
     TRAIN,
+    UI_PASSWORD_ENV,
     WEBSERVER,
     DeploymentSettings,
 )
@@ -104,12 +107,15 @@ def validate_compose(compose: Mapping[str, Any]) -> list[str]:
     """Problems in a parsed compose file, checked against DeploymentSettings; [] when there are none."""
     services: Mapping[str, Any] = compose.get("services") or {}
     problems: list[str] = []
-    missing = [s for s in (POSTGRES, MLFLOW, WEBSERVER, DAEMON, TRAIN) if s not in services]
+    missing = [s for s in (POSTGRES, MLFLOW, WEBSERVER, DAEMON, TRAIN, GATEWAY) if s not in services]
     problems += [f"service {s!r} is missing" for s in missing]
     envs = {name: _environment(svc or {}) for name, svc in services.items()}
 
     for name, svc in services.items():
         svc = svc or {}
+        if name != GATEWAY and svc.get("ports"):
+            problems.append(f"{name}: publishes {svc['ports']!r}; only {GATEWAY!r} publishes ports, so that every UI "
+                            "asks for a login")
         for port in svc.get("ports") or []:
             ip = _published_ip(port)
             if not _is_loopback_or_override(ip):
@@ -123,7 +129,7 @@ def validate_compose(compose: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{name}: must depend on {POSTGRES} with condition: service_healthy")
 
     # Every variable the settings need, set in the file (a bare name would take whatever the shell has).
-    for name in PG_CLIENTS:
+    for name in (*PG_CLIENTS, GATEWAY):
         if name in missing:
             continue
         for var in DeploymentSettings.service_env(name):
@@ -150,8 +156,8 @@ def validate_compose(compose: Mapping[str, Any]) -> list[str]:
             host = envs.get(client, {}).get(host_var)
             if client not in missing and host is not None and host != POSTGRES:
                 problems.append(f"{client}: {host_var}={host!r} is not the {POSTGRES} service")
-    for name in (POSTGRES, *PG_CLIENTS):
-        for var in ("POSTGRES_PASSWORD", PASSWORD_ENV):
+    for name in (POSTGRES, *PG_CLIENTS, GATEWAY):
+        for var in ("POSTGRES_PASSWORD", PASSWORD_ENV, UI_PASSWORD_ENV):
             value = envs.get(name, {}).get(var)
             if value is not None and not _interpolated(value):
                 problems.append(

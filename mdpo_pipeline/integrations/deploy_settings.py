@@ -8,6 +8,7 @@ copied into the settings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -17,14 +18,28 @@ from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
 
 PASSWORD_ENV = "MDPO_PG_PASSWORD"
+#: The login the gateway asks for (integrations/gateway.py): its password, read from the environment only.
+UI_PASSWORD_ENV = "MDPO_UI_PASSWORD"
 DEFAULT_BIND_HOST = "127.0.0.1"
 
 # Compose service names.
 POSTGRES, MLFLOW, WEBSERVER, DAEMON, TRAIN = "postgres", "mlflow", "dagster-webserver", "dagster-daemon", "train"
+#: The one service that publishes ports: the authenticating proxy in front of the Dagster UI and MLflow.
+GATEWAY = "gateway"
 DAGSTER_SERVICES = (WEBSERVER, DAEMON)
 PG_CLIENTS = (MLFLOW, *DAGSTER_SERVICES)
 #: The services that start training, and so need the launcher's variables.
 LAUNCHER_SERVICES = DAGSTER_SERVICES
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or "localhost") is this machine only."""
+    if host.strip() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False
 
 
 class EnvSecret:
@@ -119,7 +134,15 @@ class DeploymentSettings:
         "MDPO_MAX_CONCURRENT_RUNS", 1, "Dagster runs in progress at once (-1: no limit); 1 keeps trainings apart.",
         int, DAGSTER_SERVICES)
     bind_host: str = _setting(
-        "MDPO_BIND_HOST", DEFAULT_BIND_HOST, "Host address the web UIs are published on; loopback only by default.")
+        "MDPO_BIND_HOST", DEFAULT_BIND_HOST, "Host address the web UIs are published on; loopback only by default.",
+        services=(GATEWAY,))
+    ui_user: str = _setting("MDPO_UI_USER", "mdpo", "User of the login the gateway asks for.", services=(GATEWAY,))
+    ui_password: EnvSecret = field(
+        default_factory=lambda: EnvSecret(UI_PASSWORD_ENV),
+        metadata={"env": UI_PASSWORD_ENV, "parse": None, "services": (GATEWAY,),
+                  "help": "Password of the UIs' login (required when MDPO_BIND_HOST is not loopback); read from "
+                          "the environment when used, never stored."},
+    )
     webserver_port: int = _setting("MDPO_WEBSERVER_PORT", 3000, "Host port of the Dagster UI.", _port)
     mlflow_port: int = _setting("MDPO_MLFLOW_PORT", 5000, "Host port of the MLflow UI.", _port)
     # The training launcher: its fields, variables and checks are LauncherSettings' (help lists them too).
@@ -137,6 +160,11 @@ class DeploymentSettings:
             raise bad("max_concurrent_runs", self.max_concurrent_runs, "expected -1 (no limit) or an integer >= 0")
         if not isinstance(self.pg_password, EnvSecret):
             raise ConfigError(f"pg_password must be an EnvSecret: the password is read from {PASSWORD_ENV} only")
+        if not isinstance(self.ui_password, EnvSecret):
+            raise ConfigError(f"ui_password must be an EnvSecret: the password is read from {UI_PASSWORD_ENV} only")
+        if not is_loopback(self.bind_host) and not (self.ui_password.is_set and self.ui_password.value()):
+            raise bad("bind_host", self.bind_host, f"publishes the Dagster UI and MLflow beyond this machine: set "
+                      f"{UI_PASSWORD_ENV} so that the gateway asks for a login")
         if not isinstance(self.launcher, LauncherSettings):
             raise ConfigError(f"launcher must be a LauncherSettings, got {type(self.launcher).__name__}")
 
@@ -145,6 +173,7 @@ class DeploymentSettings:
         """Settings from ``environ`` (default os.environ); unset or empty variables keep their defaults."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {"pg_password": EnvSecret(PASSWORD_ENV, environ),
+                                  "ui_password": EnvSecret(UI_PASSWORD_ENV, environ),
                                   "launcher": LauncherSettings.from_env(environ)}
         for f in fields(cls):
             if f.metadata["env"] is None:
