@@ -10,12 +10,12 @@ import os
 import sys
 
 from mdpo_pipeline import use_private_defaults
-from mdpo_pipeline.core.errors import CLI_ERROR
+from mdpo_pipeline.core.errors import CLI_ERROR, OutOfSpace
 from mdpo_pipeline.core.eval.common import MODES
 from mdpo_pipeline.core.eval.settings import BENCHMARK_NAMES
 from mdpo_pipeline.pipeline.project import ConfigError, Project
 from mdpo_pipeline.pipeline.settings import PIPELINE_SET
-from mdpo_pipeline.pipeline.stages import RUNNERS, STAGES
+from mdpo_pipeline.pipeline.stages import STAGES, run_stage
 
 
 def ray_train_loop(config: dict) -> None:
@@ -37,7 +37,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     project = Project.discover()
     validate_params(project)
-    summary = RUNNERS[args.stage](project, progress=not args.no_progress)
+    summary = run_stage(args.stage, project, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str)[: args.max_print])
     return 0
 
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"{CLI_ERROR}{e}", file=sys.stderr)
         return 2
+    except OutOfSpace as e:
+        print(f"{CLI_ERROR}{e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

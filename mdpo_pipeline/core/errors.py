@@ -10,6 +10,15 @@ class ConfigError(ValueError):
     """A params file or setting that cannot be used, with the file and key named."""
 
 
+class OutOfSpace(RuntimeError):
+    """A write failed for want of space (disk full, quota, file-size limit), with the output named; what a stage
+    writes is in a temporary folder until it is whole (core/io.atomic_dir), so nothing partial was kept."""
+
+
+#: The errno values of a write that found no room: ENOSPC (disk full), EDQUOT (quota), EFBIG (file-size limit).
+NO_SPACE_ERRNOS = frozenset({28, 122, 27})
+
+
 #: How ``mdpo`` prints a ConfigError (one line, then exit 2), so a launcher can relay the message alone.
 CLI_ERROR = "mdpo: error: "
 

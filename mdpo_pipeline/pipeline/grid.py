@@ -46,7 +46,7 @@ from mdpo_pipeline.pipeline.settings import (
     parse_settings,
     read_params,
 )
-from mdpo_pipeline.pipeline.stages import RUNNERS
+from mdpo_pipeline.pipeline.stages import RUNNERS, run_stage
 from mdpo_pipeline.pipeline.train import base_model_location, model_preset, train_run_config
 from mdpo_pipeline.shapeworld import generate_benchmarks
 from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
@@ -287,7 +287,7 @@ class GridPlan:
             if link.is_symlink() or link.exists():
                 _remove(link)
             log(f"grid: making {stage} for variant {project.root.name} ({key})")
-            RUNNERS[stage](project, progress=progress)
+            run_stage(stage, project, progress=progress)
             if store.exists():
                 shutil.rmtree(store)
             store.parent.mkdir(parents=True, exist_ok=True)

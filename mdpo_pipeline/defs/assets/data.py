@@ -1,6 +1,6 @@
 """The data half of the pipeline: shapeworld → raw_silkie → preference_pairs → corrupted_images.
 
-Each asset calls one stage function (mdpo_pipeline.pipeline.stages.RUNNERS), records the output with DVC and reports
+Each asset calls one stage function (mdpo_pipeline.pipeline.stages.run_stage), records the output with DVC and reports
 what a person wants to see: counts, reasons, previews, the data version.
 """
 
@@ -10,7 +10,7 @@ import dagster as dg
 
 from mdpo_pipeline.defs.metadata import md_image, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, ProjectResource
-from mdpo_pipeline.pipeline.stages import RUNNERS
+from mdpo_pipeline.pipeline.stages import run_stage
 from mdpo_pipeline.pipeline.validate import validate_params
 
 GROUP = "data"
@@ -21,7 +21,7 @@ def materialize_stage(stage: str, project: ProjectResource, dvc: DvcResource, **
     """Run one stage function, record its output with DVC, and report its summary (and images) as metadata."""
     proj = project.project()
     validate_params(proj)  # a typo anywhere in params.yaml stops the first stage, not the fifth
-    summary = RUNNERS[stage](proj, progress=True)
+    summary = run_stage(stage, proj, progress=True)
     meta = summary_metadata(summary)
     meta["path"] = dg.MetadataValue.path(str(proj.data_dir(stage)))
     for name, rel in extra.items():
