@@ -8,13 +8,17 @@ a module as a stage's code only when that stage's function imports it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock, Timeout
 
 from mdpo_pipeline.core.errors import clip
 from mdpo_pipeline.core.io import write_json
@@ -174,6 +178,29 @@ def training_run_config(settings: Settings, method: str, fixed: dict[str, Any]) 
             del os.environ[name]
         os.environ.update(environ)
     return cfg
+
+
+@contextlib.contextmanager
+def adapter_lock(project: Project, method: str, holder: str, log=print) -> Iterator[None]:
+    """Held while ``method``'s adapter is trained and recorded: another materialization of the same partition waits
+    for it (saying whom it waits for) instead of writing the same adapter directory, so an adapter and its registry
+    version always come from one run. A file lock beside the adapter: it holds across processes and containers that
+    share the checkout, and the system releases it when its process dies."""
+    out = project.adapter_path(method)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock, who = FileLock(str(out.with_name(f"{method}.lock"))), out.with_name(f"{method}.lock.holder")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        current = who.read_text().strip() if who.is_file() else "another run"
+        log(f"adapters[{method}] is being trained by {current}: waiting for it to finish")
+        lock.acquire()
+    try:
+        who.write_text(f"{holder} (pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        yield
+    finally:
+        who.unlink(missing_ok=True)
+        lock.release()
 
 
 #: Where adapters whose MLflow logging failed (the server unreachable) wait for ``replay_pending``: one JSON each.

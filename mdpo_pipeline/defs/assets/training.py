@@ -10,7 +10,12 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
-from mdpo_pipeline.pipeline.train import base_model_location, record_adapter_or_defer, train_run_config
+from mdpo_pipeline.pipeline.train import (
+    adapter_lock,
+    base_model_location,
+    record_adapter_or_defer,
+    train_run_config,
+)
 
 GROUP = "training"
 #: One partition per model to evaluate: "base" (the base model itself, no adapter) and every method preset.
@@ -50,10 +55,12 @@ def adapters(
                                               "path": dg.MetadataValue.path(path)})
     out = proj.adapter_path(method)
     cfg = train_run_config(proj, method, out)
-    summary = launcher.launch(cfg, context, proj)
-    # A tracking server that stays down does not lose the adapter: its run waits for `mdpo mlflow replay`.
-    recorded = record_adapter_or_defer(proj, cfg, mlflow.uri(proj), mlflow.experiment,
-                                       tags=dagster_run_tags(context), log=context.log.warning)
+    # Two runs of one partition at once: the second waits, so the adapter and its version are one run's.
+    with adapter_lock(proj, method, holder=f"Dagster run {context.run_id}", log=context.log.info):
+        summary = launcher.launch(cfg, context, proj)
+        # A tracking server that stays down does not lose the adapter: its run waits for `mdpo mlflow replay`.
+        recorded = record_adapter_or_defer(proj, cfg, mlflow.uri(proj), mlflow.experiment,
+                                           tags=dagster_run_tags(context), log=context.log.warning)
     shown = {k: v for k, v in summary.items() if k not in ("final", "started_at", "ended_at")}
     meta = summary_metadata(shown) | summary_metadata(summary["final"])
     meta["path"] = dg.MetadataValue.path(str(out))
