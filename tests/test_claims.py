@@ -85,6 +85,11 @@ def test_verdicts_by_hand(tmp_path):
     # Its power line: Δ = −.01, +.01, −.02 has mean −0.00667 and std 0.01528, |mean|/std = 0.4364; t_{n−1}/√n first
     # falls below it at n = 23 (t_21/√22 = 0.4435, t_22/√23 = 0.4324).
     assert claims["c"]["decides_at"] == 23 and "≈ 23 pairs would decide it" in claims["c"]["numbers"]
+    # With the items too (per_answer, the same for every seed): DPO's two answers each hallucinate, mDPO's none, so
+    # every resample of pairs and items differs by −100 CHAIR_s points; CHAIR_i: DPO 2 of 5 mentions, mDPO 0 of 2.
+    assert claims["a"]["with_items"] == {"mean": -100.0, "low": -100.0, "high": -100.0}
+    assert "with item sampling too [-100.0" in claims["a"]["numbers"]
+    assert claims["b"]["with_items"]["mean"] == pytest.approx(-40.0) and "with_items" not in claims["c"]
     assert claims["a"]["decides_at"] is None
     # (d) common recall 2/3 (mDPO's): DPO truncated there hallucinates 1 of 2 mentions, mDPO none → Δ −50 points
     assert claims["d"]["verdict"] == "reproduced" and claims["d"]["mean"] == pytest.approx(-50.0)

@@ -83,3 +83,23 @@ def test_power_line_is_the_fewest_pairs_whose_interval_would_exclude_zero():
     assert pairs_to_decide(Summary(3, 0.0, 1.0, None, None)) is None, "no effect to decide"
     assert pairs_to_decide(Summary(1, 1.0, None, None, None)) is None
     assert pairs_to_decide(Summary(3, 1e-4, 1.0, None, None)) is None and MAX_PAIRS == 10_000
+
+
+def test_item_bootstrap_counts_items_and_pairs():
+    from mdpo_pipeline.core.stats import item_bootstrap
+
+    ones, zeros, half = [1.0] * 100, [0.0] * 100, [1.0, 0.0] * 50
+    # Every resample of identical cells differs by 0; a cell that always hallucinates vs one that never: by 1.
+    assert item_bootstrap([(half, ones, half, ones)] * 3) == (0.0, 0.0, 0.0)
+    assert item_bootstrap([(ones, ones, zeros, ones)] * 2) == (1.0, 1.0, 1.0)
+    # Items alone: a share of 0.5 over 100 items has standard error √(.25/100) = 0.05, so the 95 % interval is
+    # about 0.5 ± 0.098 (identical pairs add nothing).
+    point, low, high = item_bootstrap([(half, ones, zeros, ones)] * 3)
+    assert point == 0.5 and low == pytest.approx(0.402, abs=0.02) and high == pytest.approx(0.598, abs=0.02)
+    # Pairs that disagree widen it: differences 0.3 and 0.7 on item-free cells (every item alike).
+    three, seven = [0.3] * 100, [0.7] * 100
+    point, low, high = item_bootstrap([(three, ones, zeros, ones), (seven, ones, zeros, ones)])
+    assert point == pytest.approx(0.5) and low == pytest.approx(0.3) and high == pytest.approx(0.7)
+    # A ratio with a denominator per item (CHAIR_i: hallucinated mentions / mentions), and what cannot be paired.
+    assert item_bootstrap([([1.0, 0.0], [2.0, 2.0], [0.0, 0.0], [1.0, 3.0])] * 2) == (0.25, 0.0, 0.5)
+    assert item_bootstrap([]) is None and item_bootstrap([(ones, ones, [1.0], [1.0])]) is None

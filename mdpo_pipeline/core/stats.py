@@ -3,7 +3,7 @@ paired differences between methods trained on the same seeds.
 
 A grid has a handful of seeds per method (3 by default), so the intervals are Student-t, not normal, and a
 missing value (None or NaN: a benchmark not run, a cell that failed) is dropped rather than counted as 0.
-Pure Python plus scipy's t quantile: no torch, no Dagster, no MLflow.
+Pure Python, numpy for the bootstrap and scipy's t quantile: no torch, no Dagster, no MLflow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from scipy.stats import t as student_t
 
 #: The confidence of every interval the claims report states.
@@ -142,3 +143,38 @@ def pairs_to_decide(s: Summary, confidence: float = CONFIDENCE) -> int | None:
         if t_quantile(n, confidence) * s.std / math.sqrt(n) < abs(s.mean):
             return n
     return None
+
+
+#: Resamples of ``item_bootstrap``: enough that the 2.5 % and 97.5 % percentiles move by well under a table digit.
+BOOTSTRAP_RESAMPLES = 4000
+
+
+def item_bootstrap(pairs: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+                   confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                   ) -> tuple[float, float, float] | None:
+    """Mean paired difference of a ratio metric with an interval that counts both sources of chance: the pairs
+    (seeds × base models) and the benchmark's items.
+
+    Each pair is (num_a, den_a, num_b, den_b), per item of one shared item list: the metric of a cell over items I
+    is Σ_I num / Σ_I den (CHAIR_s: num = 1 for an answer with a hallucination, den = 1; CHAIR_i: num =
+    hallucinated mentions, den = mentions). Every resample draws the pairs with replacement and, independently,
+    the items with replacement, the same items for every cell (they answered the same prompts: a paired
+    bootstrap over items), and averages a − b over the drawn pairs; the interval is the percentile one. None
+    without pairs, or when the cells' item lists differ in length."""
+    if not pairs:
+        return None
+    n = {len(x) for pair in pairs for x in pair}
+    if len(n) != 1 or 0 in n:
+        return None
+    items = n.pop()
+    arrays = np.asarray(pairs, dtype=np.float64)  # (pairs, 4, items)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, items, size=(resamples, items))
+    sums = arrays[:, :, idx].sum(axis=-1)  # (pairs, 4, resamples)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = sums[:, 0] / sums[:, 1] - sums[:, 2] / sums[:, 3]  # (pairs, resamples); NaN where no mention drawn
+    drawn = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+    means = np.nanmean(np.take_along_axis(diff.T, drawn, axis=1), axis=1)
+    point = float(np.mean([sum(p[0]) / sum(p[1]) - sum(p[2]) / sum(p[3]) for p in arrays]))
+    low, high = np.nanpercentile(means, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return point, float(low), float(high)

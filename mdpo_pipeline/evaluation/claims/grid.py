@@ -31,6 +31,21 @@ ANSWER_FIELDS = {"words": "words_mean", "objects": "objects_mean"}
 PairKey = tuple[Any, tuple[tuple[str, Any], ...]]
 
 
+def _chair_s_items(answers: Sequence[Mapping]) -> tuple[list[float], list[float]]:
+    # One answer, one item: 1 when it mentions an object the image lacks (core/eval/chair/matched.py's counting).
+    return [float(any(m not in set(a["truth"]) for m in a["mentioned"])) for a in answers], [1.0] * len(answers)
+
+
+def _chair_i_items(answers: Sequence[Mapping]) -> tuple[list[float], list[float]]:
+    return ([float(sum(m not in set(a["truth"]) for m in a["mentioned"])) for a in answers],
+            [float(len(a["mentioned"])) for a in answers])
+
+
+#: The quantities whose intervals can include the benchmark's item sampling: per item (numerator, denominator)
+#: from a cell's Object HalBench per-answer detail.
+ITEM_KEYS = {"chair_s": _chair_s_items, "chair_i": _chair_i_items}
+
+
 @dataclass
 class _Cell:
     name: str
@@ -145,6 +160,21 @@ class Grid:
             keep = set(self.values(other, key, fixed))
             va = {k: v for k, v in va.items() if k in keep}
         return stats.paired_difference(va, vb)
+
+    def item_diff(self, a: str, b: str, key: str, fixed: Mapping[str, Any]) -> tuple[float, float, float] | None:
+        """Paired a − b of an Object HalBench CHAIR (``ITEM_KEYS``) with an interval over pairs and items together
+        (``stats.item_bootstrap``), from the cells' per-answer detail; None where a cell lacks it."""
+        if key not in ITEM_KEYS:
+            return None
+        cells = {m: {self.pair_key(c): c.per_answer.get("object_halbench") for c in self.select(m, fixed)}
+                 for m in (a, b)}
+        pairs = []
+        for pk, answers_a in cells[a].items():
+            answers_b = cells[b].get(pk)
+            if not answers_a or not answers_b:
+                continue
+            pairs.append((*ITEM_KEYS[key](answers_a), *ITEM_KEYS[key](answers_b)))
+        return stats.item_bootstrap(pairs) if len(pairs) >= 2 else None
 
     def has(self, method: str, key: str, fixed: Mapping[str, Any]) -> bool:
         """Whether some cell of ``method`` under ``fixed`` has a value of ``key``."""

@@ -125,7 +125,9 @@ class Report:
         out = []
         self.md += ["## Paired differences", "",
                     "Each row: mean of a − b over cells paired by (seed, axes), with its Student-t 95 % interval, in "
-                    "table units. *better*/*worse* when the interval excludes 0 (direction from the metric).", ""]
+                    "table units. *better*/*worse* when the interval excludes 0 (direction from the metric). The last "
+                    "column, for Object HalBench's CHAIR, redraws the benchmark's items as well as the pairs (a "
+                    "bootstrap, stats.item_bootstrap).", ""]
         # Every other method against both references, mDPO and DPO, after the paper's comparisons.
         others = [(m, ref) for m in self.grid.methods(self.fixed) for ref in ("mdpo", "dpo")
                   if m not in (BASE, "mdpo", "dpo") and (m, ref) not in COMPARISONS]
@@ -143,10 +145,13 @@ class Report:
                     up = s.low > 0
                     reading = ("above 0" if up else "below 0") if q.higher_is_better is None else (
                         f"{a} better" if up == q.higher_is_better else f"{a} worse")
-                out.append({"a": a, "b": b, "key": key, "reading": reading, **s.as_dict()})
-                md_rows.append([q.heading, s.n, q.show_diff(s), reading])
-            self.md += [f"### {a} − {b}", "", _md_table(["quantity", "pairs", "Δ [95 % interval]", "reading"],
-                                                         md_rows), ""]
+                items = self.grid.item_diff(a, b, key, self.fixed)
+                with_items = None if items is None else dict(zip(("mean", "low", "high"), items))
+                out.append({"a": a, "b": b, "key": key, "reading": reading, **s.as_dict(), "with_items": with_items})
+                md_rows.append([q.heading, s.n, q.show_diff(s), reading, "–" if items is None else
+                                f"[{q.show(items[1], sign=True)}, {q.show(items[2], sign=True)}]"])
+            self.md += [f"### {a} − {b}", "", _md_table(
+                ["quantity", "pairs", "Δ [95 % interval]", "reading", "with item sampling too"], md_rows), ""]
         self.tables["paired_differences"] = out
 
     # Table 2 ---------------------------------------------------------------------------------------------------

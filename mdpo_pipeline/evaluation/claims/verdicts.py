@@ -33,7 +33,11 @@ VERDICT_RULE = (
     "A claim whose methods or metrics the grid lacks is **not tested**. Cells of other base models (the replicate "
     "axis `shapeworld.seed`: another world and the base model trained on it) are pooled, each paired within its "
     "own base model, so a verdict holds across base models, not inside one. An inconclusive claim states how many "
-    "pairs (seeds × base models) would decide it if its observed mean and spread held (the power line)."
+    "pairs (seeds × base models) would decide it if its observed mean and spread held (the power line). For "
+    "Object HalBench's CHAIR_s and CHAIR_i the numbers also give an interval that counts the benchmark's items too: "
+    "a bootstrap that redraws the pairs and, for every cell alike, the items (both with replacement; stats."
+    "item_bootstrap); the verdict stays the seeds' t-interval's, and the wider of the two says how far it can be "
+    "trusted beyond this item set."
 )
 
 _NO_AXIS = "the grid did not vary `{axis}` (add it to params.yaml `experiment.axes`)"
@@ -90,6 +94,9 @@ class _Judge:
         verdict = verdict or _verdict(summary, side)
         numbers = f"Δ {q.show_diff(summary)} (n={summary.n})"
         decides_at = stats.pairs_to_decide(summary) if verdict == INCONCLUSIVE else None
+        if extra and "with_items" in extra:
+            w = extra["with_items"]
+            numbers += f"; with item sampling too [{w['low']:+.{q.decimals}f}, {w['high']:+.{q.decimals}f}]"
         if verdict == INCONCLUSIVE and summary.n >= 2:
             numbers += (f"; ≈ {decides_at} pairs would decide it at this effect and spread" if decides_at else
                         f"; no effect to decide (or more than {stats.MAX_PAIRS} pairs)")
@@ -105,7 +112,12 @@ class _Judge:
         test = f"{a} − {b} on {quantity(key).title} {sign} 0"
         why = self._missing([a, b, *require], [key])
         summary = None if why else self.grid.diff(a, b, key, self.fixed, require=require)
-        self._add(cid, claim, paper, test, summary, side, key, why)
+        items = None if why else self.grid.item_diff(a, b, key, self.fixed)
+        extra = None
+        if items is not None:
+            scale = quantity(key).scale
+            extra = {"with_items": {"mean": items[0] * scale, "low": items[1] * scale, "high": items[2] * scale}}
+        self._add(cid, claim, paper, test, summary, side, key, why, extra=extra)
 
     def build_claims(self) -> None:
         bunny, llava = PAPER_ROWS["bunny-v1.0-3b"], PAPER_ROWS["llava-1.5-7b"]
