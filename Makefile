@@ -41,8 +41,9 @@ reproduce: install  ## the experiment grid of params.yaml:experiment and the pap
 	DAGSTER=$(BIN)/dagster MDPO=$(BIN)/mdpo bash scripts/reproduce.sh
 
 #: `make test` is the suite a change must pass (<= 6 min on 2 cores): unit tests, the official scorers' parity and
-#: every end-to-end Dagster path; `make test-integration` starts the engines (a Ray cluster, two-process accelerate
-#: launches, the Docker engine) and runs the device check at toy size (about 8 min more). CI (.ci/run) runs both.
+#: every end-to-end Dagster path; `make test-integration` starts the engines and servers (a Ray cluster, two-process
+#: accelerate launches, the Docker engine, PostgreSQL, MLflow servers), injects faults into them and runs the device
+#: check at toy size (about 9 min more). CI (.ci/run) runs both.
 test: install  ## import contracts, then the suite (end-to-end Dagster paths included) on every core
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 -m "not integration and not docker"

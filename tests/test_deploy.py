@@ -310,6 +310,7 @@ def test_pipeline_dockerfile():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeypatch):  # noqa: F811
     import dagster as dg
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
@@ -354,6 +355,7 @@ def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_mlflow_run_and_registry_on_postgres(pg_server, tmp_path):  # noqa: F811
     from mlflow import MlflowClient
 
@@ -401,6 +403,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_mlflow_server_command_of_the_compose_file(pg_server, tmp_path):  # noqa: F811
     """What the compose `mlflow` service runs: the database is created, the password stays out of argv."""
     from mlflow import MlflowClient

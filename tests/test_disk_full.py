@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import project_from_base
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _full_disk(limit: int):

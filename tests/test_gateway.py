@@ -61,6 +61,7 @@ def test_published_beyond_loopback_it_needs_a_password():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_mlflow_behind_the_gateway_answers_only_with_the_login(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 

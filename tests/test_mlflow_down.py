@@ -20,7 +20,7 @@ from tests.conftest import project_from_base, stop_process_group
 from tests.pg import _free_port
 from tests.test_deploy import _wait_http
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 HISTORY = [{"step": 1, "epoch": 0.5, "loss": 0.69, "rewards/margins": 0.1, "wall_time": 1.0e9},
            {"step": 2, "epoch": 1.0, "loss": 0.6, "rewards/margins": 0.3, "wall_time": 1.0e9 + 5}]
