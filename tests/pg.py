@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class PgServer:
     dbname: str
     datadir: Path
     password: str = field(repr=False)
+    options: str = ""  # the server's command-line options (pg_ctl -o), for a restart
 
     def env(self, **extra: str) -> dict[str, str]:
         """The MDPO_PG_* variables of DeploymentSettings for this server."""
@@ -146,7 +148,7 @@ def start(base: Path | None = None) -> PgServer:
         tail = log.read_text()[-1500:] if log.exists() else proc.stderr
         shutil.rmtree(root, ignore_errors=True)
         raise Unavailable(f"pg_ctl start failed: {tail}")
-    server = PgServer("127.0.0.1", port, USER, DB, datadir, password)
+    server = PgServer("127.0.0.1", port, USER, DB, datadir, password, f"{opts} -p {port}")
     conn = server.connect("postgres")
     try:
         with conn.cursor() as cur:
@@ -154,6 +156,19 @@ def start(base: Path | None = None) -> PgServer:
     finally:
         conn.close()
     return server
+
+
+def restart(server: PgServer, down_s: float) -> None:
+    """Stop the server as an operator would (fast: open connections are cut), keep it down ``down_s`` seconds,
+    start it again on the same port and data."""
+    bindir, user = find_or_install(), _server_user()
+    log = server.datadir.parent / "server.log"
+    proc = _run([str(bindir / "pg_ctl"), "-D", str(server.datadir), "-m", "fast", "-w", "stop"], user)
+    assert proc.returncode == 0, proc.stderr
+    time.sleep(down_s)
+    proc = _run([str(bindir / "pg_ctl"), "-D", str(server.datadir), "-l", str(log), "-w", "-t", "60",
+                 "-o", server.options, "start"], user)
+    assert proc.returncode == 0, log.read_text()[-1500:]
 
 
 def stop(server: PgServer) -> None:

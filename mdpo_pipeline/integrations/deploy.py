@@ -34,8 +34,17 @@ from mdpo_pipeline.integrations.deploy_settings import (
 # --- what each service is configured with -----------------------------------------------------------
 
 
+#: A run worker that dies (out of memory, SIGKILL) fails its run within a poll instead of leaving it STARTED:
+#: defs/run_worker.MonitoredRunLauncher tells run monitoring whether the worker lives. It cannot resume a run in
+#: place, so no resume attempts; the rerun resumes the training from its checkpoint.
+RUN_MONITORING: dict[str, Any] = {
+    "run_launcher": {"module": "mdpo_pipeline.defs.run_worker", "class": "MonitoredRunLauncher"},
+    "run_monitoring": {"enabled": True, "poll_interval_seconds": 30, "max_resume_run_attempts": 0},
+}
+
+
 def dagster_instance_yaml(settings: DeploymentSettings, *, env_refs: bool = False) -> dict[str, Any]:
-    """dagster.yaml content: Postgres run/event/schedule storage and the run queue's limit.
+    """dagster.yaml content: Postgres run/event/schedule storage, the run queue's limit and run monitoring.
 
     The password is always ``{env: MDPO_PG_PASSWORD}``. With ``env_refs`` the other connection values and the
     run limit are environment references too, so one committed file serves every deployment (docker/dagster.yaml).
@@ -60,6 +69,7 @@ def dagster_instance_yaml(settings: DeploymentSettings, *, env_refs: bool = Fals
         },
         # The daemon dequeues runs under this limit (Dagster's default is 10 trainings on the same GPUs at once).
         "run_queue": {"max_concurrent_runs": value("max_concurrent_runs")},
+        **RUN_MONITORING,
         "telemetry": {"enabled": False},
     }
 

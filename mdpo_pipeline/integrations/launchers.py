@@ -21,6 +21,7 @@ from typing import Any
 from mdpo_pipeline.core.errors import CLI_ERROR
 from mdpo_pipeline.core.io import write_json
 from mdpo_pipeline.integrations.launcher_settings import LauncherSettings
+from mdpo_pipeline.integrations.processes import die_with_parent_preexec
 
 
 #: A training run as the launcher sees it: the JSON object ``mdpo train --config`` reads (or the dataclass it is
@@ -123,7 +124,8 @@ def start_local(
     accelerate_config: str | None = None,
     stdout: int | None = subprocess.PIPE,
 ) -> subprocess.Popen:
-    """Write the run config and start its training process (output merged into ``stdout``) in a new session."""
+    """Write the run config and start its training process (output merged into ``stdout``) in a new session; it is
+    killed if this process dies, so call it from the thread that waits for it."""
     check_num_processes(num_processes)
     cfg = run_json(cfg)
     path = run_config_path(cfg)
@@ -132,9 +134,10 @@ def start_local(
     child_env = {**os.environ, **(env or {})}
     if num_processes > 1 and cfg.get("threads") and "OMP_NUM_THREADS" not in child_env:
         child_env["OMP_NUM_THREADS"] = str(cfg["threads"])  # else torchrun sets 1 and warns about it
-    # A session of its own: the launcher and every rank below it can be stopped with one killpg.
+    # A session of its own: the launcher and every rank below it can be stopped with one killpg. And it dies with
+    # this process: a launcher killed with SIGKILL (a Dagster run worker, say) leaves no training running on unseen.
     return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True, env=child_env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=die_with_parent_preexec())
 
 
 def stop_local(proc: subprocess.Popen, grace_s: float = 30) -> None:

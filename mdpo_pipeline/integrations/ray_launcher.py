@@ -39,6 +39,7 @@ from mdpo_pipeline.integrations.launchers import (
     run_config_path,
     run_json,
 )
+from mdpo_pipeline.integrations.processes import die_with_parent_preexec
 
 #: Seconds a cluster address gets to accept a TCP connection before the launch is refused.
 CONNECT_TIMEOUT_S = 5.0
@@ -76,9 +77,11 @@ def launch_ray(
     own = {name: getattr(settings, name) for name in LauncherSettings.model_fields}
     write_json(LauncherSettings(**own).model_dump(mode="json"), settings_path(run))
     cmd = [sys.executable, *TRAIN_MODULE, str(run_config_path(run)), "--ray", str(settings_path(run))]
-    # A session of its own: stop_local's killpg reaches the driver and a local cluster it started.
+    # A session of its own: stop_local's killpg reaches the driver and a local cluster it started. The driver dies
+    # with this process (a killed Dagster run worker leaves no driver behind to race the rerun).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **dict(settings.env), **dict(env or {})}, start_new_session=True)
+                            env={**os.environ, **dict(settings.env), **dict(env or {})}, start_new_session=True,
+                            preexec_fn=die_with_parent_preexec())
     follow(proc, log, grace_s)
     return read_summary(run)
 

@@ -10,6 +10,7 @@ from mdpo_pipeline.core.methods import BASE, METHODS
 from mdpo_pipeline.defs.assets.data import corrupted_images, materialize_stage, preference_pairs, shapeworld
 from mdpo_pipeline.defs.metadata import dagster_run_tags, md_image, mlflow_links, summary_metadata
 from mdpo_pipeline.defs.resources import DvcResource, MlflowResource, ProjectResource, TrainingLauncher
+from mdpo_pipeline.defs.run_worker import die_with_run_worker
 from mdpo_pipeline.pipeline.train import (
     adapter_lock,
     base_model_location,
@@ -55,6 +56,8 @@ def adapters(
                                               "path": dg.MetadataValue.path(path)})
     out = proj.adapter_path(method)
     cfg = train_run_config(proj, method, out)
+    # A run worker killed meanwhile takes this step and its training with it, leaving no orphan to race the rerun.
+    die_with_run_worker(context)
     # Two runs of one partition at once: the second waits, so the adapter and its version are one run's.
     with adapter_lock(proj, method, holder=f"Dagster run {context.run_id}", log=context.log.info):
         summary = launcher.launch(cfg, context, proj)
