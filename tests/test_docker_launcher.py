@@ -227,8 +227,15 @@ def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_im
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     resources = pipeline_resources(root, TrainingLauncher(mode="docker", image=tag, docker_host=host))
     everything = [*data_assets, *training_assets]
+    engine = docker.DockerClient(base_url=host)
+    # A container an earlier launch left training this adapter (its run worker was killed): stopped first.
+    labels = {"mdpo.method": "mdpo", "mdpo.output": "mdpo", "mdpo.adapter": str(root / "artifacts/adapters/mdpo")}
+    orphan = engine.containers.run(tag, entrypoint=["sleep"], command=["300"], labels=labels, detach=True,
+                                   network_mode="none")
     result = dg.materialize(everything, selection="key:adapters", partition_key="mdpo", resources=resources)
     assert result.success
+    with pytest.raises(docker.errors.NotFound):  # stopped before training, then removed with the run's own
+        orphan.reload()
 
     adapter = root / "artifacts/adapters/mdpo"
     summary = json.loads((adapter / "summary.json").read_text())
@@ -243,5 +250,4 @@ def test_adapter_trains_inside_the_cpu_image_through_the_dagster_launcher(cpu_im
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     (version,) = client.search_model_versions("name = 'shapeworld-tiny'")
     assert version.tags["method"] == "mdpo"
-    engine = docker.DockerClient(base_url=host)
     assert not engine.containers.list(all=True, filters={"label": "mdpo.method=mdpo"}), "finished containers removed"

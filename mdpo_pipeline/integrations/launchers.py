@@ -289,7 +289,9 @@ def container_spec(cfg: RunConfig, settings: LauncherSettings, project_root: str
         "user": container_user(settings),
         "network_mode": settings.network_mode,
         "environment": env,
-        "labels": {"mdpo.method": cfg["method"], "mdpo.output": Path(cfg["output_dir"]).name},
+        # mdpo.adapter: which adapter it writes, to find a container an earlier launch left running (launch_docker).
+        "labels": {"mdpo.method": cfg["method"], "mdpo.output": Path(cfg["output_dir"]).name,
+                   "mdpo.adapter": str(cfg["output_dir"])},
     }
     if settings.gpus is not None:
         from docker.types import DeviceRequest
@@ -347,6 +349,13 @@ def launch_docker(
     try:
         client = docker.from_env(environment=environ)
         kwargs = {**spec, "environment": {**(env or {}), **spec["environment"]}}
+        # The caller holds this adapter's lock, so a container still training it is an orphan: its launcher died
+        # (a SIGKILLed run worker cannot stop it). It would race this run for the checkpoints: stop it first.
+        adapter_label = f"mdpo.adapter={spec['labels']['mdpo.adapter']}"
+        for orphan in client.containers.list(filters={"label": adapter_label, "status": "running"}):
+            log(f"stopping container {orphan.short_id}, still training {method} for an earlier run whose launcher "
+                "died; this run resumes from its newest checkpoint")
+            orphan.stop()
         try:
             container = client.containers.create(image=image, command=command, detach=True, **kwargs)
         except docker.errors.ImageNotFound:
