@@ -116,6 +116,12 @@ def test_report_files_tables_and_markdown(tmp_path):
     assert ("| mdpo | 3 | 2.50 ± 0.00 | 31.3 ± 1.5 | 13.0 ± 1.0 | 72.0 ± 2.0 | 8.3 ± 1.5 | 15.0 ± 0.0 | 1.00 ± 0.00 |"
             in md)
     assert "| base | 1 | 2.00 | 45.0 | 11.0 | 80.0 | 10.0 | 25.0 | 2.00 |" in md
+    # Methods with 95 % intervals: mDPO's CHAIR_s .30/.31/.33 → 31.3, std 1.528, half-width t(.975,2)·1.528/√3 =
+    # 3.795; its probe margin .7/.8/.9 → 0.80 ± 4.303·0.1/√3 = 0.248
+    methods = md.split("## Methods with 95 % intervals")[1].split("\n## ")[0]
+    mdpo_row = next(line for line in methods.splitlines() if line.startswith("| mdpo |"))
+    assert "| 31.3 [27.5, 35.1] |" in mdpo_row and mdpo_row.endswith("| 0.80 [0.55, 1.05] |")
+    assert [r["method"] for r in out["tables"]["methods"]][:3] == ["base", "dpo", "mdpo"]
     assert "HalRate" not in md.split("## Table 1")[1].split("##")[0]  # a metric without values gets no column
     # paired differences, Table 2 with the paper beside, the probe and matched recall
     assert "### mdpo − dpo" in md and "### dpo_no_image − dpo" in md and "### mdpo − base" in md

@@ -36,6 +36,33 @@ def test_default_grid_is_the_claims_grid():
     assert {"dpo-s0", "mdpo-s2", "mdpo_no_conditional-s1", "mdpo_no_anchor-s0", "dpo_no_image-s2"} <= set(keys)
 
 
+def test_a_methods_own_corrupted_images_make_its_data_variant():
+    settings = parse_settings({"experiment": {"methods": ["mdpo", "chip", "symmpo"], "seeds": [0],
+                                              "axes": {"shapeworld.seed": [0, 1]}}})
+    cells = {c.key: c for c in expand(settings)}
+    # Keys and pairing axes stay the method's; the data follows the method's image term.
+    assert {"mdpo-s0@seed=0", "chip-s0@seed=0", "symmpo-s0@seed=1"} <= cells.keys()
+    assert cells["mdpo-s0@seed=0"].data_axes == (("shapeworld.seed", 0),)
+    assert cells["chip-s0@seed=0"].data_axes == (("shapeworld.seed", 0), ("corrupted_images.strategy", "diffusion_noise"))
+    assert cells["symmpo-s0@seed=1"].data_axes[-1] == ("corrupted_images.strategy", "counterfactual")
+    assert cells["chip-s0@seed=0"].implied_corruption and not cells["mdpo-s0@seed=0"].implied_corruption
+    assert sum(k.startswith("base") for k in cells) == 2  # the base model reads no corrupted image
+    # An axis on the strategy wins over the method's own.
+    axis = parse_settings({"experiment": {"methods": ["chip"], "seeds": [0],
+                                          "axes": {"corrupted_images.strategy": ["crop_1_20"]}}})
+    (chip,) = [c for c in expand(axis) if c.method == "chip"]
+    assert chip.data_axes == (("corrupted_images.strategy", "crop_1_20"),) and not chip.implied_corruption
+
+
+def test_a_method_outside_the_grid_refuses_other_corrupted_images(tmp_path):
+    from mdpo_pipeline.pipeline.train import train_run_config
+
+    (tmp_path / "params.yaml").write_text("corrupted_images: {strategy: crop_1_20}\n")
+    with pytest.raises(ConfigError, match="chip: its image term is defined over corrupted_images.strategy "
+                                          "'diffusion_noise'.*experiment grid"):
+        train_run_config(Project(tmp_path), "chip", tmp_path / "out")
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"methods": ["dpo", "dpo"]}, "without repeats"),
     ({"methods": ["ppo"]}, "unknown"),
@@ -198,6 +225,42 @@ def test_data_axis_variant_shares_what_its_inputs_share(shapeworld_base, tmp_pat
     half = run_cell(plan, "mdpo-s0@unconditional_share=0.5")
     assert half["variant"]["root"] == "."
     assert one["fingerprint"] != half["fingerprint"]
+
+
+@pytest.mark.slow
+def test_methods_with_their_own_corrupted_images_train_in_the_grid(shapeworld_base, tmp_path, monkeypatch):
+    """CHiP trains on diffusion-noised images, SymMPO on contrasting images with their answers: each cell's variant
+    makes those and the reference cache over them, shares the base model and the pairs, and is probed with the
+    experiment's own corrupted images so its conditional margin compares with the others'."""
+    import pyarrow.parquet as pq
+
+    from mdpo_pipeline.pipeline.grid import GridPlan, run_cell
+    from mdpo_pipeline.pipeline.project import Project
+
+    grid = GRID | {"methods": ["chip", "symmpo"], "seeds": [0], "benchmarks": ["object_halbench"]}
+    root = project_from_base(shapeworld_base, tmp_path / "proj", experiment=grid, training=TRAINING)
+    monkeypatch.setenv("MDPO_PROJECT_ROOT", str(root))
+    plan = GridPlan(Project(root))
+    for key, strategy, terms in (("chip-s0", "diffusion_noise", {"loss/conditional"}),
+                                 ("symmpo-s0", "counterfactual", {"loss/symmetric", "loss/symmetric_anchor"})):
+        record = run_cell(plan, key)
+        data = root / record["variant"]["root"] / "data"
+        for stage in ("base_model", "preference_pairs"):
+            assert (data / stage).resolve() == (root / "data" / stage).resolve(), stage
+        corrupted = json.loads((data / "corrupted_images" / "summary.json").read_text())
+        assert corrupted["strategy"] == strategy
+        assert (data / "reference_logprobs").resolve() != (root / "data" / "reference_logprobs").resolve()
+        assert record["training"]["global_step"] == TRAINING["max_steps"]
+        history = json.loads((plan.cell_dir(plan.cell(key)) / "adapter" / "summary.json").read_text())
+        assert terms <= set(history["final"]) or terms <= {k for h in history.get("log_history", []) for k in h}, (
+            key, sorted(history["final"]))
+        probe = plan.root / "probe"
+        probes = [json.loads(p.read_text()) for p in probe.glob("*/corrupted/summary.json")]
+        assert probes and {p["strategy"] for p in probes} == {"crop_1_20"}
+        assert record["probe"]["n"] == 16
+    manifest = pq.read_table(root / run_cell(plan, "symmpo-s0")["variant"]["root"] / "data" / "corrupted_images"
+                             / "manifest.parquet").to_pydict()
+    assert all(manifest["contrast_answer"])
 
 
 def test_grid_cli_lists_cells_and_pending(tmp_path, monkeypatch, capsys):

@@ -267,7 +267,11 @@ def test_methods_table():
         "apo_zero": False,
         "mpo": False,
         "mdpo_mpo": True,
+        "chip": True,
+        "symmpo": True,
     }
+    assert {name for name, w in METHODS.items() if w.needs_contrast} == {"symmpo"}
+    assert METHODS["chip"] == METHODS["mdpo_no_anchor"]  # the same terms over another corrupted image
     assert LossWeights(dpo=0, anchor_corrupted=0.5).needs_corrupted
     assert isinstance(METHODS["mdpo"].anchor, float)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -320,3 +320,27 @@ def test_mdpo_over_mpo_adds_the_image_terms_to_mpo():
     image = mdpo_loss(pc, pr, rc, rr, pcc, rcc, weights=LossWeights(0, 1, 1))
     assert both.loss.item() == pytest.approx(mpo.loss.item() + image.loss.item(), abs=1e-6)
     assert {"conditional", "anchor", "quality", "sft"} <= both.terms.keys()
+
+
+def test_symmpo_method_is_dpo_its_anchors_and_the_symmetric_terms_at_the_authors_weights():
+    # Views y|m, y_l|m, y|m', y'|m, y'|m' (policy, reference), one example; β = 0.1.
+    p = [_t(v) for v in (-10.0, -12.0, -13.0, -14.0, -9.0)]
+    r = [_t(v) for v in (-11.0, -11.0, -12.0, -13.0, -10.0)]
+    out = ob.method_loss(p, r, weights=METHODS["symmpo"], beta=0.1)
+    # rewards r = p − ref: y|m +1, y_l|m −1, y|m' −1, y'|m −1, y'|m' +1
+    # DPO: −log σ(0.1·(1 − (−1))) = softplus(−0.2); anchor on y|m: softplus(−0.1)
+    # h1 = r(y|m) − r(y'|m) = 2, h2 = r(y'|m') − r(y|m') = 2: symmetric = 2·softplus(−0.2), consistency 0
+    # anchor on y'|m': softplus(−0.1)
+    def softplus(x):
+        return math.log1p(math.exp(x))
+
+    want = softplus(-0.2) + softplus(-0.1) + 0.5 * 2 * softplus(-0.2) + softplus(-0.1)
+    assert out.loss.item() == pytest.approx(want, abs=1e-6)
+    assert out.terms["symmetric"].item() == pytest.approx(2 * softplus(-0.2), abs=1e-6)
+    assert out.terms["margin_consistency"].item() == 0.0
+    out.loss.backward()
+    # y|m' only enters through h2 (pushed down), y'|m' through h2 and its anchor (pushed up).
+    assert p[2].grad.item() > 0 and p[4].grad.item() < 0
+    assert all(t.grad is None for t in r)
+    with pytest.raises(ValueError, match="5 views"):
+        ob.method_loss(p[:3], r[:3], weights=METHODS["symmpo"])

@@ -141,6 +141,14 @@ def test_config_resolves_method_weights_and_documents_fields(tmp_path):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_one_step_per_method(tmp_path, dataset, method):
     model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+    if METHODS[method].needs_contrast:
+        # SymMPO's terms read each instruction's contrasting answer: refused without one, naming what is missing.
+        with pytest.raises(ValueError, match="no contrasting answers.*strategy: counterfactual"):
+            MDPOTrainer(model, args=config(tmp_path, method=method), train_dataset=dataset,
+                        processing_class=processor, peft_config=lora())
+        model, processor = build_tiny_llava(image_size=IMAGE_SIZE)
+        answer = [{"role": "assistant", "content": [{"type": "text", "text": "A blue square."}]}]
+        dataset = dataset.add_column("contrast_answer", [answer] * len(dataset))
     trainer = MDPOTrainer(
         model, args=config(tmp_path, method=method), train_dataset=dataset, processing_class=processor,
         peft_config=lora(),
@@ -148,7 +156,7 @@ def test_one_step_per_method(tmp_path, dataset, method):
     forwards = ForwardLog(trainer.model)
     trainer.train()
 
-    rows = (3 if METHODS[method].needs_corrupted else 2) * BATCH
+    rows = (5 if METHODS[method].needs_contrast else 3 if METHODS[method].needs_corrupted else 2) * BATCH
     with_image = method != "dpo_no_image"
     # One policy forward with gradient, one reference forward without, both over all rows of the step.
     assert forwards.calls == [(True, rows, with_image), (False, rows, with_image)]
@@ -158,10 +166,16 @@ def test_one_step_per_method(tmp_path, dataset, method):
     assert logs["rewards/chosen"] == logs["rewards/margins"] == 0.0
     assert {"rewards/rejected", "rewards/accuracies", "loss/dpo", "logps/chosen"} <= logs.keys()
     conditional = {"rewards/chosen_corrupted", "rewards/conditional_margins", "rewards/conditional_accuracies"}
-    assert conditional <= logs.keys() if rows == 3 * BATCH else not conditional & logs.keys()
+    assert conditional <= logs.keys() if rows >= 3 * BATCH else not conditional & logs.keys()
     if method == "mdpo":
         assert {"loss/conditional", "loss/anchor"} <= logs.keys()
         assert logs["loss"] == pytest.approx(3 * math.log(2), abs=1e-4)
+    if method == "symmpo":
+        # Every reward 0: DPO log 2 + anchor log 2 + 0.5 × symmetric 2 log 2 + its anchor log 2 + consistency 0.
+        assert {"loss/symmetric", "loss/symmetric_anchor", "loss/margin_consistency"} <= logs.keys()
+        assert logs["loss/symmetric"] == pytest.approx(2 * math.log(2), abs=1e-4)
+        assert logs["loss/margin_consistency"] == 0.0
+        assert logs["loss"] == pytest.approx(4 * math.log(2), abs=1e-4)
 
 
 def test_mpo_quality_shift_runs_over_the_steps_and_resumes_from_a_checkpoint(tmp_path, dataset):

@@ -15,6 +15,14 @@ crop outside the range; the crop recorded for it is the nearest any box allows. 
 and no manifest row; ``quarantine.parquet`` and the summary's ``n_read`` / ``n_quarantined`` /
 ``quarantined_by_reason`` list them, and are written only when there is at least one, so a clean set's files are
 unchanged. Failures to write output still abort the whole set.
+
+Strategy ``counterfactual`` is SymMPO's (NeurIPS 2025, arXiv 2506.11712): its symmetric preference sets the image
+m against a *contrasting* image m' (the same scene with one object swapped for a look-alike), and y, the answer for
+m, against y', m''s own correct answer. Nothing here can make m' from m's pixels, so the strategy takes a provider
+(``CounterfactualProvider``): ShapeWorld renders m' and rewrites y (shapeworld/counterfactual.py), real data reads
+them from a file (``CounterfactualFile``, params.yaml:corrupted_images.counterfactual_path). The manifest's
+``corrupted_image`` is then m' and its ``contrast_answer`` is y' (null for every other strategy); an instruction the
+provider has nothing for is quarantined as ``no_counterfactual``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import io
 import json
 import math
 import os
+import pickle
 import random
 import re
 import time
@@ -40,13 +49,20 @@ import pyarrow as pa
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
-from mdpo_pipeline.core.errors import shown
-from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from mdpo_pipeline.core.errors import clip, shown
+from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb, resolve_image_path
 from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
 from mdpo_pipeline.core.parallel import available_cores, worker_context
 from mdpo_pipeline.core.schemas import QuarantineReason
 
-STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2", "diffusion_noise")
+STRATEGIES = ("crop_1_20", "crop_20_50", "random_image", "moco_v2", "diffusion_noise", "counterfactual")
+#: Why strategy counterfactual cannot run on its own, and where each kind of data gets what it needs.
+COUNTERFACTUAL_NEEDS = (
+    "strategy 'counterfactual' makes nothing from the image itself: it needs SymMPO's contrasting image and its "
+    "answer per instruction: ShapeWorld renders them; for real data set corrupted_images.counterfactual_path"
+)
+#: The fields of each counterfactual_path row.
+COUNTERFACTUAL_FIELDS = ("id", "image", "answer")
 #: Kept-area bounds of the crop strategies (paper Table 3; docs/method.md, "Corruption": the default keeps 1-20 %).
 CROP_SCALES = {"crop_1_20": (0.01, 0.20), "crop_20_50": (0.20, 0.50)}
 #: Tolerance on CROP_SCALES for integer pixel rounding; the corruption gate (quality.py) allows the same
@@ -79,6 +95,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("contrast_answer", pa.string()),  # counterfactual: y', the correct answer for corrupted_image; else null
     ]
 )
 
@@ -97,9 +114,25 @@ PREVIEW_LABEL_HEIGHT = 16
 #: Called with the sample's rng, returns (id of another image, that image as RGB); never the sample's own.
 PoolLookup = Callable[[random.Random], tuple[str, Image.Image]]
 
+#: Strategy counterfactual's source (SymMPO, arXiv 2506.11712): sample (instruction) id -> (the contrasting image m'
+#: in RGB, its correct answer y', JSON-serialisable params saying how they were made); raises NoCounterfactual to
+#: quarantine the sample. It runs in the worker processes, so it must pickle (a module-level class or function).
+CounterfactualProvider = Callable[[str], tuple[Image.Image, str, dict[str, Any]]]
+
 
 class CorruptionError(RuntimeError):
     """A sample whose image could not be read, corrupted or written."""
+
+
+class NoCounterfactual(Exception):
+    """Raised by a counterfactual provider for an instruction it has no contrasting image and answer for (no
+    contrast record, no row, a chosen answer that does not name the object swapped): the sample is quarantined as
+    ``no_counterfactual``, like an unreadable image, not fatal. The message is the quarantine detail."""
+
+
+class CounterfactualError(ValueError):
+    """A counterfactual source that cannot be used (a malformed row of counterfactual_path, an unreadable contrasting
+    image), with the file and line named: an error, not a quarantine, since the file is the user's to fix."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +144,7 @@ class CorruptionConfig:
     workers: int = 0  # worker processes; 0 = all available cores
     image_format: str = "jpeg"  # "jpeg" (quality 95, 4:4:4) or "png" (lossless)
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger inputs before decoding them
+    counterfactual_path: str | None = None  # strategy counterfactual on real data: JSONL of {id, image, answer} rows
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -125,6 +159,15 @@ class CorruptionConfig:
             self.max_image_pixels < 1
         ):
             raise ValueError(f"max_image_pixels must be a positive integer, got {shown(self.max_image_pixels)}")
+        if self.counterfactual_path is not None:
+            if not isinstance(self.counterfactual_path, str) or not self.counterfactual_path.strip():
+                got = shown(self.counterfactual_path)
+                raise ValueError(f"counterfactual_path must be a file path or null, got {got}")
+            if self.strategy != "counterfactual":
+                # Read by no other strategy: a path set beside another one would be silently ignored.
+                raise ValueError(
+                    f"counterfactual_path is read only by strategy 'counterfactual' (SymMPO's contrasting images), "
+                    f"not {self.strategy!r}: remove it or set strategy: counterfactual")
 
 
 @dataclass
@@ -345,7 +388,102 @@ def corrupt(
         params = {"other_image": other_id, "other_size": list(other.size)}
         # Same size as the original, so every strategy yields a drop-in replacement image.
         return (other if other.size == img.size else other.resize(img.size, Image.Resampling.BILINEAR)), params
+    if strategy == "counterfactual":
+        raise ValueError(f"{COUNTERFACTUAL_NEEDS} (corrupt_images' counterfactual provider), not one image")
     raise ValueError(f"unknown corruption strategy {strategy!r}; expected one of {STRATEGIES}")
+
+
+# --- strategy counterfactual: SymMPO's contrasting image and answer from a file ------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterfactualFile:
+    """SymMPO's (arXiv 2506.11712) contrasting images for real data, read from params.yaml's counterfactual_path.
+
+    A JSONL file, one row per instruction: ``{"id": instruction id, "image": m' as a path relative to the file's
+    folder, "answer": y', the correct answer for m'}``; other keys are ignored, blank lines skipped. Real photos have
+    no renderer to swap an object, so someone (an editing model, a person) has to make m' and y'; this file is where
+    they come in. Every row is checked when the file is read (``read``), before any image is written: a missing or
+    mistyped field, a path outside the folder, an absent file or a repeated id is a CounterfactualError naming the
+    file and line. An instruction with no row is quarantined (``no_counterfactual``); one whose image cannot be
+    decoded stops the run, naming the row, since the file is the user's to fix.
+    """
+
+    path: str
+    rows: dict[str, tuple[int, str, str]]  # instruction id -> (line, image relative to the file's folder, answer)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> CounterfactualFile:
+        """Read and check every row of ``path``; raise CounterfactualError naming the file (and line) on any fault."""
+        path = Path(path)
+        folder = path.parent
+        rows: dict[str, tuple[int, str, str]] = {}
+        try:
+            f = path.open("rb")
+        except OSError as e:
+            raise CounterfactualError(f"{path}: cannot read the counterfactual file ({e.strerror or e})") from None
+        with f:
+            for n, raw in enumerate(f, start=1):
+                where = f"{path}:{n}"
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise CounterfactualError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                text = text.removeprefix("\ufeff") if n == 1 else text
+                if not text.strip():
+                    continue
+                rows_id, rel, answer = _counterfactual_row(text, where, folder)
+                if rows_id in rows:
+                    raise CounterfactualError(
+                        f"{where}: duplicate id {shown(rows_id)}, first on line {rows[rows_id][0]}: one contrasting "
+                        "image per instruction")
+                rows[rows_id] = (n, rel, answer)
+        if not rows:
+            raise CounterfactualError(
+                f"{path}: no rows; expected one JSON object per line with {COUNTERFACTUAL_FIELDS}")
+        return cls(str(path), rows, max_pixels)
+
+    def __call__(self, sample_id: str) -> tuple[Image.Image, str, dict[str, Any]]:
+        """The row's image (as training sees it: upright RGB) and answer; NoCounterfactual when there is no row."""
+        if sample_id not in self.rows:
+            raise NoCounterfactual(f"{self.path} has no row for this instruction")
+        line, rel, answer = self.rows[sample_id]
+        file = os.path.join(os.path.dirname(self.path), rel)
+        try:
+            img = load_rgb(file, self.max_pixels)
+            with open(file, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except (ImageError, OSError) as e:
+            detail = e.detail if isinstance(e, ImageError) else f"{type(e).__name__}: {e}"
+            raise CounterfactualError(f"{self.path}:{line}: image {shown(rel)}: {detail}") from None
+        # The input's own hash: a replaced file changes the record even where its re-encoded bytes would not.
+        return img, answer, {"source": "file", "line": line, "image": rel, "image_sha256": digest}
+
+
+def _counterfactual_row(text: str, where: str, folder: Path) -> tuple[str, str, str]:
+    """(id, image, answer) of one counterfactual_path line, each checked; CounterfactualError naming ``where``."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CounterfactualError(f"{where}: not valid JSON ({e.msg}): {shown(text.strip())}") from None
+    if not isinstance(row, dict):
+        raise CounterfactualError(f"{where}: expected a JSON object with {COUNTERFACTUAL_FIELDS}, got {shown(row)}")
+    missing = [k for k in COUNTERFACTUAL_FIELDS if k not in row]
+    if missing:
+        raise CounterfactualError(
+            f"{where}: missing {', '.join(missing)}; each row is {{\"id\": the instruction id, \"image\": the "
+            f"contrasting image, relative to {folder}, \"answer\": the correct answer for that image}}")
+    for k in COUNTERFACTUAL_FIELDS:
+        if not isinstance(row[k], str) or not row[k].strip():
+            raise CounterfactualError(f"{where}: {k} must be a non-empty string, got {shown(row[k])}")
+    try:
+        resolved = resolve_image_path(folder, row["image"])
+    except ImageError as e:
+        raise CounterfactualError(f"{where}: {clip(e.detail)}") from None
+    if not resolved.is_file():
+        raise CounterfactualError(f"{where}: image {shown(row['image'])} not found at {resolved}")
+    return row["id"], row["image"], row["answer"]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -374,6 +512,7 @@ class _Job:
     image_format: str
     max_pixels: int
     pool: tuple[str, ...]  # sorted distinct source images, for random_image
+    counterfactual: CounterfactualProvider | None = None  # for counterfactual: instruction id -> (m', y', params)
 
 
 def _pool_lookup(job: _Job, own: str) -> PoolLookup:
@@ -395,9 +534,25 @@ def _pool_lookup(job: _Job, own: str) -> PoolLookup:
     return lookup
 
 
-#: _process results: (sample_id, sha256, width, height, params) kept; (sample_id, reason, detail) quarantined.
-_Kept = tuple[str, str, int, int, str]
+#: _process results: (sample_id, sha256, width, height, params, contrast_answer) kept; (sample_id, reason, detail)
+#: quarantined.
+_Kept = tuple[str, str, int, int, str, str | None]
 _Quarantined = tuple[str, str, str]
+
+
+def _provided(provider: CounterfactualProvider, sample_id: str) -> tuple[Image.Image, str, dict[str, Any]]:
+    """The provider's (m', y', params) for ``sample_id``, checked against CounterfactualProvider's contract."""
+    out = provider(sample_id)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise TypeError(f"the counterfactual provider must return (image, answer, params), got {shown(out)}")
+    img, answer, params = out
+    if not isinstance(img, Image.Image) or img.mode != "RGB":
+        raise TypeError(f"the contrasting image must be an RGB PIL image, got {shown(img)}")
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"the contrasting image's answer must be a non-empty string, got {shown(answer)}")
+    if not isinstance(params, dict):
+        raise TypeError(f"the counterfactual params must be a dict, got {shown(params)}")
+    return img, answer, params
 
 
 def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Kept], list[_Quarantined]]:
@@ -406,15 +561,29 @@ def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Ke
     kept: list[_Kept] = []
     quarantined: list[_Quarantined] = []
     for sample_id, rel, name in chunk:
+        answer = None
         try:
+            # Counterfactual reads the original too: m must be readable for SymMPO's pair (m, m') to exist.
             img = load_rgb(os.path.join(job.root, rel), job.max_pixels)
-            lookup = _pool_lookup(job, rel) if job.strategy == "random_image" else None
-            corrupted, params = corrupt(img, job.strategy, corruption_rng(sample_id, job.strategy, job.seed), lookup)
+            if job.strategy != "counterfactual":
+                lookup = _pool_lookup(job, rel) if job.strategy == "random_image" else None
+                rng = corruption_rng(sample_id, job.strategy, job.seed)
+                corrupted, params = corrupt(img, job.strategy, rng, lookup)
         except ImageError as e:  # the input's fault: this sample only
             quarantined.append((sample_id, e.reason.value, e.detail))
             continue
         except Exception as e:  # anything else is a bug or the machine: stop, naming the sample
             raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
+        if job.strategy == "counterfactual":
+            assert job.counterfactual is not None, "corrupt_images checks the provider"
+            try:
+                corrupted, answer, params = _provided(job.counterfactual, sample_id)
+            except NoCounterfactual as e:  # nothing to contrast with for this instruction: this sample only
+                quarantined.append((sample_id, QuarantineReason.NO_COUNTERFACTUAL.value, str(e)))
+                continue
+            except Exception as e:  # an unusable m' (an unreadable file row) or a provider bug: stop, naming both
+                detail = f"{type(e).__name__}: {clip(str(e))}"
+                raise CorruptionError(f"sample {sample_id!r}: counterfactual: {detail}") from e
         if crop_out_of_bounds(job.strategy, params):
             lo, hi = crop_area_bounds(CROP_SCALES[job.strategy])
             _, _, w, h = params["box"]
@@ -433,7 +602,7 @@ def _process(job: _Job, chunk: Sequence[tuple[str, str, str]]) -> tuple[list[_Ke
                 f.write(data)
         except Exception as e:  # encoders and the file system raise many types; name the sample whatever it was
             raise CorruptionError(f"sample {sample_id!r} ({rel}): {type(e).__name__}: {e}") from e
-        kept.append((sample_id, hashlib.sha256(data).hexdigest(), *corrupted.size, canonical_json(params)))
+        kept.append((sample_id, hashlib.sha256(data).hexdigest(), *corrupted.size, canonical_json(params), answer))
     return kept, quarantined
 
 
@@ -506,11 +675,16 @@ def corrupt_images(
     out_dir: str | os.PathLike,
     cfg: CorruptionConfig,
     progress: bool = False,
+    counterfactual: CounterfactualProvider | None = None,
 ) -> CorruptionResult:
     """Write one corrupted image per (sample_id, relative image path), a manifest, summary and preview.
 
-    ``out_dir`` is replaced whole and atomically; the bytes do not depend on the worker count.
+    ``out_dir`` is replaced whole and atomically; the bytes do not depend on the worker count. Strategy
+    counterfactual writes the provider's contrasting image instead and its answer as ``contrast_answer``; without
+    ``counterfactual`` it reads ``cfg.counterfactual_path`` (relative to the working directory), and with neither it
+    refuses before any work.
     """
+    counterfactual = _counterfactual_source(cfg, counterfactual, workers=cfg.workers or available_cores())
     items = _check_samples(samples)
     _, ext, _ = FORMATS[cfg.image_format]
     names = [image_filename(sid, ext) for sid, _ in items]
@@ -524,7 +698,8 @@ def corrupt_images(
     start = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
-        job = _Job(str(root), str(tmp / "images"), cfg.strategy, cfg.seed, cfg.image_format, cfg.max_image_pixels, pool)
+        job = _Job(str(root), str(tmp / "images"), cfg.strategy, cfg.seed, cfg.image_format, cfg.max_image_pixels, pool,
+                   counterfactual)
         tasks = [(sid, rel, name) for (sid, rel), name in zip(items, names)]
         kept, quarantined = _run(job, tasks, workers, progress)
         task_of = {sid: (rel, name) for sid, rel, name in tasks}
@@ -539,8 +714,9 @@ def corrupt_images(
                 "sha256": sha,
                 "width": w,
                 "height": h,
+                "contrast_answer": answer,
             }
-            for sid, sha, w, h, params in kept
+            for sid, sha, w, h, params, answer in kept
         ]
         quarantine = [
             {"sample_id": sid, "source_image": task_of[sid][0], "reason": reason, "detail": detail}
@@ -562,6 +738,31 @@ def corrupt_images(
         summary = _summary(rows, quarantine, cfg)
         write_json(summary, tmp / "summary.json")
     return CorruptionResult(rows, summary, time.perf_counter() - start, workers, quarantine)
+
+
+def _counterfactual_source(
+    cfg: CorruptionConfig, provider: CounterfactualProvider | None, workers: int
+) -> CounterfactualProvider | None:
+    """The provider strategy counterfactual runs with (``cfg.counterfactual_path``'s file when none is given);
+    a ValueError, before any work, when it has none or another strategy is given one."""
+    if cfg.strategy != "counterfactual":
+        if provider is not None:
+            raise ValueError(
+                f"a counterfactual provider is used only by strategy 'counterfactual', not {cfg.strategy!r}")
+        return None
+    if provider is None and cfg.counterfactual_path:
+        provider = CounterfactualFile.read(cfg.counterfactual_path, cfg.max_image_pixels)
+    if provider is None:
+        raise ValueError(f"{COUNTERFACTUAL_NEEDS}; no counterfactual provider was given")
+    if not callable(provider):
+        raise TypeError(f"the counterfactual provider must be callable, got {shown(provider)}")
+    if workers > 1:
+        try:  # the worker processes get it pickled: say so now rather than from inside the pool
+            pickle.dumps(provider)
+        except Exception as e:
+            raise ValueError(f"the counterfactual provider must pickle to reach the worker processes "
+                             f"(a module-level class or function): {type(e).__name__}: {e}") from e
+    return provider
 
 
 def _by_reason(quarantine: list[dict[str, Any]]) -> dict[str, int]:
@@ -625,7 +826,12 @@ def preview_grid(
             tile = _fit(load_rgb(file), cell)  # the original as corruption and training see it: upright
             sheet.paste(tile, (col * cell + (cell - tile.width) // 2, r * cell + (cell - tile.height) // 2))
         params = json.loads(row["params"])
-        label = f"area {params['area_fraction']:.3f}" if "area_fraction" in params else row["strategy"]
+        if "area_fraction" in params:
+            label = f"area {params['area_fraction']:.3f}"
+        elif "shown" in params and "absent" in params:  # counterfactual: which object was swapped for which
+            label = f"{params['shown']} > {params['absent']}"
+        else:
+            label = row["strategy"]
         draw.text((col * cell + 4, 2 * cell + 2), label, fill="black")
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -369,13 +369,15 @@ def method_loss(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor
                 beta: float = BETA, delta: float = 0.0, chosen_tokens: torch.Tensor | None = None,
                 quality_shift: float | torch.Tensor = 0.0) -> LossOutput:
     """The loss of a method (core/methods.METHODS): ``mdpo_loss``'s image terms, the pair term ``weights.pair_loss``
-    in the dpo slot, and MPO's quality (``bco_pair_loss`` at ``quality_shift``) and generation (``sft_loss``, from
-    ``chosen_tokens``) terms. ``policy`` / ``reference``: the views' summed log-probs, chosen, rejected and
-    optionally chosen with the corrupted image. A method of the mDPO family gets ``mdpo_loss`` itself, bit for bit."""
-    if len(policy) != len(reference) or len(policy) not in (2, 3):
-        raise ValueError(f"policy and reference need the 2 or 3 views' log-probs each, got {len(policy)} and "
+    in the dpo slot, MPO's quality (``bco_pair_loss`` at ``quality_shift``) and generation (``sft_loss``, from
+    ``chosen_tokens``) terms, and SymMPO's terms. ``policy`` / ``reference``: the views' summed log-probs — chosen,
+    rejected, optionally chosen with the corrupted image (m'), and for SymMPO the contrasting answer y' under the
+    image and under m' (views 4 and 5). A method of the mDPO family gets ``mdpo_loss`` itself, bit for bit."""
+    views = 5 if weights.needs_contrast else (2, 3)
+    if len(policy) != len(reference) or len(policy) not in ((views,) if isinstance(views, int) else views):
+        raise ValueError(f"policy and reference need the {views} views' log-probs each, got {len(policy)} and "
                          f"{len(reference)}")
-    corrupted = (policy[2], reference[2]) if len(policy) == 3 else (None, None)
+    corrupted = (policy[2], reference[2]) if len(policy) >= 3 else (None, None)
     pair = (policy[0], policy[1], reference[0], reference[1])
     if not weights.beyond_mdpo:
         return mdpo_loss(*pair, *corrupted, beta=beta, delta=delta, weights=weights)
@@ -397,6 +399,12 @@ def method_loss(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor
     if weights.sft > 0:
         terms["sft"] = sft_loss(policy[0], chosen_tokens).mean()
         loss = loss + weights.sft * terms["sft"]
+    if weights.needs_contrast:
+        symmetric = _symmpo_terms(policy, reference, beta)
+        for name in ("symmetric", "symmetric_anchor", "margin_consistency"):
+            if getattr(weights, name) > 0:
+                terms[name] = symmetric[name]
+                loss = loss + getattr(weights, name) * terms[name]
     if base is not None:
         rewards = base.rewards
     else:
@@ -404,3 +412,17 @@ def method_loss(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor
         chosen, rejected = (beta * rw).detach(), (beta * rl).detach()
         rewards = {"chosen": chosen, "rejected": rejected, "margin": chosen - rejected}
     return LossOutput(loss=loss, terms=terms, rewards=rewards)
+
+
+def _symmpo_terms(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor],
+                  beta: float) -> dict[str, torch.Tensor]:
+    """SymMPO's three terms (batch means) from the five views: y|m, y_l|m, y|m', y'|m, y'|m'."""
+    names = {"y_m": 0, "y_m2": 2, "y2_m": 3, "y2_m2": 4}
+    views = {f"policy_{k}": policy[i] for k, i in names.items()} | {
+        f"reference_{k}": reference[i] for k, i in names.items()}
+    own = _prepare({"policy_y2_m2": policy[4], "reference_y2_m2": reference[4]}, beta)
+    # The anchor on y' under its own image, as mDPO's anchor (δ = 0) is on y under m.
+    anchor = -F.logsigmoid(beta * (own["policy_y2_m2"] - own["reference_y2_m2"]))
+    return {"symmetric": symmpo_symmetric_loss(**views, beta=beta).mean(),
+            "symmetric_anchor": anchor.mean(),
+            "margin_consistency": symmpo_margin_consistency(**views).mean()}

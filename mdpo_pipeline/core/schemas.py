@@ -43,6 +43,10 @@ class QuarantineReason(str, enum.Enum):
     # A prompt or answer that holds an image placeholder ("<image>", "[IMG]", ... core/placeholders.py) as text: the
     # processor would expand it into image tokens with no image behind them and stop the training batch.
     IMAGE_PLACEHOLDER_IN_TEXT = "image_placeholder_in_text"
+    # Corruption only (strategy counterfactual, SymMPO arXiv 2506.11712): the instruction has no contrasting image and
+    # answer (no contrast record, no row in counterfactual_path, or a chosen answer that does not name the object
+    # swapped).
+    NO_COUNTERFACTUAL = "no_counterfactual"
 
 
 @dataclass(frozen=True)

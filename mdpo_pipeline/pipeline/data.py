@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mdpo_pipeline.core import corruption, ingest, pairs
+from mdpo_pipeline.core.errors import ConfigError
 from mdpo_pipeline.core.plots import contact_sheet
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.pipeline.project import Project
@@ -63,16 +64,53 @@ def run_preference_pairs(project: Project, progress: bool = False) -> dict[str, 
 
 
 def run_corrupted_images(project: Project, progress: bool = False) -> dict[str, Any]:
-    """One seeded corrupted image per sampled instruction, plus the manifest and a preview grid."""
-    cfg = load_settings(project).corrupted_images
+    """One seeded corrupted image per sampled instruction, plus the manifest and a preview grid; for strategy
+    counterfactual, SymMPO's contrasting image and its answer instead (``counterfactual_provider``)."""
+    settings = load_settings(project)
+    cfg = settings.corrupted_images
     pairs_dir = project.data_dir("preference_pairs")
     image_root = project.path(project.summary("raw_silkie")["image_root"])
     table = pq.read_table(pairs_dir / "pairs.parquet", columns=["instruction_id", "image"])
     # One corrupted image per instruction: every pair of an instruction shares its image.
     samples = sorted(set(zip(table["instruction_id"].to_pylist(), table["image"].to_pylist())))
+    provider = counterfactual_provider(project, settings) if cfg.strategy == "counterfactual" else None
     out = project.data_dir("corrupted_images")
-    result = corruption.corrupt_images(samples, image_root, out, cfg, progress=progress)
+    result = corruption.corrupt_images(samples, image_root, out, cfg, progress=progress, counterfactual=provider)
     return result.summary
+
+
+#: The setting strategy counterfactual reads on real data, as errors name it.
+COUNTERFACTUAL_KEY = "params.yaml:corrupted_images.counterfactual_path"
+
+
+def counterfactual_provider(project: Project, settings: Settings) -> corruption.CounterfactualProvider:
+    """Where strategy counterfactual (SymMPO, arXiv 2506.11712) gets each instruction's contrasting image and answer:
+    the file params.yaml:corrupted_images.counterfactual_path names (relative to the project) when set, else the
+    ShapeWorld world raw_silkie reads (its shapeworld_truth.jsonl sidecar marks it), which renders them. Neither is a
+    ConfigError, raised before any image is written."""
+    cfg = settings.corrupted_images
+    if cfg.counterfactual_path:  # an explicit file wins, on ShapeWorld too: it is what the user asked for
+        try:
+            return corruption.CounterfactualFile.read(project.path(cfg.counterfactual_path), cfg.max_image_pixels)
+        except corruption.CounterfactualError as e:
+            raise ConfigError(f"{COUNTERFACTUAL_KEY}: {e}") from None
+    world = project.path(settings.raw_silkie.reader.path)
+    truth = world / "shapeworld_truth.jsonl"
+    if not truth.is_file():
+        raise ConfigError(
+            f"{COUNTERFACTUAL_KEY}: strategy counterfactual needs SymMPO's contrasting image and its answer for each "
+            f"instruction; raw_silkie.path ({settings.raw_silkie.reader.path}) is not a ShapeWorld world (no "
+            "shapeworld_truth.jsonl), so nothing can render them: set counterfactual_path to a JSONL file of "
+            '{"id": instruction id, "image": path relative to the file, "answer": the correct answer for that image} '
+            "rows, or choose another strategy")
+    from mdpo_pipeline.shapeworld.counterfactual import ShapeWorldCounterfactual
+
+    pairs_table = pq.read_table(project.data_dir("preference_pairs") / "pairs.parquet",
+                                columns=["pair_id", "instruction_id", "chosen", "chosen_score"])
+    try:
+        return ShapeWorldCounterfactual.from_files(settings.shapeworld, truth, pairs_table.to_pylist())
+    except corruption.CounterfactualError as e:
+        raise ConfigError(f"params.yaml:raw_silkie.path: {e}") from None
 
 
 def raw_data_path(project: Project) -> str:

@@ -30,7 +30,7 @@ from filelock import FileLock
 
 from mdpo_pipeline.core import corruption, pairs
 from mdpo_pipeline.core.io import canonical_json, write_json
-from mdpo_pipeline.core.methods import BASE
+from mdpo_pipeline.core.methods import BASE, METHOD_CORRUPTION
 from mdpo_pipeline.core.schemas import instruction_from_row
 from mdpo_pipeline.evaluation.benchmarks import PER_ANSWER_FILE
 from mdpo_pipeline.core.eval.settings import DESCRIPTION_BENCHMARKS, EvalSettings
@@ -53,6 +53,8 @@ from mdpo_pipeline.shapeworld.preset import SHAPEWORLD_TINY
 from mdpo_pipeline.training.run import trained_image_use_probe
 
 GRID_DIR = Path("artifacts") / "grid"
+#: The axis a method's own corrupted images set (core/methods.METHOD_CORRUPTION).
+CORRUPTION_AXIS = "corrupted_images.strategy"
 CELL_FILE = "cell.json"
 #: Each data stage, the params sections it reads (its own and its inputs').
 STAGE_SECTIONS = {
@@ -91,8 +93,19 @@ class Cell:
 
     @property
     def data_axes(self) -> tuple[tuple[str, Any], ...]:
-        """The axis values that change the data (the cell's data variant)."""
-        return tuple((a, v) for a, v in self.axes if a.split(".", 1)[0] in DATA_SECTIONS)
+        """The axis values that change the data (the cell's data variant), with the corrupted images its method's
+        image term is defined over (METHOD_CORRUPTION: CHiP's noised image, SymMPO's contrasting one) unless an
+        axis sets them."""
+        own = tuple((a, v) for a, v in self.axes if a.split(".", 1)[0] in DATA_SECTIONS)
+        implied = METHOD_CORRUPTION.get(self.method)
+        if implied is None or CORRUPTION_AXIS in dict(own):
+            return own
+        return (*own, (CORRUPTION_AXIS, implied))
+
+    @property
+    def implied_corruption(self) -> bool:
+        """Whether the cell's corrupted images are its method's own (METHOD_CORRUPTION), not the experiment's."""
+        return dict(self.data_axes).get(CORRUPTION_AXIS) != dict(self.axes).get(CORRUPTION_AXIS)
 
     @property
     def training_axes(self) -> dict[str, Any]:
@@ -356,11 +369,15 @@ def eval_benchmarks(plan: GridPlan, variant: Variant) -> tuple[EvalSettings, Pat
     return replace(bench, root=str(out)), out
 
 
-def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = print) -> Path:
-    """Held-out pairs of the variant (instructions never sampled for training), their corrupted images and the base
-    model's log-probs of their three views: what the image-use probe scores every adapter on."""
+def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = print,
+                corrupted: corruption.CorruptionConfig | None = None) -> Path:
+    """Held-out pairs of the variant (instructions never sampled for training), their corrupted images
+    (``corrupted``, default the variant's) and the base model's log-probs of their three views: what the
+    image-use probe scores every adapter on."""
     project, settings = variant.project, variant.settings
-    out = plan.root / "probe" / _hash({"reference": variant.keys["reference_logprobs"], "n": plan.experiment.probe_pairs})
+    corrupted = corrupted or settings.corrupted_images
+    out = plan.root / "probe" / _hash({"reference": variant.keys["reference_logprobs"], "n": plan.experiment.probe_pairs,
+                                       "corrupted": corrupted.strategy})
     with FileLock(str(out) + ".lock"):
         if (out / "summary.json").is_file():
             return out
@@ -379,7 +396,7 @@ def probe_pairs(plan: GridPlan, variant: Variant, log: Callable[[str], None] = p
         image_root = project.path(project.summary("raw_silkie")["image_root"])
         samples = sorted({(p.instruction_id, p.image) for p in result.pairs})
         # A few hundred images: in this process (a worker pool would cost more than it saves).
-        corruption.corrupt_images(samples, image_root, out / "corrupted", replace(settings.corrupted_images, workers=1))
+        corruption.corrupt_images(samples, image_root, out / "corrupted", replace(corrupted, workers=1))
         reference = _probe_logps(variant, None, out)
         write_json({"n": len(result.pairs), "image_root": str(image_root), "reference": reference}, out / "summary.json")
     return out
@@ -468,7 +485,10 @@ def run_cell(
     out.mkdir(parents=True, exist_ok=True)
     variant = plan.variant(cell, progress=progress, log=log)
     bench, rule_root = eval_benchmarks(plan, variant)
-    probe_dir = probe_pairs(plan, variant, log)
+    # A method's own corrupted images (CHiP's, SymMPO's) train it; the probe measures every method with the
+    # experiment's, so the conditional margins compare.
+    probe_dir = probe_pairs(plan, variant, log, corrupted=plan.settings.corrupted_images if cell.implied_corruption
+                            else None)
     timing: dict[str, float] = {"prepare_s": time.time() - started}
 
     adapter, training, config = None, None, None

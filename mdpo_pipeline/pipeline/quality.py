@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mdpo_pipeline.core.corruption import CROP_SCALES, crop_area_ok
-from mdpo_pipeline.core.schemas import same_answer
+from mdpo_pipeline.core.schemas import QuarantineReason, same_answer
 
 
 def quarantine_gate(summary: dict[str, Any], max_share: float) -> tuple[bool, dict[str, Any]]:
@@ -57,16 +57,20 @@ def corruption_gate(
     wanted = set(pq.read_table(pairs_path, columns=["instruction_id"])["instruction_id"].to_pylist())
     have = {m["sample_id"] for m in manifest}
     quarantine_path = out_dir / "quarantine.parquet"  # written only when a sample was quarantined
-    quarantined = (
-        set(pq.read_table(quarantine_path, columns=["sample_id"])["sample_id"].to_pylist())
+    reasons = (
+        dict(zip(*pq.read_table(quarantine_path, columns=["sample_id", "reason"]).to_pydict().values()))
         if quarantine_path.is_file()
-        else set()
+        else {}
     )
+    quarantined = set(reasons)
+    # An instruction without a contrasting scene (SymMPO's counterfactual strategy: count, colour and relation
+    # questions) is left out by design, not a fault of the data: counted, not held against the share.
+    by_design = {sid for sid, reason in reasons.items() if reason == QuarantineReason.NO_COUNTERFACTUAL.value}
     problems: Counter[str] = Counter()
     problems["missing_sample"] = len(wanted - have - quarantined)
-    share = len(quarantined & wanted) / len(wanted) if wanted else 0.0
+    share = len((quarantined - by_design) & wanted) / len(wanted) if wanted else 0.0
     if share > max_quarantine_share:
-        problems["quarantined_over_share"] = len(quarantined & wanted)
+        problems["quarantined_over_share"] = len((quarantined - by_design) & wanted)
     areas = []
     for m in manifest:
         if not (out_dir / m["corrupted_image"]).is_file():
@@ -86,6 +90,8 @@ def corruption_gate(
         "n_quarantined": len(quarantined),
         "quarantined_share": round(share, 6),
     }
+    if by_design:
+        details["n_without_counterfactual"] = len(by_design & wanted)
     if areas:
         details |= {"area_min": round(min(areas), 4), "area_max": round(max(areas), 4)}
     details["problems"] = dict(problems) or "none"

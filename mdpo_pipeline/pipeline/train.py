@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from mdpo_pipeline.core.errors import clip
 from mdpo_pipeline.core.io import write_json
-from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD
+from mdpo_pipeline.core.methods import METHOD_CORRUPTION, METHODS, TEXT_ONLY_METHOD
 from mdpo_pipeline.core.plots import training_curves
 from mdpo_pipeline.core.typed import key
 from mdpo_pipeline.pipeline.project import ConfigError, Project
@@ -131,6 +131,12 @@ def train_run_config(project: Project, method: str, output_dir: Path,
     """The run config of one adapter: params.yaml:training (and its overrides for ``method``), the stage outputs,
     and the one max_length the reference cache was computed with."""
     settings = settings or load_settings(project)
+    own = METHOD_CORRUPTION.get(method)
+    if own is not None and settings.corrupted_images.strategy != own:
+        raise ConfigError(
+            f"{method}: its image term is defined over corrupted_images.strategy {own!r}, and params.yaml's is "
+            f"{settings.corrupted_images.strategy!r}: train {method} in the experiment grid (params.yaml:experiment."
+            f"methods), which makes that data for its cells, or set params.yaml:corrupted_images.strategy: {own}")
     preset, path = base_model_location(project, settings)
     pairs_dir, image_root, corrupted_dir = _training_data_dirs(project)
     cache = project.data_dir("reference_logprobs") / "reference.parquet"

@@ -54,12 +54,17 @@ def generation_prompt(processor, question: str) -> str:
 
 
 def preference_texts(processor, conversation: dict[str, Any]) -> dict[str, str]:
-    """prompt / chosen / rejected texts of one preference example (TRL's message format), as training sees them."""
-    texts = apply_chat_template(conversation, processor)
+    """prompt / chosen / rejected (and SymMPO's contrast_answer, when the example has one) texts of one preference
+    example (TRL's message format), as training sees them."""
+    texts = apply_chat_template({k: conversation[k] for k in ("prompt", "chosen", "rejected")}, processor)
     tokenizer = processor.tokenizer
     out = {"prompt": with_bos(tokenizer, texts["prompt"])}
     for key in ("chosen", "rejected"):
         out[key] = with_end_of_answer(tokenizer, texts[key])
+    if "contrast_answer" in conversation:  # SymMPO's y': rendered as an answer to the same prompt
+        contrast = apply_chat_template({"prompt": conversation["prompt"], "chosen": conversation["contrast_answer"],
+                                        "rejected": conversation["rejected"]}, processor)
+        out["contrast_answer"] = with_end_of_answer(tokenizer, contrast["chosen"])
     return out
 
 

@@ -2,6 +2,8 @@
 
 Rows of a batch are view-major: [chosen | rejected | chosen with the corrupted image], B rows each, so the
 trainer splits the policy and the reference log-probs with one ``chunk``, as TRL does for [chosen; rejected].
+SymMPO adds two views of the contrasting answer y' (under the image, and under the contrasting image m', which
+corrupted_images' ``counterfactual`` strategy stores as the corrupted image): 5B rows.
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ VIEWS: dict[str, tuple[str, str]] = {
     "chosen": ("chosen", "image"),
     "rejected": ("rejected", "image"),
     "chosen_corrupted": ("chosen", "corrupted_image"),
+    "contrast": ("contrast_answer", "image"),
+    "contrast_corrupted": ("contrast_answer", "corrupted_image"),
 }
-#: view -> dataset column holding its cached reference log-prob (added by reference.with_reference_logps).
+#: The views of the mDPO family, which the reference cache holds (reference.py) and the collator makes by default.
+CACHED_VIEWS: tuple[str, ...] = ("chosen", "rejected", "chosen_corrupted")
+#: view -> dataset column holding its cached reference log-prob (added by reference.with_reference_logps). The
+#: cache holds the first three; SymMPO's contrast views take the live reference.
 REFERENCE_COLUMNS: dict[str, str] = {
     "chosen": "ref_chosen_logps",
     "rejected": "ref_rejected_logps",
     "chosen_corrupted": "ref_chosen_corrupted_logps",
+    "contrast": "ref_contrast_logps",
+    "contrast_corrupted": "ref_contrast_corrupted_logps",
 }
 #: The token tensors the collator builds itself; every other processor output shaped (rows, tokens, ...) is a
 #: per-token output of the model type (Gemma's token_type_ids, Qwen's mm_token_type_ids, Mllama's
@@ -54,7 +63,8 @@ def _listed(items: list[str]) -> str:
 def load_preference_dataset(
     pairs_dir: str | os.PathLike, image_root: str | os.PathLike, corrupted_dir: str | os.PathLike
 ) -> datasets.Dataset:
-    """TRL conversational vision-preference rows (pair_id, prompt, chosen, rejected, image, corrupted_image).
+    """TRL conversational vision-preference rows (pair_id, prompt, chosen, rejected, image, corrupted_image, and
+    contrast_answer when the corrupted images are SymMPO's contrasting images with their answers).
 
     Images are ``datasets.Image`` columns over file paths, so they are decoded to PIL only when a row is read.
     """
@@ -65,8 +75,10 @@ def load_preference_dataset(
     # The TRL records carry no instruction id; pairs.parquet maps each pair to the instruction it was built from.
     index = pq.read_table(pairs_dir / "pairs.parquet", columns=["pair_id", "instruction_id"]).to_pydict()
     instruction_of = dict(zip(index["pair_id"], index["instruction_id"]))
-    manifest = pq.read_table(corrupted_dir / "manifest.parquet", columns=["sample_id", "corrupted_image"]).to_pydict()
+    manifest = pq.read_table(corrupted_dir / "manifest.parquet").to_pydict()
     corrupted_of = dict(zip(manifest["sample_id"], manifest["corrupted_image"]))
+    answers = manifest.get("contrast_answer") or []
+    contrast_of = {sid: a for sid, a in zip(manifest["sample_id"], answers) if a is not None}
     # corrupted_images writes quarantine.parquet only when it quarantined a sample (unreadable image, or one too
     # small for the crop range): those instructions have no corrupted image, so their pairs leave the set.
     quarantine_file = corrupted_dir / "quarantine.parquet"
@@ -102,6 +114,10 @@ def load_preference_dataset(
         "image": [str(image_root / r["image"]) for r in records],
         "corrupted_image": [str(corrupted_dir / corrupted_of[instruction_of[r["pair_id"]]]) for r in records],
     }
+    if contrast_of:  # the answer for the contrasting image, as a message like the chosen one
+        columns["contrast_answer"] = [
+            [{"role": "assistant", "content": [{"type": "text", "text": contrast_of[instruction_of[r["pair_id"]]]}]}]
+            for r in records]
     missing = [p for p in sorted(set(columns["image"]) | set(columns["corrupted_image"])) if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image files are missing: {_listed(missing)}")
@@ -129,7 +145,7 @@ class DataCollatorForMDPO(DataCollatorMixin):
     """
 
     processor: ProcessorMixin
-    views: tuple[str, ...] = tuple(VIEWS)
+    views: tuple[str, ...] = CACHED_VIEWS
     withhold_image: bool = False
     max_length: int | None = None
     return_tensors: str = "pt"
@@ -149,6 +165,8 @@ class DataCollatorForMDPO(DataCollatorMixin):
             "chosen": prepare_multimodal_messages(example["chosen"]),
             "rejected": prepare_multimodal_messages(example["rejected"]),
         }
+        if any(VIEWS[v][0] == "contrast_answer" for v in self.views):
+            conversation["contrast_answer"] = prepare_multimodal_messages(example["contrast_answer"])
         return preference_texts(self.processor, conversation)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:

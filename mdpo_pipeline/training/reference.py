@@ -28,7 +28,7 @@ from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from mdpo_pipeline.core.io import atomic_path, canonical_json
 from mdpo_pipeline.training.packing import packed_completion_logps, use_packing
-from mdpo_pipeline.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
+from mdpo_pipeline.training.data import CACHED_VIEWS, REFERENCE_COLUMNS, DataCollatorForMDPO
 
 #: Cache column -> the view whose reference log-prob it holds (docs/method.md, "Objective": summed over answer tokens).
 CACHE_COLUMNS = {"ref_chosen": "chosen", "ref_rejected": "rejected", "ref_chosen_corrupted": "chosen_corrupted"}
@@ -180,7 +180,7 @@ def compute_reference_logprobs(
     fingerprint_seconds = time.perf_counter() - fingerprint_start
 
     data = dataset.select_columns(_DATA_COLUMNS[1:])
-    collator = DataCollatorForMDPO(processor, views=tuple(VIEWS), max_length=max_length)
+    collator = DataCollatorForMDPO(processor, views=CACHED_VIEWS, max_length=max_length)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collator)
     device = next(model.parameters()).device
     forward = packed_completion_logps if use_packing(model, packed_rows) else completion_logps
@@ -192,7 +192,7 @@ def compute_reference_logprobs(
         with torch.no_grad(), reference_mode(model):
             for batch in tqdm(loader, desc="reference log-probs", disable=not progress):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                chunks.append(forward(model, batch).double().cpu().view(len(VIEWS), -1))
+                chunks.append(forward(model, batch).double().cpu().view(len(CACHED_VIEWS), -1))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
@@ -207,7 +207,7 @@ def compute_reference_logprobs(
         "fingerprints": fingerprints,
     }
     columns = {"pair_id": pa.array(list(dataset["pair_id"]), pa.string())}
-    view_index = {view: i for i, view in enumerate(VIEWS)}
+    view_index = {view: i for i, view in enumerate(CACHED_VIEWS)}
     for name, view in CACHE_COLUMNS.items():
         columns[name] = pa.array(logps[view_index[view]].numpy(), pa.float64())
     table = pa.table(columns, schema=CACHE_SCHEMA.with_metadata({SUMMARY_KEY: canonical_json(summary)}))

@@ -20,7 +20,7 @@ from trl import DPOTrainer
 
 from mdpo_pipeline.core.objectives import RunningMean, method_loss
 from mdpo_pipeline.training.config import MDPOConfig
-from mdpo_pipeline.training.data import REFERENCE_COLUMNS, DataCollatorForMDPO
+from mdpo_pipeline.training.data import REFERENCE_COLUMNS, VIEWS, DataCollatorForMDPO
 from mdpo_pipeline.training.packing import packed_completion_logps, use_packing
 from mdpo_pipeline.training.reference import (
     completion_logps,
@@ -48,15 +48,22 @@ def _checkpointing_off(model: torch.nn.Module) -> Iterator[None]:
 
 
 def _views(args: MDPOConfig) -> tuple[str, ...]:
-    # Methods without a term on the corrupted image skip its B rows entirely.
+    # Methods without a term on the corrupted image skip its B rows entirely; SymMPO adds its contrast views.
+    if args.mdpo_weights.needs_contrast:
+        return ("chosen", "rejected", "chosen_corrupted", "contrast", "contrast_corrupted")
     if args.mdpo_weights.needs_corrupted:
         return ("chosen", "rejected", "chosen_corrupted")
     return ("chosen", "rejected")
 
 
 def _require_columns(dataset, views: tuple[str, ...], name: str) -> None:
-    needed = {"prompt", "chosen", "rejected", "image"} | ({"corrupted_image"} if "chosen_corrupted" in views else set())
+    needed = {"prompt", "chosen", "rejected", "image"} | {column for view in views for column in VIEWS[view]}
     missing = sorted(needed - set(next(iter(dataset))))
+    if "contrast_answer" in missing:
+        raise ValueError(
+            f"{name} has no contrasting answers: SymMPO's terms need the contrasting image of each instruction with "
+            "its own answer (corrupted_images.strategy: counterfactual; ShapeWorld renders them, real data names "
+            "them in corrupted_images.counterfactual_path)")
     if missing:
         raise ValueError(
             f"{name} lacks columns {missing}: build it with mdpo_pipeline.training.data.load_preference_dataset"
@@ -144,10 +151,12 @@ class MDPOTrainer(DPOTrainer):
             )
 
     def _set_signature_columns_if_needed(self):
-        # remove_unused_columns would otherwise drop the corrupted image and the cached reference columns.
+        # remove_unused_columns would otherwise drop the corrupted image, the contrasting answer and the cached
+        # reference columns.
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
-            self._signature_columns = [*self._signature_columns, "corrupted_image", *REFERENCE_COLUMNS.values()]
+            self._signature_columns = [*self._signature_columns, "corrupted_image", "contrast_answer",
+                                       *REFERENCE_COLUMNS.values()]
 
     def _reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
         """The reference's summed log-probs for every row of the batch, without gradient."""

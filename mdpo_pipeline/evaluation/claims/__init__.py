@@ -47,6 +47,7 @@ def claims_report(cells: Sequence[Mapping[str, Any]], out_dir: str | Path,
     # the matched-recall values feed the differences and claim (d): computed before any section
     report.compute_matched()
     keys = report.table1()
+    report.methods_table(keys)
     report.claims = judge_claims(grid)
     report.claims_section()
     report.diffs(report.all_keys(keys))

@@ -31,20 +31,22 @@ def _save(fig, out: Path) -> Path:
 
 
 def bar_plot(out: Path, panels: Sequence[tuple[str, Mapping[str, stats.Summary], float]]) -> Path:
-    """One panel per quantity: a bar per method at its mean, error bar ± std (display units)."""
+    """One panel per quantity: a bar per method at its mean, error bar its 95 % interval (display units; none below
+    two cells)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colours = plt.get_cmap("tab10").colors
     for ax, (title, per_method, scale) in zip(axes[0], panels):
         names = list(per_method)
         means = [(per_method[m].mean or 0.0) * scale for m in names]
-        errs = [(per_method[m].std or 0.0) * scale for m in names]
+        errs = [[(s.mean - s.low) * scale if s.low is not None else 0.0 for s in map(per_method.get, names)],
+                [(s.high - s.mean) * scale if s.high is not None else 0.0 for s in map(per_method.get, names)]]
         ax.bar(range(len(names)), means, yerr=errs, capsize=3,
                color=[colours[METHOD_ORDER.index(m) % 10 if m in METHOD_ORDER else 9] for m in names])
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("mean ± std over seeds")
+    fig.suptitle("mean and 95 % interval over cells (seeds × base models)")
     fig.tight_layout()
     path = _save(fig, out)
     plt.close(fig)

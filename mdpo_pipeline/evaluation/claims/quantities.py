@@ -40,6 +40,15 @@ class Quantity:
             return "–"
         return self.show(s.mean) if s.std is None else f"{self.show(s.mean)} ± {self.show(s.std)}"
 
+    def show_interval(self, s: stats.Summary) -> str:
+        """"mean [low, high]" (the Student-t 95 % interval of the mean) in display units; the mean alone below two
+        values."""
+        if s.mean is None:
+            return "–"
+        if s.low is None:
+            return self.show(s.mean)
+        return f"{self.show(s.mean)} [{self.show(s.low)}, {self.show(s.high)}]"
+
     def show_diff(self, s: stats.Summary) -> str:
         """"Δ [low, high]" in display units."""
         if s.mean is None:
