@@ -132,6 +132,13 @@ def test_config_resolves_method_weights_and_documents_fields(tmp_path):
     weights = config(tmp_path, method="dpo", conditional_weight=0.5, anchor_rejected_weight=2).mdpo_weights
     assert (weights.dpo, weights.conditional, weights.anchor, weights.anchor_rejected) == (1.0, 0.5, 0.0, 2.0)
     assert weights.needs_corrupted
+    # Every term's weight is a setting (params.yaml:training.methods.<method>.<term>_weight), checked the same way.
+    symmpo = config(tmp_path, method="symmpo", symmetric_weight=1.0, margin_consistency_weight=0).mdpo_weights
+    assert (symmpo.symmetric, symmpo.margin_consistency, symmpo.symmetric_anchor) == (1.0, 0.0, 1.0)
+    assert config(tmp_path, method="mpo", sft_weight=0.5, dpo_weight=1).mdpo_weights.sft == 0.5
+    for name in ("quality_weight", "symmetric_weight", "dpo_weight"):
+        with pytest.raises(ValueError, match=f"{name} must be None or a finite number >= 0"):
+            config(tmp_path, method="symmpo", **{name: -1})
     trl_fields = {f.name for f in dataclasses.fields(DPOConfig)}
     for f in dataclasses.fields(MDPOConfig):
         if f.name not in trl_fields:

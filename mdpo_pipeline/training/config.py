@@ -21,10 +21,16 @@ _TRL_LOSS_DEFAULTS = {
 }
 #: Weight override field -> LossWeights attribute.
 _WEIGHT_OVERRIDES = {
+    "dpo_weight": "dpo",
     "conditional_weight": "conditional",
     "anchor_weight": "anchor",
     "anchor_rejected_weight": "anchor_rejected",
     "anchor_corrupted_weight": "anchor_corrupted",
+    "quality_weight": "quality",
+    "sft_weight": "sft",
+    "symmetric_weight": "symmetric",
+    "symmetric_anchor_weight": "symmetric_anchor",
+    "margin_consistency_weight": "margin_consistency",
 }
 
 
@@ -45,13 +51,16 @@ class MDPOConfig(DPOConfig):
             "help": "Preference objective: one of the presets of mdpo_pipeline.core.methods.METHODS (mdpo = DPO + "
             "conditional + anchor; dpo; the ablations mdpo_no_conditional, mdpo_no_anchor, mdpo_anchor_all; "
             "dpo_no_image = DPO with the image withheld; TRL's ipo, hinge, apo_zero; mpo = DPO + BCO quality + "
-            "SFT; mdpo_mpo = mpo + mDPO's image terms).",
+            "SFT; mdpo_mpo = mpo + mDPO's image terms; chip = DPO + CHiP's visual term; symmpo = SymMPO's terms).",
             "choices": list(METHODS),
         },
     )
     delta: float = field(
         default=0.0,
         metadata={"help": "Anchor offset δ in −log σ(β·r(y_w|m,q) − δ); the paper uses 0."},
+    )
+    dpo_weight: float | None = field(
+        default=None, metadata={"help": _override_help("pair term (DPO, or the method's pair loss in its place)")}
     )
     conditional_weight: float | None = field(
         default=None, metadata={"help": _override_help("conditional term (chosen answer, real vs corrupted image)")}
@@ -65,6 +74,21 @@ class MDPOConfig(DPOConfig):
     anchor_corrupted_weight: float | None = field(
         default=None,
         metadata={"help": _override_help("extra anchor on the chosen-with-corrupted-image reward (paper Table 4)")},
+    )
+    quality_weight: float | None = field(
+        default=None, metadata={"help": _override_help("MPO's BCO quality term")}
+    )
+    sft_weight: float | None = field(
+        default=None, metadata={"help": _override_help("MPO's generation (SFT) term on the chosen answer")}
+    )
+    symmetric_weight: float | None = field(
+        default=None, metadata={"help": _override_help("SymMPO's symmetric preference over the contrasting image")}
+    )
+    symmetric_anchor_weight: float | None = field(
+        default=None, metadata={"help": _override_help("SymMPO's anchor on the contrasting answer under its image")}
+    )
+    margin_consistency_weight: float | None = field(
+        default=None, metadata={"help": _override_help("SymMPO's margin-consistency regulariser")}
     )
     reference_cache: str | None = field(
         default=None,
