@@ -14,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from trl import DPOConfig
 
 from mdpo_pipeline.core.losses import BETA
-from mdpo_pipeline.core.methods import METHODS
+from mdpo_pipeline.core.methods import METHODS, LossWeights
 from mdpo_pipeline.training.config import MDPOConfig
 from mdpo_pipeline.training.data import DataCollatorForMDPO, load_preference_dataset
 from mdpo_pipeline.training.reference import (
@@ -136,6 +136,11 @@ def test_config_resolves_method_weights_and_documents_fields(tmp_path):
     symmpo = config(tmp_path, method="symmpo", symmetric_weight=1.0, margin_consistency_weight=0).mdpo_weights
     assert (symmpo.symmetric, symmpo.margin_consistency, symmpo.symmetric_anchor) == (1.0, 0.0, 1.0)
     assert config(tmp_path, method="mpo", sft_weight=0.5, dpo_weight=1).mdpo_weights.sft == 0.5
+    # Any of TRL's pair terms in DPO's place, under a method's image terms: mDPO with robust DPO as its pair term.
+    assert config(tmp_path, method="mdpo", pair_loss="robust").mdpo_weights == LossWeights(
+        dpo=1, conditional=1, anchor=1, pair_loss="robust")
+    with pytest.raises(ValueError, match="pair_loss must be None or one of"):
+        config(tmp_path, pair_loss="kto")
     for name in ("quality_weight", "symmetric_weight", "dpo_weight"):
         with pytest.raises(ValueError, match=f"{name} must be None or a finite number >= 0"):
             config(tmp_path, method="symmpo", **{name: -1})

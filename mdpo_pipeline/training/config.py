@@ -10,7 +10,7 @@ from typing import Any
 
 from trl import DPOConfig
 
-from mdpo_pipeline.core.methods import METHODS, TEXT_ONLY_METHOD, LossWeights
+from mdpo_pipeline.core.methods import METHODS, PAIR_LOSS_TYPES, TEXT_ONLY_METHOD, LossWeights
 #: mDPO computes its own loss, so TRL's loss knobs must stay at the plain-DPO values (TRL field -> required value).
 _TRL_LOSS_DEFAULTS = {
     "loss_type": ["sigmoid"],
@@ -58,6 +58,12 @@ class MDPOConfig(DPOConfig):
     delta: float = field(
         default=0.0,
         metadata={"help": "Anchor offset δ in −log σ(β·r(y_w|m,q) − δ); the paper uses 0."},
+    )
+    pair_loss: str | None = field(
+        default=None,
+        metadata={"help": "The pair term in DPO's place, one of TRL's pair loss_types (core/methods.PAIR_LOSS_TYPES: "
+                          "sigmoid = DPO, ipo, hinge, robust, apo_zero, apo_down, bco_pair); None keeps the method's.",
+                  "choices": list(PAIR_LOSS_TYPES)},
     )
     dpo_weight: float | None = field(
         default=None, metadata={"help": _override_help("pair term (DPO, or the method's pair loss in its place)")}
@@ -127,6 +133,8 @@ class MDPOConfig(DPOConfig):
                 isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf
             ):
                 raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")
+        if self.pair_loss is not None and self.pair_loss not in PAIR_LOSS_TYPES:
+            raise ValueError(f"pair_loss must be None or one of {PAIR_LOSS_TYPES}, got {str(self.pair_loss)[:80]!r}")
         if self.withhold_image is None:
             self.withhold_image = self.method == TEXT_ONLY_METHOD
         elif self.method == TEXT_ONLY_METHOD and not self.withhold_image:
@@ -163,4 +171,6 @@ class MDPOConfig(DPOConfig):
         overrides = {
             attr: getattr(self, name) for name, attr in _WEIGHT_OVERRIDES.items() if getattr(self, name) is not None
         }
+        if self.pair_loss is not None:
+            overrides["pair_loss"] = self.pair_loss
         return dataclasses.replace(METHODS[self.method], **overrides)
