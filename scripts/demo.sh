@@ -117,7 +117,7 @@ fi
 cat <<NEXT
 
 Next:
-  make reproduce   # the experiment grid (5 methods × 3 seeds) and the paper's claims checked, ~8 min on 2 cores
+  make reproduce   # the experiment grid (5 methods × 3 seeds × 2 base models) and the paper's claims checked, ~13 min on 2 cores
   make dev         # Dagster UI on http://127.0.0.1:3000: runs, assets, checks, metadata (links to MLflow)
   make mlflow-ui   # MLflow UI on http://127.0.0.1:5000: the runs side by side, the registry and its aliases
 Every run's log: $LOGS/
