@@ -141,13 +141,14 @@ def test_bad_values_name_their_variable(var, value):
 def test_dagster_instance_yaml():
     s = DeploymentSettings.from_env(FULL_ENV)
     cfg = dagster_instance_yaml(s)
-    assert cfg["storage"]["postgres"]["postgres_db"] == {
+    assert cfg["storage"]["custom"]["class"] == "PatientPostgresStorage"
+    assert cfg["storage"]["custom"]["config"]["postgres_db"] == {
         "hostname": "db.internal", "port": 6543, "username": "pipeline",
         "password": {"env": "MDPO_PG_PASSWORD"}, "db_name": "dagster_prod", "scheme": "postgresql+psycopg2",
     }
     assert cfg["run_queue"] == {"max_concurrent_runs": 2} and cfg["telemetry"] == {"enabled": False}
     refs = dagster_instance_yaml(s, env_refs=True)
-    assert refs["storage"]["postgres"]["postgres_db"] == {
+    assert refs["storage"]["custom"]["config"]["postgres_db"] == {
         "hostname": {"env": "MDPO_PG_HOST"}, "port": {"env": "MDPO_PG_PORT"}, "username": {"env": "MDPO_PG_USER"},
         "password": {"env": "MDPO_PG_PASSWORD"}, "db_name": {"env": "MDPO_PG_DB"}, "scheme": "postgresql+psycopg2",
     }
@@ -341,6 +342,9 @@ def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeyp
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        # the deployment's patient storage (defs/storage.py), built from the committed file's `custom` entry
+        assert type(instance.event_log_storage).__name__ == "PatientPostgresEventLogStorage"
+        assert type(instance.run_storage).__name__ == "PatientPostgresRunStorage"
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
         result = dg.materialize([deploy_smoke], instance=instance)
@@ -368,10 +372,12 @@ def test_dagster_materializes_with_postgres_storage(pg_server, tmp_path, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_run_survives_a_postgres_restart(pg_server, tmp_path, monkeypatch):  # noqa: F811
-    """PostgreSQL restarted (fast shutdown, 2 s down) while a run logs to it every 0.1 s: the run completes, every
-    event it wrote before, during and after the restart is stored once, the earlier run's history is intact, and
-    a rerun materializes. (Dagster's Postgres storage reconnects with backoff for about 6 s.)"""
+@pytest.mark.parametrize("down_s", [2.0, 12.0])
+def test_a_run_survives_a_postgres_restart(pg_server, tmp_path, monkeypatch, down_s):  # noqa: F811
+    """PostgreSQL restarted (fast shutdown, ``down_s`` down) while a run logs to it every 0.1 s: the run completes,
+    every event it wrote before, during and after the restart is stored once, the earlier run's history is intact,
+    and a rerun materializes. 12 s is past Dagster's own reconnect window (about 6 s: it dropped a log line there);
+    the deployment's storage waits about a minute (defs/storage.py)."""
     import dagster as dg
 
     from tests.pg import restart
@@ -405,7 +411,7 @@ def test_a_run_survives_a_postgres_restart(pg_server, tmp_path, monkeypatch):  #
 
     def restart_once_running() -> None:
         if started.wait(120):
-            restart(pg_server, down_s=2.0)
+            restart(pg_server, down_s=down_s)
         restarted.set()
 
     with dg.DagsterInstance.get() as instance:
@@ -422,13 +428,13 @@ def test_a_run_survives_a_postgres_restart(pg_server, tmp_path, monkeypatch):  #
                   if r.event_log_entry.user_message.startswith("tick ")]
         assert [e.user_message for e in logged] == [f"tick {i}" for i in range(ticks)]  # none lost, none twice
         # It did write through the outage: one write waited (reconnecting) for the server to come back.
-        assert max(b.timestamp - a.timestamp for a, b in zip(logged, logged[1:])) >= 1.5
+        assert max(b.timestamp - a.timestamp for a, b in zip(logged, logged[1:])) >= down_s * 0.75
         assert instance.get_run_by_id(before).status == dg.DagsterRunStatus.SUCCESS
         assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
         rerun = dg.materialize([upstream, through_restart, downstream], selection=[downstream], instance=instance)
         assert rerun.success and rerun.output_for_node("downstream") == ticks
         records = instance.fetch_materializations(dg.AssetKey("downstream"), limit=5).records
-        assert [r.run_id for r in records] == [rerun.run_id, result.run_id]
+        assert [r.run_id for r in records][:2] == [rerun.run_id, result.run_id]  # newest first
 
 
 @pytest.mark.slow

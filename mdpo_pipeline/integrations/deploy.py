@@ -43,6 +43,10 @@ RUN_MONITORING: dict[str, Any] = {
 }
 
 
+#: The storage class of the deployment's instance: Dagster's PostgreSQL storage with patient writes.
+PATIENT_STORAGE = {"module": "mdpo_pipeline.defs.storage", "class": "PatientPostgresStorage"}
+
+
 def dagster_instance_yaml(settings: DeploymentSettings, *, env_refs: bool = False) -> dict[str, Any]:
     """dagster.yaml content: Postgres run/event/schedule storage, the run queue's limit and run monitoring.
 
@@ -53,20 +57,18 @@ def dagster_instance_yaml(settings: DeploymentSettings, *, env_refs: bool = Fals
     def value(name: str) -> Any:
         return {"env": settings.env_name(name)} if env_refs else getattr(settings, name)
 
+    postgres_db = {
+        "hostname": value("pg_host"),
+        "port": value("pg_port"),
+        "username": value("pg_user"),
+        "password": {"env": PASSWORD_ENV},
+        "db_name": value("pg_db"),
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+        "scheme": "postgresql+psycopg2",
+    }
     return {
-        "storage": {
-            "postgres": {
-                "postgres_db": {
-                    "hostname": value("pg_host"),
-                    "port": value("pg_port"),
-                    "username": value("pg_user"),
-                    "password": {"env": PASSWORD_ENV},
-                    "db_name": value("pg_db"),
-                    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
-                    "scheme": "postgresql+psycopg2",
-                }
-            }
-        },
+        # Dagster's PostgreSQL storage, its writes waiting out a database restart (defs/storage.py).
+        "storage": {"custom": {**PATIENT_STORAGE, "config": {"postgres_db": postgres_db}}},
         # The daemon dequeues runs under this limit (Dagster's default is 10 trainings on the same GPUs at once).
         "run_queue": {"max_concurrent_runs": value("max_concurrent_runs")},
         **RUN_MONITORING,
