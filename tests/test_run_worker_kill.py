@@ -78,13 +78,14 @@ def test_alive_since_tells_a_live_process_from_a_dead_or_newer_one():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         time.sleep(0.2)
-        assert alive_since(proc.pid, time.time())
+        seen_now, seen_an_hour_ago = time.time(), time.time() - 3600
+        assert alive_since(proc.pid, seen_now)
         # A pid seen before this process existed names another (an earlier holder of the same number).
-        assert not alive_since(proc.pid, time.time() - 3600)
+        assert not alive_since(proc.pid, seen_an_hour_ago)
     finally:
         proc.kill()
         proc.wait()
-    assert not alive_since(proc.pid, time.time())
+    assert not alive_since(proc.pid, seen_now)
 
 
 @LINUX
@@ -96,7 +97,8 @@ def test_a_zombie_counts_as_dead():
     while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert not alive_since(proc.pid, time.time())
+    seen_now = time.time()
+    assert not alive_since(proc.pid, seen_now)
     proc.wait()
 
 
