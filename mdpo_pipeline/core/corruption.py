@@ -51,7 +51,15 @@ from tqdm import tqdm
 
 from mdpo_pipeline.core.errors import clip, shown
 from mdpo_pipeline.core.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb, resolve_image_path
-from mdpo_pipeline.core.io import atomic_dir, atomic_path, canonical_json, stable_seed, write_json, write_parquet
+from mdpo_pipeline.core.io import (
+    atomic_dir,
+    atomic_path,
+    canonical_json,
+    sha256_file,
+    stable_seed,
+    write_json,
+    write_parquet,
+)
 from mdpo_pipeline.core.parallel import available_cores, worker_context
 from mdpo_pipeline.core.schemas import QuarantineReason
 
@@ -452,8 +460,7 @@ class CounterfactualFile:
         file = os.path.join(os.path.dirname(self.path), rel)
         try:
             img = load_rgb(file, self.max_pixels)
-            with open(file, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            digest = sha256_file(file)
         except (ImageError, OSError) as e:
             detail = e.detail if isinstance(e, ImageError) else f"{type(e).__name__}: {e}"
             raise CounterfactualError(f"{self.path}:{line}: image {shown(rel)}: {detail}") from None

@@ -373,10 +373,10 @@ def method_loss(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor
     ``chosen_tokens``) terms, and SymMPO's terms. ``policy`` / ``reference``: the views' summed log-probs — chosen,
     rejected, optionally chosen with the corrupted image (m'), and for SymMPO the contrasting answer y' under the
     image and under m' (views 4 and 5). A method of the mDPO family gets ``mdpo_loss`` itself, bit for bit."""
-    views = 5 if weights.needs_contrast else (2, 3)
-    if len(policy) != len(reference) or len(policy) not in ((views,) if isinstance(views, int) else views):
-        raise ValueError(f"policy and reference need the {views} views' log-probs each, got {len(policy)} and "
-                         f"{len(reference)}")
+    views = (5,) if weights.needs_contrast else (2, 3)
+    if len(policy) != len(reference) or len(policy) not in views:
+        raise ValueError(f"policy and reference need the {' or '.join(map(str, views))} views' log-probs each, got "
+                         f"{len(policy)} and {len(reference)}")
     corrupted = (policy[2], reference[2]) if len(policy) >= 3 else (None, None)
     pair = (policy[0], policy[1], reference[0], reference[1])
     if not weights.beyond_mdpo:

@@ -57,11 +57,10 @@ def corruption_gate(
     wanted = set(pq.read_table(pairs_path, columns=["instruction_id"])["instruction_id"].to_pylist())
     have = {m["sample_id"] for m in manifest}
     quarantine_path = out_dir / "quarantine.parquet"  # written only when a sample was quarantined
-    reasons = (
-        dict(zip(*pq.read_table(quarantine_path, columns=["sample_id", "reason"]).to_pydict().values()))
-        if quarantine_path.is_file()
-        else {}
-    )
+    reasons: dict[str, str] = {}
+    if quarantine_path.is_file():
+        table = pq.read_table(quarantine_path, columns=["sample_id", "reason"])
+        reasons = dict(zip(table["sample_id"].to_pylist(), table["reason"].to_pylist()))
     quarantined = set(reasons)
     # An instruction without a contrasting scene (SymMPO's counterfactual strategy: count, colour and relation
     # questions) is left out by design, not a fault of the data: counted, not held against the share.

@@ -44,8 +44,8 @@ from mdpo_pipeline.core.corruption import CounterfactualError, NoCounterfactual
 from mdpo_pipeline.core.errors import shown
 from mdpo_pipeline.core.io import canonical_json
 from mdpo_pipeline.shapeworld.config import ShapeWorldConfig
-from mdpo_pipeline.shapeworld.feedback import Task, make_instruction
-from mdpo_pipeline.shapeworld.generate import JPEG_QUALITY, _rng, save_jpeg
+from mdpo_pipeline.shapeworld.feedback import Task, lower_first
+from mdpo_pipeline.shapeworld.generate import JPEG_QUALITY, draw_instruction, save_jpeg
 from mdpo_pipeline.shapeworld.world import Scene, article, head_noun, plural, render_scene
 
 _ID = re.compile(r"sw-(\d+)")
@@ -93,10 +93,6 @@ def swap_category(text: str, shown: str, absent: str) -> tuple[str, int]:
     return _pattern(mapping).subn(sub, text)
 
 
-def _lower_first(s: str) -> str:
-    return s[:1].lower() + s[1:]
-
-
 def contrast_answer(chosen: str, truth: Mapping[str, Any]) -> str:
     """y': the correct answer for the contrasting image, made from ``chosen`` (the answer for the shown image) and
     the instruction's truth row; NoCounterfactual when it cannot be made unambiguously."""
@@ -130,7 +126,7 @@ def _flip_existence(chosen: str, truth: Mapping[str, Any], slot: int, was: str, 
     subject = _Subject(colour=obj["colour"], category=asked)
     task = Task("existence", truth["question"], None, value, subject)  # type: ignore[arg-type]
     old, new = task.say(value), task.say(not value)
-    for before, after in ((old, new), (_lower_first(old), _lower_first(new))):
+    for before, after in ((old, new), (lower_first(old), lower_first(new))):
         if before in chosen:
             rest = chosen.replace(before, "", 1)
             if mentions(rest, was) or mentions(rest, now):
@@ -163,10 +159,7 @@ def instruction_index(instruction_id: str) -> int:
 def world_instruction(cfg: ShapeWorldConfig, instruction_id: str) -> dict:
     """The instruction exactly as generate_vlfeedback drew it (its Scene, texture seed and unrounded boxes included),
     plus ``truth``: the sidecar row it wrote for it."""
-    index = instruction_index(instruction_id)
-    rng = _rng(cfg, "vlfeedback", index)
-    source = rng.choices(tuple(cfg.source_mix), tuple(cfg.source_mix.values()))[0]  # drawn first, as generated
-    inst = make_instruction(rng, cfg)
+    source, inst = draw_instruction(cfg, instruction_index(instruction_id))
     inst["truth"] = json.loads(canonical_json({"id": instruction_id, "source": source, **inst["truth"]}))
     return inst
 

@@ -169,7 +169,8 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _lower_first(s: str) -> str:
+def lower_first(s: str) -> str:
+    """``s`` with its first character lower-cased (a sentence continued inside another)."""
     return s[:1].lower() + s[1:]
 
 
@@ -186,7 +187,7 @@ def render_claim(task: Task, claim: Claim, template: str, rng: random.Random) ->
         if claim.extra is not None:
             text += f" There is also {claim.extra.text()}."
         if claim.style == "hedged":
-            text = f"I am {_HEDGE}, but I think {_lower_first(text)}"
+            text = f"I am {_HEDGE}, but I think {lower_first(text)}"
     if claim.style == "eager":
         text = _EAGER + text
     if claim.style == "verbose":
@@ -360,7 +361,7 @@ def annotate(task: Task, claim: Claim) -> dict[str, tuple[int, str]]:
             unhelpful.append("it avoids answering the question")
             faith, helpful = 4, 2
         elif claim.value != task.value:
-            issues.append(f"the answer is wrong: {_lower_first(task.say(task.value)).rstrip('.')}")
+            issues.append(f"the answer is wrong: {lower_first(task.say(task.value)).rstrip('.')}")
             faith, helpful = 2, 2
         else:
             faith, helpful = 5, 5

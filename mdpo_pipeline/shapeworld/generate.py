@@ -68,20 +68,30 @@ def _sizes(root: Path) -> dict[str, int]:
 # --- VLFeedback ---------------------------------------------------------------------------------
 
 
+def instruction_id(index: int) -> str:
+    """The id of the world's ``index``-th instruction (``sw-000123``)."""
+    return f"sw-{index:06d}"
+
+
+def draw_instruction(cfg: ShapeWorldConfig, index: int) -> tuple[str, dict]:
+    """The world's ``index``-th instruction and its source, drawn from its own seeded stream: the same every time,
+    so the counterfactual provider can redraw one exactly (shapeworld/counterfactual.py)."""
+    rng = _rng(cfg, "vlfeedback", index)
+    source = rng.choices(tuple(cfg.source_mix), tuple(cfg.source_mix.values()))[0]
+    return source, make_instruction(rng, cfg)
+
+
 def generate_vlfeedback(cfg: ShapeWorldConfig, out_dir: str | Path, progress: bool = False) -> dict:
     """Write raw VLFeedback files (vlfeedback_80k.jsonl, merged_images/, instruction_source.jsonl) plus
     the shapeworld_truth.jsonl sidecar into ``out_dir``; return a summary of what was written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sources, weights = tuple(cfg.source_mix), tuple(cfg.source_mix.values())
     rows, source_rows, truth_rows = [], [], []
     cue = {True: [0, 0], False: [0, 0]}  # unconditional flag -> [best/worst pairs with a text cue, pairs]
     with atomic_dir(out / "merged_images") as images:
         for i in _progress(range(cfg.n_instructions), progress, "vlfeedback"):
-            rng = _rng(cfg, "vlfeedback", i)
-            source = rng.choices(sources, weights)[0]
-            inst = make_instruction(rng, cfg)
-            iid = f"sw-{i:06d}"
+            source, inst = draw_instruction(cfg, i)
+            iid = instruction_id(i)
             save_jpeg(render_scene(inst["scene"], cfg.image_size), images / f"{iid}.jpg")
             rows.append({"id": iid, **{k: inst[k] for k in ("prompt", "models", "completions")}})
             source_rows.append({"id": iid, "source": source})

@@ -75,7 +75,10 @@ def load_preference_dataset(
     # The TRL records carry no instruction id; pairs.parquet maps each pair to the instruction it was built from.
     index = pq.read_table(pairs_dir / "pairs.parquet", columns=["pair_id", "instruction_id"]).to_pydict()
     instruction_of = dict(zip(index["pair_id"], index["instruction_id"]))
-    manifest = pq.read_table(corrupted_dir / "manifest.parquet").to_pydict()
+    manifest_path = corrupted_dir / "manifest.parquet"
+    wanted = ["sample_id", "corrupted_image", "contrast_answer"]
+    present = set(pq.read_schema(manifest_path).names)  # manifests written before contrast_answer lack it
+    manifest = pq.read_table(manifest_path, columns=[c for c in wanted if c in present]).to_pydict()
     corrupted_of = dict(zip(manifest["sample_id"], manifest["corrupted_image"]))
     answers = manifest.get("contrast_answer") or []
     contrast_of = {sid: a for sid, a in zip(manifest["sample_id"], answers) if a is not None}
